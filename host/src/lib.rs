@@ -1,0 +1,16 @@
+//! weft: a WebAssembly plugin runtime for streaming retrieval-augmented generation.
+//!
+//! Modules, one job each:
+//! - [`manifest`]: pipeline manifests (TOML) with located errors;
+//! - [`policy`]: the operator's ceiling on what manifests may grant;
+//! - [`plugin`]: wasmtime engine, compile cache, sandboxed stage instances;
+//! - [`record`]: the items that flow between stages and their JSON forms;
+//! - [`pipeline`]: runs items through the stages, isolating failures;
+//! - [`local`]: the file-to-file runner used by `weft run --input`.
+
+pub mod local;
+pub mod manifest;
+pub mod pipeline;
+pub mod plugin;
+pub mod policy;
+pub mod record;

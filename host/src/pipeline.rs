@@ -1,0 +1,602 @@
+//! Runs batches of items through a pipeline's stages.
+//!
+//! The rules that make a pipeline safe to feed garbage:
+//! - every stage call is a batch; a trap or limit breach in a batch recycles
+//!   the instance and replays the batch one item at a time, so only the
+//!   culprit fails;
+//! - a `transient` plugin error is retried with backoff before it fails;
+//! - a failed item becomes a [`DeadLetter`] carrying the stage, the kind of
+//!   failure, a message and the original record; it never stops the batch.
+
+use crate::manifest::{Format, Manifest, StageKind};
+use crate::plugin::bindings::types::{self, ErrorKind};
+use crate::plugin::{Failure, FailureKind, IndexSearch, Runtime, StagePlugin, StageShared};
+use crate::record::{
+    decode_chunk, decode_document, decode_question, looks_like_chunk, EmbeddedChunk, Item, Payload,
+    QuestionState,
+};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A record that could not be processed, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub item: Item,
+    pub stage: String,
+    pub failure: Failure,
+}
+
+/// What one batch produced.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub outputs: Vec<Item>,
+    pub dead: Vec<DeadLetter>,
+}
+
+/// How many times a transient failure is retried, and the first backoff.
+pub const TRANSIENT_RETRIES: u32 = 3;
+pub const TRANSIENT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A manifest made runnable: one prepared plugin per stage.
+pub struct Pipeline {
+    pub manifest: Manifest,
+    pub stages: Vec<StagePlugin>,
+    embed_dims: Vec<Option<u32>>,
+}
+
+impl Pipeline {
+    /// Prepares every stage (compile, link, type-check). Fails with the stage
+    /// and plugin named if any cannot be prepared.
+    pub fn new(
+        runtime: &Runtime,
+        manifest: Manifest,
+        index: Option<Arc<dyn IndexSearch>>,
+    ) -> anyhow::Result<Pipeline> {
+        let mut stages = Vec::new();
+        for s in &manifest.stages {
+            let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s);
+            if let Some(i) = &index {
+                shared = shared.with_index(i.clone());
+            }
+            let plugin = runtime
+                .prepare(s, Arc::new(shared))
+                .with_context(|| format!("{}", s.location))?;
+            stages.push(plugin);
+        }
+        let embed_dims = vec![None; stages.len()];
+        Ok(Pipeline {
+            manifest,
+            stages,
+            embed_dims,
+        })
+    }
+
+    /// Decodes source records per the manifest's `format`.
+    fn decode_source(&self, items: Vec<Item>, out: &mut BatchOutcome) -> Vec<Item> {
+        let format = self.manifest.format;
+        let mut next = Vec::with_capacity(items.len());
+        for mut item in items {
+            let Payload::Raw(value) = &item.payload else {
+                next.push(item);
+                continue;
+            };
+            let decoded = match (format, value) {
+                (Format::Record, _) => Ok(None),
+                (Format::Document, None) => match item.key.as_deref().map(std::str::from_utf8) {
+                    Some(Ok(id)) => Ok(Some(Payload::Delete(id.to_string()))),
+                    _ => Err("a tombstone needs a UTF-8 key naming the document".to_string()),
+                },
+                (Format::Document, Some(v)) => decode_document(item.key.as_deref(), v)
+                    .map(|d| Some(Payload::Document(d)))
+                    .map_err(|e| e.0),
+                (Format::Question, None) => Err("a question cannot be a tombstone".to_string()),
+                (Format::Question, Some(v)) => decode_question(item.key.as_deref(), v)
+                    .map(|q| Some(Payload::Question(q)))
+                    .map_err(|e| e.0),
+            };
+            match decoded {
+                Ok(Some(p)) => {
+                    item.payload = p;
+                    next.push(item);
+                }
+                Ok(None) => next.push(item),
+                Err(message) => out.dead.push(DeadLetter {
+                    item,
+                    stage: "source".into(),
+                    failure: Failure::new(FailureKind::BadRecord, message),
+                }),
+            }
+        }
+        next
+    }
+
+    /// Runs one batch through every stage. Never fails as a whole: every
+    /// input ends up in `outputs` (possibly as several items) or in `dead`.
+    pub fn process(&mut self, batch: Vec<Item>) -> BatchOutcome {
+        let mut out = BatchOutcome::default();
+        let mut items = self.decode_source(batch, &mut out);
+        for i in 0..self.stages.len() {
+            if items.is_empty() {
+                break;
+            }
+            let t0 = Instant::now();
+            let n = items.len();
+            items = match self.stages[i].kind {
+                StageKind::Chunker => run_chunker(&mut self.stages[i], items, &mut out.dead),
+                StageKind::Embedder => run_embedder(
+                    &mut self.stages[i],
+                    &mut self.embed_dims[i],
+                    items,
+                    &mut out.dead,
+                ),
+                StageKind::Retriever => run_per_question(&mut self.stages[i], items, &mut out.dead),
+                StageKind::PromptBuilder => {
+                    run_per_question(&mut self.stages[i], items, &mut out.dead)
+                }
+                StageKind::Generator => run_per_question(&mut self.stages[i], items, &mut out.dead),
+                StageKind::Transform => run_transform(&mut self.stages[i], items, &mut out.dead),
+            };
+            // Batch stages charge each question an equal share of the batch time.
+            let share = t0.elapsed().as_secs_f64() * 1000.0 / n.max(1) as f64;
+            let name = self.stages[i].name.clone();
+            let kind = self.stages[i].kind;
+            if matches!(kind, StageKind::Embedder | StageKind::Transform) {
+                for it in &mut items {
+                    if let Payload::Question(q) = &mut it.payload {
+                        q.timings.push((name.clone(), share));
+                    }
+                }
+            }
+        }
+        out.outputs = items;
+        out
+    }
+}
+
+fn plugin_failure(e: types::PluginError) -> Failure {
+    let kind = match e.kind {
+        ErrorKind::InvalidInput => FailureKind::InvalidInput,
+        ErrorKind::Config => FailureKind::Config,
+        ErrorKind::Transient => FailureKind::Transient,
+        ErrorKind::Internal => FailureKind::PluginError,
+    };
+    Failure::new(kind, e.message)
+}
+
+/// Calls `call` on the whole batch; if the call itself fails (trap, limit),
+/// replays the items one by one so only the culprit fails. Items failing with
+/// a transient error are retried with exponential backoff.
+fn isolate<I, O>(
+    p: &mut StagePlugin,
+    inputs: &[I],
+    mut call: impl FnMut(&mut StagePlugin, &[I]) -> Result<Vec<Result<O, Failure>>, Failure>,
+) -> Vec<Result<O, Failure>> {
+    let mut results: Vec<Result<O, Failure>> = if inputs.len() == 1 {
+        vec![call_one(p, &inputs[0], &mut call)]
+    } else {
+        match call(p, inputs) {
+            Ok(rs) if rs.len() == inputs.len() => rs,
+            Ok(rs) => {
+                let msg = format!("returned {} results for {} inputs", rs.len(), inputs.len());
+                inputs
+                    .iter()
+                    .map(|_| Err(Failure::new(FailureKind::BadOutput, msg.clone())))
+                    .collect()
+            }
+            Err(f) => {
+                tracing::debug!(stage = %p.name, "batch of {} failed ({f}); isolating", inputs.len());
+                inputs.iter().map(|i| call_one(p, i, &mut call)).collect()
+            }
+        }
+    };
+    let mut backoff = TRANSIENT_BACKOFF;
+    for _ in 0..TRANSIENT_RETRIES {
+        let retry: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(f) if f.kind == FailureKind::Transient))
+            .map(|(i, _)| i)
+            .collect();
+        if retry.is_empty() {
+            break;
+        }
+        std::thread::sleep(backoff);
+        backoff *= 4;
+        for i in retry {
+            results[i] = call_one(p, &inputs[i], &mut call);
+        }
+    }
+    for r in results.iter_mut() {
+        if let Err(f) = r {
+            if f.kind == FailureKind::Transient {
+                f.message = format!("{} (after {TRANSIENT_RETRIES} retries)", f.message);
+            }
+        }
+    }
+    results
+}
+
+/// Calls a batch function with a single input.
+fn call_one<I, O>(
+    p: &mut StagePlugin,
+    i: &I,
+    call: &mut impl FnMut(&mut StagePlugin, &[I]) -> Result<Vec<Result<O, Failure>>, Failure>,
+) -> Result<O, Failure> {
+    match call(p, std::slice::from_ref(i)) {
+        Ok(mut rs) if rs.len() == 1 => rs
+            .pop()
+            .unwrap_or_else(|| Err(Failure::new(FailureKind::BadOutput, "no result returned"))),
+        Ok(rs) => Err(Failure::new(
+            FailureKind::BadOutput,
+            format!("returned {} results for 1 input", rs.len()),
+        )),
+        Err(f) => Err(f),
+    }
+}
+
+fn text_size(s: &str) -> u64 {
+    s.len() as u64
+}
+
+fn meta_size(m: &[types::Meta]) -> u64 {
+    m.iter().map(|m| (m.key.len() + m.value.len()) as u64).sum()
+}
+
+fn over_cap(p: &StagePlugin, size: u64) -> Option<Failure> {
+    (size > p.limits.max_output_bytes).then(|| {
+        Failure::new(
+            FailureKind::OutputTooLarge,
+            format!(
+                "output of {size} bytes exceeds limits.max_output_kb = {}",
+                p.limits.max_output_bytes >> 10
+            ),
+        )
+    })
+}
+
+fn dead(dead: &mut Vec<DeadLetter>, p: &StagePlugin, item: Item, failure: Failure) {
+    tracing::debug!(stage = %p.name, origin = ?item.origin.offset, "dead letter: {failure}");
+    dead.push(DeadLetter {
+        item,
+        stage: p.name.clone(),
+        failure,
+    });
+}
+
+fn run_chunker(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut todo: Vec<(Item, types::Document)> = Vec::new();
+    for item in items {
+        let doc = match &item.payload {
+            Payload::Document(d) => Ok(d.clone()),
+            Payload::Raw(Some(v)) => decode_document(item.key.as_deref(), v).map_err(|e| e.0),
+            Payload::Delete(_) => {
+                out.push(item);
+                continue;
+            }
+            Payload::Raw(None) => match item.key.as_deref().map(std::str::from_utf8) {
+                Some(Ok(id)) => {
+                    let id = id.to_string();
+                    let mut item = item;
+                    item.payload = Payload::Delete(id);
+                    out.push(item);
+                    continue;
+                }
+                _ => Err("a tombstone needs a UTF-8 key naming the document".to_string()),
+            },
+            _ => Err("a chunker takes documents".to_string()),
+        };
+        match doc {
+            Ok(d) => todo.push((item, d)),
+            Err(m) => dead(dl, p, item, Failure::new(FailureKind::BadRecord, m)),
+        }
+    }
+    if todo.is_empty() {
+        return out;
+    }
+    let docs: Vec<types::Document> = todo.iter().map(|(_, d)| d.clone()).collect();
+    let results = isolate(p, &docs, |p, slice| {
+        p.chunk(slice)
+            .map(|rs| rs.into_iter().map(|r| r.map_err(plugin_failure)).collect())
+    });
+    for ((item, doc), r) in todo.into_iter().zip(results) {
+        match r {
+            Ok(chunks) => {
+                let size: u64 = chunks
+                    .iter()
+                    .map(|c| text_size(&c.text) + text_size(&c.id) + meta_size(&c.metadata))
+                    .sum();
+                if let Some(f) = over_cap(p, size) {
+                    dead(dl, p, item, f);
+                    continue;
+                }
+                if let Some(bad) = chunks.iter().find(|c| c.doc_id != doc.id) {
+                    let msg = format!(
+                        "chunk `{}` names doc `{}` but came from doc `{}`",
+                        bad.id, bad.doc_id, doc.id
+                    );
+                    dead(dl, p, item, Failure::new(FailureKind::BadOutput, msg));
+                    continue;
+                }
+                for c in chunks {
+                    out.push(Item {
+                        key: Some(c.id.clone().into_bytes()),
+                        headers: item.headers.clone(),
+                        timestamp: item.timestamp,
+                        origin: item.origin.clone(),
+                        payload: Payload::Chunk(EmbeddedChunk {
+                            chunk: c,
+                            vector: None,
+                        }),
+                    });
+                }
+            }
+            Err(f) => dead(dl, p, item, f),
+        }
+    }
+    out
+}
+
+fn check_vector(v: &[f32], dim: Option<u32>) -> Result<(), Failure> {
+    if let Some(d) = dim {
+        if v.len() != d as usize {
+            return Err(Failure::new(
+                FailureKind::BadOutput,
+                format!(
+                    "vector has dimension {} but the embedder declared {d}",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
+        return Err(Failure::new(
+            FailureKind::BadOutput,
+            "vector is empty or has a non-finite value",
+        ));
+    }
+    Ok(())
+}
+
+fn run_embedder(
+    p: &mut StagePlugin,
+    dim: &mut Option<u32>,
+    items: Vec<Item>,
+    dl: &mut Vec<DeadLetter>,
+) -> Vec<Item> {
+    if dim.is_none() {
+        match p.dimension() {
+            Ok(d) => *dim = Some(d),
+            Err(f) => {
+                for item in items {
+                    dead(dl, p, item, f.clone());
+                }
+                return Vec::new();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo: Vec<(Item, String)> = Vec::new();
+    for mut item in items {
+        if let Payload::Raw(Some(v)) = &item.payload {
+            let decoded = if looks_like_chunk(v) {
+                decode_chunk(v).map(Payload::Chunk)
+            } else {
+                decode_question(item.key.as_deref(), v).map(Payload::Question)
+            };
+            match decoded {
+                Ok(pl) => item.payload = pl,
+                Err(e) => {
+                    dead(dl, p, item, Failure::new(FailureKind::BadRecord, e.0));
+                    continue;
+                }
+            }
+        }
+        let text = match &item.payload {
+            Payload::Chunk(c) => c.chunk.text.clone(),
+            Payload::Question(q) => q.question.text.clone(),
+            Payload::Delete(_) => {
+                out.push(item);
+                continue;
+            }
+            _ => {
+                let f = Failure::new(
+                    FailureKind::BadRecord,
+                    "an embedder takes chunks or questions",
+                );
+                dead(dl, p, item, f);
+                continue;
+            }
+        };
+        todo.push((item, text));
+    }
+    let texts: Vec<String> = todo.iter().map(|(_, t)| t.clone()).collect();
+    let d = *dim;
+    let results = if texts.is_empty() {
+        Vec::new()
+    } else {
+        isolate(p, &texts, |p, slice| match p.embed(slice)? {
+            Ok(vs) => Ok(vs.into_iter().map(Ok).collect()),
+            // The batch is all-or-nothing: isolate the bad text by replaying singly.
+            Err(e) if slice.len() > 1 => Err(plugin_failure(e)),
+            Err(e) => Ok(vec![Err(plugin_failure(e))]),
+        })
+    };
+    for ((mut item, _), r) in todo.into_iter().zip(results) {
+        let r = r.and_then(|v| {
+            check_vector(&v, d)?;
+            if let Some(f) = over_cap(p, v.len() as u64 * 4) {
+                return Err(f);
+            }
+            Ok(v)
+        });
+        match r {
+            Ok(v) => {
+                match &mut item.payload {
+                    Payload::Chunk(c) => c.vector = Some(v),
+                    Payload::Question(q) => q.vector = Some(v),
+                    _ => {}
+                }
+                out.push(item);
+            }
+            Err(f) => dead(dl, p, item, f),
+        }
+    }
+    out
+}
+
+/// Retriever, prompt builder and generator: one call per question, each
+/// isolated by construction.
+fn run_per_question(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) -> Vec<Item> {
+    let mut out = Vec::new();
+    for mut item in items {
+        if let Payload::Raw(Some(v)) = &item.payload {
+            match decode_question(item.key.as_deref(), v) {
+                Ok(q) => item.payload = Payload::Question(q),
+                Err(e) => {
+                    dead(dl, p, item, Failure::new(FailureKind::BadRecord, e.0));
+                    continue;
+                }
+            }
+        }
+        let Payload::Question(q) = &mut item.payload else {
+            let f = Failure::new(
+                FailureKind::BadRecord,
+                format!("a {} takes questions", p.kind),
+            );
+            dead(dl, p, item, f);
+            continue;
+        };
+        let t0 = Instant::now();
+        let r = run_question_stage(p, q);
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        match r {
+            Ok(()) => {
+                q.timings.push((p.name.clone(), ms));
+                out.push(item);
+            }
+            Err(f) => dead(dl, p, item, f),
+        }
+    }
+    out
+}
+
+fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), Failure> {
+    let one = std::slice::from_ref(&*q);
+    match p.kind {
+        StageKind::Retriever => {
+            let Some(vector) = q.vector.clone() else {
+                return Err(Failure::new(
+                    FailureKind::BadRecord,
+                    "the question has no vector: put an embedder before the retriever",
+                ));
+            };
+            let mut r = isolate(p, one, |p, s| {
+                Ok(vec![p
+                    .retrieve(&s[0].question, &vector)?
+                    .map_err(plugin_failure)])
+            });
+            let hits = r.pop().unwrap_or_else(|| Err(missing()))?;
+            let size: u64 = hits
+                .iter()
+                .map(|h| text_size(&h.text) + meta_size(&h.metadata))
+                .sum();
+            if let Some(f) = over_cap(p, size) {
+                return Err(f);
+            }
+            q.hits = hits;
+        }
+        StageKind::PromptBuilder => {
+            let mut r = isolate(p, one, |p, s| {
+                Ok(vec![p
+                    .build_prompt(&s[0].question, &s[0].hits)?
+                    .map_err(plugin_failure)])
+            });
+            let msgs = r.pop().unwrap_or_else(|| Err(missing()))?;
+            let size: u64 = msgs.iter().map(|m| text_size(&m.content)).sum();
+            if let Some(f) = over_cap(p, size) {
+                return Err(f);
+            }
+            q.messages = msgs;
+        }
+        StageKind::Generator => {
+            let mut r = isolate(p, one, |p, s| {
+                Ok(vec![p
+                    .generate(&s[0].question, &s[0].messages, &s[0].hits)?
+                    .map_err(plugin_failure)])
+            });
+            let answer = r.pop().unwrap_or_else(|| Err(missing()))?;
+            if let Some(f) = over_cap(p, text_size(&answer.text)) {
+                return Err(f);
+            }
+            q.answer = Some(answer);
+        }
+        other => {
+            return Err(Failure::new(
+                FailureKind::Internal,
+                format!("{other} is not a question stage"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn missing() -> Failure {
+    Failure::new(FailureKind::BadOutput, "no result returned")
+}
+
+fn run_transform(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) -> Vec<Item> {
+    let records: Vec<types::Record> = items
+        .iter()
+        .map(|it| types::Record {
+            key: it.key.clone(),
+            value: it.payload.to_value_bytes(),
+            headers: it
+                .headers
+                .iter()
+                .map(|(k, v)| types::Header {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    let results = isolate(p, &records, |p, slice| {
+        p.transform(slice)
+            .map(|rs| rs.into_iter().map(|r| r.map_err(plugin_failure)).collect())
+    });
+    let mut out = Vec::new();
+    for (item, r) in items.into_iter().zip(results) {
+        match r {
+            Ok(recs) => {
+                let size: u64 = recs
+                    .iter()
+                    .map(|r| {
+                        (r.key.as_ref().map_or(0, Vec::len)
+                            + r.value.as_ref().map_or(0, Vec::len)
+                            + r.headers
+                                .iter()
+                                .map(|h| h.key.len() + h.value.len())
+                                .sum::<usize>()) as u64
+                    })
+                    .sum();
+                if let Some(f) = over_cap(p, size) {
+                    dead(dl, p, item, f);
+                    continue;
+                }
+                for r in recs {
+                    out.push(Item {
+                        key: r.key,
+                        headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                        timestamp: item.timestamp,
+                        origin: item.origin.clone(),
+                        payload: Payload::Raw(r.value),
+                    });
+                }
+            }
+            Err(f) => dead(dl, p, item, f),
+        }
+    }
+    out
+}

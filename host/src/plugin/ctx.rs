@@ -1,0 +1,278 @@
+//! The per-instance host state (`Store<StageCtx>`) and the host side of the
+//! weft interfaces: log, config, state and index.
+
+use super::bindings::imports::weft::plugin::{config, index, log, state};
+use super::bindings::types::{Hit, Meta};
+use super::http::OutboundPolicy;
+use crate::manifest::Stage;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Vector search the host offers retriever stages, scoped to one tenant's index.
+pub trait IndexSearch: Send + Sync {
+    fn search(
+        &self,
+        vector: &[f32],
+        k: u32,
+        filter: &[(String, String)],
+    ) -> Result<Vec<Hit>, String>;
+}
+
+/// Bounds of the per-stage key-value state.
+pub const STATE_MAX_ENTRIES: usize = 10_000;
+pub const STATE_MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// What every instance of one stage shares: identity, config, grants, state.
+/// Instances come and go (a trap recycles one); this outlives them.
+pub struct StageShared {
+    pub tenant: String,
+    pub pipeline: String,
+    pub stage: Stage,
+    pub state: Mutex<BTreeMap<String, Vec<u8>>>,
+    pub index: Option<Arc<dyn IndexSearch>>,
+}
+
+impl StageShared {
+    pub fn new(tenant: &str, pipeline: &str, stage: &Stage) -> StageShared {
+        StageShared {
+            tenant: tenant.to_string(),
+            pipeline: pipeline.to_string(),
+            stage: stage.clone(),
+            state: Mutex::new(BTreeMap::new()),
+            index: None,
+        }
+    }
+
+    pub fn with_index(mut self, index: Arc<dyn IndexSearch>) -> StageShared {
+        self.index = Some(index);
+        self
+    }
+}
+
+/// The last few KiB a guest wrote to stderr (a Rust panic message lands
+/// there), kept so a trap's dead-letter reason can say what the plugin said.
+#[derive(Clone, Default)]
+pub struct StderrTail(Arc<Mutex<Vec<u8>>>);
+
+const STDERR_TAIL: usize = 4096;
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(bytes);
+            if b.len() > STDERR_TAIL {
+                let cut = b.len() - STDERR_TAIL;
+                b.drain(..cut);
+            }
+        }
+    }
+
+    /// The last thing the guest said: the last non-empty line, or for a Rust
+    /// panic the `panicked at <file:line>` line and its message, without the
+    /// `note: run with RUST_BACKTRACE` boilerplate.
+    pub fn last_line(&self) -> Option<String> {
+        let b = self.0.lock().ok()?;
+        let s = String::from_utf8_lossy(&b);
+        let lines: Vec<&str> = s
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
+            .collect();
+        let last = *lines.last()?;
+        match lines.len().checked_sub(2).map(|i| lines[i]) {
+            Some(prev) if prev.contains("panicked at") => Some(format!("{prev} {last}")),
+            _ => Some(last.to_string()),
+        }
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Host state of one live instance.
+pub struct StageCtx {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundPolicy,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    pub shared: Arc<StageShared>,
+    pub stderr: StderrTail,
+}
+
+impl StageCtx {
+    /// A context with exactly the stage's grants: no env, args, files or
+    /// sockets unless listed; stdout discarded; stderr kept as a short tail.
+    pub fn new(shared: Arc<StageShared>) -> StageCtx {
+        let stage = &shared.stage;
+        let stderr = StderrTail::default();
+        let mut b = WasiCtxBuilder::new();
+        b.stderr(stderr.clone());
+        for name in &stage.grants.env {
+            if let Ok(v) = std::env::var(name) {
+                b.env(name, v);
+            }
+        }
+        for (host, guest) in &stage.grants.files {
+            if let Err(e) = b.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly) {
+                tracing::warn!(stage = %stage.name, "cannot preopen {}: {e:#}", host.display());
+            }
+        }
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(stage.limits.memory_bytes as usize)
+            .instances(32)
+            .tables(64)
+            .memories(16)
+            .trap_on_grow_failure(true)
+            .build();
+        StageCtx {
+            wasi: b.build(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundPolicy::new(stage),
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            shared,
+        }
+    }
+}
+
+impl WasiView for StageCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StageCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl super::bindings::types::Host for StageCtx {}
+
+impl log::Host for StageCtx {
+    fn log(&mut self, level: log::Level, message: String) {
+        let s = &self.shared;
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            log::Level::Trace => {
+                tracing::trace!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+            }
+        }
+    }
+}
+
+impl config::Host for StageCtx {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.shared.stage.config.get(&key).cloned()
+    }
+
+    fn entries(&mut self) -> Vec<(String, String)> {
+        self.shared
+            .stage
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+impl state::Host for StageCtx {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.shared.state.lock().ok()?.get(&key).cloned()
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if value.len() > STATE_MAX_VALUE_BYTES {
+            return Err(format!(
+                "state value of {} bytes exceeds the {STATE_MAX_VALUE_BYTES}-byte limit",
+                value.len()
+            ));
+        }
+        let mut st = self
+            .shared
+            .state
+            .lock()
+            .map_err(|_| "state store poisoned".to_string())?;
+        if !st.contains_key(&key) && st.len() >= STATE_MAX_ENTRIES {
+            return Err(format!("state is full ({STATE_MAX_ENTRIES} entries)"));
+        }
+        st.insert(key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.remove(&key);
+        }
+    }
+}
+
+impl index::Host for StageCtx {
+    fn search(&mut self, vector: Vec<f32>, k: u32, filter: Vec<Meta>) -> Result<Vec<Hit>, String> {
+        let Some(index) = &self.shared.index else {
+            return Err(format!(
+                "pipeline `{}` has no index attached (tenant `{}`)",
+                self.shared.pipeline, self.shared.tenant
+            ));
+        };
+        let filter: Vec<(String, String)> = filter.into_iter().map(|m| (m.key, m.value)).collect();
+        index.search(&vector, k.min(1000), &filter)
+    }
+}

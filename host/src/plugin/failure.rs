@@ -1,0 +1,148 @@
+//! Why a record failed in a stage, in words fit for a dead-letter header.
+
+use crate::manifest::Limits;
+use std::fmt;
+
+/// The class of a failure; its string form is the `weft.error.kind` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The record could not be decoded into what the stage needs.
+    BadRecord,
+    /// The plugin rejected the item as invalid.
+    InvalidInput,
+    /// The plugin says its configuration is wrong.
+    Config,
+    /// A retryable failure that kept failing after the retries.
+    Transient,
+    /// The plugin reported an internal error.
+    PluginError,
+    /// The plugin trapped (panic, unreachable, out-of-bounds access).
+    Trap,
+    /// The call ran past the stage's `timeout_ms`.
+    Timeout,
+    /// The plugin tried to grow memory past `memory_mb`.
+    MemoryLimit,
+    /// Recursion too deep for the wasm stack.
+    StackOverflow,
+    /// The plugin returned more than `max_output_kb` for one item.
+    OutputTooLarge,
+    /// The plugin returned something malformed (wrong count, bad vector).
+    BadOutput,
+    /// A bug in the host.
+    Internal,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::BadRecord => "bad-record",
+            FailureKind::InvalidInput => "invalid-input",
+            FailureKind::Config => "config",
+            FailureKind::Transient => "transient",
+            FailureKind::PluginError => "plugin-error",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::StackOverflow => "stack-overflow",
+            FailureKind::OutputTooLarge => "output-too-large",
+            FailureKind::BadOutput => "bad-output",
+            FailureKind::Internal => "internal",
+        }
+    }
+
+    /// Whether the failure poisons the instance (it must be replaced).
+    pub fn is_trap_like(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Trap
+                | FailureKind::Timeout
+                | FailureKind::MemoryLimit
+                | FailureKind::StackOverflow
+        )
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an error out of wasmtime into a kind and a message that says
+    /// which limit was hit and how to raise it.
+    pub fn from_wasm(e: wasmtime::Error, what: &str, limits: &Limits) -> Failure {
+        let chain = format!("{e:#}");
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+            return match trap {
+                wasmtime::Trap::Interrupt => Failure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "{what} ran longer than limits.timeout_ms = {} and was stopped",
+                        limits.timeout_ms
+                    ),
+                ),
+                wasmtime::Trap::StackOverflow => Failure::new(
+                    FailureKind::StackOverflow,
+                    format!("{what} exhausted the wasm call stack (runaway recursion?)"),
+                ),
+                wasmtime::Trap::OutOfFuel => {
+                    Failure::new(FailureKind::Timeout, format!("{what} used up its CPU fuel"))
+                }
+                wasmtime::Trap::MemoryOutOfBounds => Failure::new(
+                    FailureKind::Trap,
+                    format!(
+                        "{what} trapped: out-of-bounds memory access (in Rust and C guests this is \
+                         usually a stack overflow from runaway recursion)"
+                    ),
+                ),
+                other => Failure::new(FailureKind::Trap, format!("{what} trapped: {other}")),
+            };
+        }
+        if chain.contains("forcing trap when growing memory")
+            || chain.contains("forcing a memory growth failure")
+        {
+            return Failure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "{what} tried to grow its memory past limits.memory_mb = {}",
+                    limits.memory_bytes >> 20
+                ),
+            );
+        }
+        // Keep the first line only: wasm backtraces belong in the log, not in a header.
+        let first = chain.lines().next().unwrap_or_default().to_string();
+        tracing::debug!("{what} failed: {chain}");
+        Failure::new(FailureKind::Trap, format!("{what} failed: {first}"))
+    }
+
+    /// Appends what the guest last wrote to stderr (a Rust panic message, say).
+    pub fn with_guest_said(mut self, said: Option<String>) -> Failure {
+        if let Some(s) = said {
+            let s: String = s.chars().take(300).collect();
+            self.message = format!("{}; the plugin said: {s}", self.message);
+        }
+        self
+    }
+}

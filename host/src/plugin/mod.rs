@@ -1,0 +1,488 @@
+//! The sandbox: one wasmtime engine per process, components compiled once
+//! (and cached on disk by content hash), pre-linked per stage, and instances
+//! reused across calls until one traps or breaks a limit.
+
+pub mod bindings;
+mod cache;
+mod ctx;
+mod failure;
+mod http;
+
+pub use cache::CompileCache;
+pub use ctx::{IndexSearch, StageCtx, StageShared};
+pub use failure::{Failure, FailureKind};
+
+use crate::manifest::{Stage, StageKind};
+use anyhow::{anyhow, Context};
+use bindings::types;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Config, Engine, Store};
+
+/// How often the epoch advances; a stage's timeout is counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The process-wide Wasm engine and the compile cache.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    cache: CompileCache,
+    _ticker: Arc<EpochTicker>,
+}
+
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine. Component-model concurrency is off: none of our worlds
+    /// use async, and it triples the cost of a call. CPU is bounded by epochs
+    /// (a background thread ticks every [`EPOCH_TICK`]), which cost less than
+    /// fuel on call-heavy guests; see the bench for the measurement.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.concurrency_support(false);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasm engine")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("weft-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the epoch thread")?;
+        }
+        let cache_dir = cache_dir.unwrap_or_else(CompileCache::default_dir);
+        Ok(Runtime {
+            cache: CompileCache::new(cache_dir, &engine),
+            engine,
+            _ticker: Arc::new(EpochTicker { stop }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn cache(&self) -> &CompileCache {
+        &self.cache
+    }
+
+    /// Loads (from cache, or compiles and caches) the component at `path`.
+    pub fn load_component(&self, path: &Path) -> anyhow::Result<Component> {
+        self.cache.load(&self.engine, path)
+    }
+
+    /// Compiles, links and type-checks a stage's component against the world
+    /// its kind requires, without running any of its code.
+    pub fn prepare(&self, stage: &Stage, shared: Arc<StageShared>) -> anyhow::Result<StagePlugin> {
+        let component = self
+            .load_component(&stage.plugin)
+            .with_context(|| format!("loading plugin {}", stage.plugin.display()))?;
+        check_exports(&self.engine, &component, stage)?;
+        check_imports(&self.engine, &component, stage)?;
+        let linker = self.linker(stage.kind, !stage.grants.outbound_hosts.is_empty())?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "linking plugin {} for stage `{}`",
+                    stage.plugin.display(),
+                    stage.name
+                )
+            })?;
+        let typed = TypedPre::new(stage.kind, pre).with_context(|| {
+            format!(
+                "plugin {} does not implement the `{}` world that a {} stage requires",
+                stage.plugin.display(),
+                stage.kind.world(),
+                stage.kind
+            )
+        })?;
+        let ticks = (stage.limits.timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1;
+        Ok(StagePlugin {
+            name: stage.name.clone(),
+            kind: stage.kind,
+            limits: stage.limits,
+            engine: self.engine.clone(),
+            typed,
+            live: None,
+            shared,
+            deadline_ticks: ticks,
+            stats: StageStats::default(),
+        })
+    }
+
+    /// A linker with WASI (no authority until the context grants some), the
+    /// weft host interfaces the kind may use, and wasi:http only when the stage
+    /// has an outbound grant, so an ungranted plugin fails at link time.
+    fn linker(&self, kind: StageKind, http: bool) -> anyhow::Result<Linker<StageCtx>> {
+        use bindings::imports::weft::plugin as host;
+        let mut linker = Linker::<StageCtx>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        if http {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+                .map_err(anyhow::Error::from)
+                .context("linking wasi:http")?;
+        }
+        host::log::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
+        host::config::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
+        host::state::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
+        if kind == StageKind::Retriever {
+            host::index::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
+        }
+        Ok(linker)
+    }
+}
+
+/// The WIT package version this host implements; plugins built against any
+/// 0.1.x contract load.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+fn import_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// A clear message when the component exports the wrong stage kind.
+fn check_exports(engine: &Engine, component: &Component, stage: &Stage) -> anyhow::Result<()> {
+    let want = stage.kind.export_interface();
+    let exports = export_names(engine, component);
+    if exports
+        .iter()
+        .any(|e| e.starts_with(&format!("{want}@0.1.")))
+    {
+        return Ok(());
+    }
+    let found: Vec<&str> = exports
+        .iter()
+        .filter(|e| e.starts_with("weft:plugin/"))
+        .map(String::as_str)
+        .collect();
+    let kinds: Vec<&str> = StageKind::ALL
+        .iter()
+        .filter(|k| {
+            found
+                .iter()
+                .any(|e| e.starts_with(&format!("{}@", k.export_interface())))
+        })
+        .map(|k| k.as_str())
+        .collect();
+    Err(anyhow!(
+        "plugin {} is not a {} (it must export `{want}@{CONTRACT_VERSION}`, world `{}`); it exports {}{}",
+        stage.plugin.display(),
+        stage.kind,
+        stage.kind.world(),
+        if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        },
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" (so it is a {} plugin)", kinds.join("/"))
+        }
+    ))
+}
+
+/// A clear message when the component needs a capability the stage lacks.
+fn check_imports(engine: &Engine, component: &Component, stage: &Stage) -> anyhow::Result<()> {
+    for name in import_names(engine, component) {
+        if name.starts_with("wasi:http/") && stage.grants.outbound_hosts.is_empty() {
+            return Err(anyhow!(
+                "plugin {} imports `{name}` but stage `{}` has no `grants.outbound_hosts`: outbound HTTP is denied",
+                stage.plugin.display(),
+                stage.name
+            ));
+        }
+        if name.starts_with("weft:plugin/index") && stage.kind != StageKind::Retriever {
+            return Err(anyhow!(
+                "plugin {} imports `{name}`, which only retriever stages may use (stage `{}` is a {})",
+                stage.plugin.display(),
+                stage.name,
+                stage.kind
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A pre-linked component, typed by its world.
+enum TypedPre {
+    Chunker(bindings::chunker::ChunkerPre<StageCtx>),
+    Embedder(bindings::embedder::EmbedderPre<StageCtx>),
+    Retriever(bindings::retriever::RetrieverPre<StageCtx>),
+    PromptBuilder(bindings::prompt_builder::PromptBuilderPre<StageCtx>),
+    Generator(bindings::generator::GeneratorPre<StageCtx>),
+    Transform(bindings::transformer::TransformerPre<StageCtx>),
+}
+
+impl TypedPre {
+    fn new(kind: StageKind, pre: InstancePre<StageCtx>) -> anyhow::Result<TypedPre> {
+        Ok(match kind {
+            StageKind::Chunker => TypedPre::Chunker(bindings::chunker::ChunkerPre::new(pre)?),
+            StageKind::Embedder => TypedPre::Embedder(bindings::embedder::EmbedderPre::new(pre)?),
+            StageKind::Retriever => {
+                TypedPre::Retriever(bindings::retriever::RetrieverPre::new(pre)?)
+            }
+            StageKind::PromptBuilder => {
+                TypedPre::PromptBuilder(bindings::prompt_builder::PromptBuilderPre::new(pre)?)
+            }
+            StageKind::Generator => {
+                TypedPre::Generator(bindings::generator::GeneratorPre::new(pre)?)
+            }
+            StageKind::Transform => {
+                TypedPre::Transform(bindings::transformer::TransformerPre::new(pre)?)
+            }
+        })
+    }
+
+    fn instantiate(&self, store: &mut Store<StageCtx>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            TypedPre::Chunker(p) => Bindings::Chunker(p.instantiate(store)?),
+            TypedPre::Embedder(p) => Bindings::Embedder(p.instantiate(store)?),
+            TypedPre::Retriever(p) => Bindings::Retriever(p.instantiate(store)?),
+            TypedPre::PromptBuilder(p) => Bindings::PromptBuilder(p.instantiate(store)?),
+            TypedPre::Generator(p) => Bindings::Generator(p.instantiate(store)?),
+            TypedPre::Transform(p) => Bindings::Transform(p.instantiate(store)?),
+        })
+    }
+}
+
+/// A live instance's typed exports.
+pub enum Bindings {
+    Chunker(bindings::chunker::Chunker),
+    Embedder(bindings::embedder::Embedder),
+    Retriever(bindings::retriever::Retriever),
+    PromptBuilder(bindings::prompt_builder::PromptBuilder),
+    Generator(bindings::generator::Generator),
+    Transform(bindings::transformer::Transformer),
+}
+
+struct Live {
+    store: Store<StageCtx>,
+    bindings: Bindings,
+}
+
+/// Counters a stage keeps about its plugin, for summaries and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageStats {
+    pub calls: u64,
+    pub instantiations: u64,
+    pub failures: u64,
+    pub busy: Duration,
+    pub instantiate_time: Duration,
+}
+
+/// One stage's plugin: the pre-linked component and, when warm, a live instance.
+pub struct StagePlugin {
+    pub name: String,
+    pub kind: StageKind,
+    pub limits: crate::manifest::Limits,
+    engine: Engine,
+    typed: TypedPre,
+    live: Option<Live>,
+    shared: Arc<StageShared>,
+    deadline_ticks: u64,
+    pub stats: StageStats,
+}
+
+pub type PluginResult<T> = Result<T, types::PluginError>;
+
+impl StagePlugin {
+    fn live(&mut self) -> Result<&mut Live, Failure> {
+        if self.live.is_none() {
+            let t0 = Instant::now();
+            let mut store = Store::new(&self.engine, StageCtx::new(self.shared.clone()));
+            store.limiter(|ctx| &mut ctx.limits);
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(self.deadline_ticks);
+            let bindings = self
+                .typed
+                .instantiate(&mut store)
+                .map_err(|e| Failure::from_wasm(e, "instantiating the plugin", &self.limits))?;
+            self.stats.instantiations += 1;
+            self.stats.instantiate_time += t0.elapsed();
+            self.live = Some(Live { store, bindings });
+        }
+        // `live` was filled just above when it was empty.
+        self.live
+            .as_mut()
+            .ok_or_else(|| Failure::new(FailureKind::Internal, "no live instance"))
+    }
+
+    /// Drops the live instance (after a trap or a broken limit); the next call
+    /// gets a fresh one from the pre-linked component.
+    pub fn recycle(&mut self) {
+        self.live = None;
+    }
+
+    /// Runs one export call under the stage's limits. A trap or limit breach
+    /// recycles the instance and comes back as a [`Failure`].
+    fn call<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Store<StageCtx>, &Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let ticks = self.deadline_ticks;
+        let limits = self.limits;
+        let t0 = Instant::now();
+        let live = self.live()?;
+        live.store.set_epoch_deadline(ticks);
+        let result = f(&mut live.store, &live.bindings);
+        self.stats.calls += 1;
+        self.stats.busy += t0.elapsed();
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.stats.failures += 1;
+                let said = self
+                    .live
+                    .as_ref()
+                    .and_then(|l| l.store.data().stderr.last_line());
+                self.recycle();
+                Err(Failure::from_wasm(e, what, &limits).with_guest_said(said))
+            }
+        }
+    }
+
+    fn wrong_kind(&self) -> Failure {
+        Failure::new(
+            FailureKind::Internal,
+            format!(
+                "stage `{}` is a {}, not called as one",
+                self.name, self.kind
+            ),
+        )
+    }
+
+    /// Warms the instance up (and fails early if it cannot be instantiated).
+    pub fn warm_up(&mut self) -> Result<(), Failure> {
+        self.live().map(|_| ())
+    }
+
+    pub fn chunk(
+        &mut self,
+        docs: &[types::Document],
+    ) -> Result<Vec<PluginResult<Vec<types::Chunk>>>, Failure> {
+        if !matches!(self.typed, TypedPre::Chunker(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("chunk", |store, b| match b {
+            Bindings::Chunker(c) => c.weft_plugin_chunk().call_split(store, docs),
+            _ => Err(wasmtime::format_err!("not a chunker")),
+        })
+    }
+
+    pub fn dimension(&mut self) -> Result<u32, Failure> {
+        if !matches!(self.typed, TypedPre::Embedder(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("dimension", |store, b| match b {
+            Bindings::Embedder(e) => e.weft_plugin_embed().call_dimension(store),
+            _ => Err(wasmtime::format_err!("not an embedder")),
+        })
+    }
+
+    pub fn embed(&mut self, texts: &[String]) -> Result<PluginResult<Vec<Vec<f32>>>, Failure> {
+        if !matches!(self.typed, TypedPre::Embedder(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("embed", |store, b| match b {
+            Bindings::Embedder(e) => e.weft_plugin_embed().call_embed(store, texts),
+            _ => Err(wasmtime::format_err!("not an embedder")),
+        })
+    }
+
+    pub fn retrieve(
+        &mut self,
+        q: &types::Question,
+        vector: &[f32],
+    ) -> Result<PluginResult<Vec<types::Hit>>, Failure> {
+        if !matches!(self.typed, TypedPre::Retriever(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("retrieve", |store, b| match b {
+            Bindings::Retriever(r) => r.weft_plugin_retrieve().call_retrieve(store, q, vector),
+            _ => Err(wasmtime::format_err!("not a retriever")),
+        })
+    }
+
+    pub fn build_prompt(
+        &mut self,
+        q: &types::Question,
+        hits: &[types::Hit],
+    ) -> Result<PluginResult<Vec<types::Message>>, Failure> {
+        if !matches!(self.typed, TypedPre::PromptBuilder(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("build", |store, b| match b {
+            Bindings::PromptBuilder(p) => p.weft_plugin_prompt().call_build(store, q, hits),
+            _ => Err(wasmtime::format_err!("not a prompt builder")),
+        })
+    }
+
+    pub fn generate(
+        &mut self,
+        q: &types::Question,
+        messages: &[types::Message],
+        hits: &[types::Hit],
+    ) -> Result<PluginResult<types::Answer>, Failure> {
+        if !matches!(self.typed, TypedPre::Generator(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("generate", |store, b| match b {
+            Bindings::Generator(g) => g
+                .weft_plugin_generate()
+                .call_generate(store, q, messages, hits),
+            _ => Err(wasmtime::format_err!("not a generator")),
+        })
+    }
+
+    pub fn transform(
+        &mut self,
+        records: &[types::Record],
+    ) -> Result<Vec<PluginResult<Vec<types::Record>>>, Failure> {
+        if !matches!(self.typed, TypedPre::Transform(_)) {
+            return Err(self.wrong_kind());
+        }
+        self.call("transform", |store, b| match b {
+            Bindings::Transform(t) => t.weft_plugin_transform().call_transform(store, records),
+            _ => Err(wasmtime::format_err!("not a transform")),
+        })
+    }
+}
