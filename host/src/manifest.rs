@@ -377,7 +377,7 @@ impl PluginPath {
             return if p.is_file() {
                 Ok(p)
             } else {
-                Err(format!("plugin file `{}` does not exist", p.display()))
+                Err(format!("plugin file `{}` does not exist", display_path(&p)))
             };
         }
         let file = format!("{}.wasm", reference.replace('-', "_"));
@@ -387,12 +387,45 @@ impl PluginPath {
                 return Ok(p);
             }
         }
-        let looked: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        let looked: Vec<String> = self.dirs.iter().map(|d| display_path(d)).collect();
         Err(format!(
             "plugin `{reference}` not found (looked for {file} in: {}); build the reference plugins with `scripts/build-plugins` or give a path to a .wasm file",
             looked.join(", ")
         ))
     }
+}
+
+/// A path as a person would type it: relative to the current directory when
+/// it is under it, without `./` segments; absolute otherwise.
+pub fn display_path(p: &Path) -> String {
+    let clean: PathBuf = p
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(rel) = clean.strip_prefix(&cwd) {
+            return rel.display().to_string();
+        }
+    }
+    clean.display().to_string()
+}
+
+/// For a type error whose span is a value, the key it was assigned to
+/// (`timeout_ms = "fast"` -> `timeout_ms`), so the message can name it.
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let eq = line.rfind('=')?;
+    let key: String = line[..eq]
+        .trim_end()
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-' || *c == '.')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!key.is_empty()).then_some(key)
 }
 
 /// Converts a byte offset to 1-based (line, column), counting columns in characters.
@@ -503,7 +536,12 @@ impl Manifest {
             Ok(raw) => raw,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                let message = e.message().trim().to_string();
+                let mut message = e.message().trim().to_string();
+                if message.starts_with("invalid type") || message.starts_with("invalid value") {
+                    if let Some(key) = key_before(text, span.start) {
+                        message = format!("`{key}`: {message}");
+                    }
+                }
                 r.error(span, message);
                 return Err(ManifestError {
                     diagnostics: r.diagnostics,
@@ -647,7 +685,7 @@ impl Manifest {
                             f.span(),
                             format!(
                                 "stage `{name}`: files: `{}` is not a directory",
-                                host.display()
+                                display_path(&host)
                             ),
                         ),
                     }

@@ -131,6 +131,10 @@ pub struct StageCtx {
     pub limits: StoreLimits,
     pub shared: Arc<StageShared>,
     pub stderr: StderrTail,
+    /// State writes of the call in progress (`None` = delete). They reach the
+    /// shared state only when the call returns normally, so a call that traps
+    /// and is replayed does not apply its side effects twice.
+    pending: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 impl StageCtx {
@@ -169,6 +173,22 @@ impl StageCtx {
             limits,
             stderr,
             shared,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Applies the state writes of a call that returned normally.
+    pub fn commit_state(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Ok(mut st) = self.shared.state.lock() {
+            for (k, v) in std::mem::take(&mut self.pending) {
+                match v {
+                    Some(v) => st.insert(k, v),
+                    None => st.remove(&k),
+                };
+            }
         }
     }
 }
@@ -235,6 +255,9 @@ impl config::Host for StageCtx {
 
 impl state::Host for StageCtx {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        if let Some(v) = self.pending.get(&key) {
+            return v.clone();
+        }
         self.shared.state.lock().ok()?.get(&key).cloned()
     }
 
@@ -245,22 +268,22 @@ impl state::Host for StageCtx {
                 value.len()
             ));
         }
-        let mut st = self
+        let st = self
             .shared
             .state
             .lock()
             .map_err(|_| "state store poisoned".to_string())?;
-        if !st.contains_key(&key) && st.len() >= STATE_MAX_ENTRIES {
+        let is_new = !st.contains_key(&key) && !self.pending.contains_key(&key);
+        if is_new && st.len() + self.pending.len() >= STATE_MAX_ENTRIES {
             return Err(format!("state is full ({STATE_MAX_ENTRIES} entries)"));
         }
-        st.insert(key, value);
+        drop(st);
+        self.pending.insert(key, Some(value));
         Ok(())
     }
 
     fn delete(&mut self, key: String) {
-        if let Ok(mut st) = self.shared.state.lock() {
-            st.remove(&key);
-        }
+        self.pending.insert(key, None);
     }
 }
 

@@ -12,7 +12,7 @@ pub use cache::CompileCache;
 pub use ctx::{IndexSearch, StageCtx, StageShared};
 pub use failure::{Failure, FailureKind};
 
-use crate::manifest::{Stage, StageKind};
+use crate::manifest::{display_path, Stage, StageKind};
 use anyhow::{anyhow, Context};
 use bindings::types;
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ impl Runtime {
     pub fn prepare(&self, stage: &Stage, shared: Arc<StageShared>) -> anyhow::Result<StagePlugin> {
         let component = self
             .load_component(&stage.plugin)
-            .with_context(|| format!("loading plugin {}", stage.plugin.display()))?;
+            .with_context(|| format!("loading plugin {}", display_path(&stage.plugin)))?;
         check_exports(&self.engine, &component, stage)?;
         check_imports(&self.engine, &component, stage)?;
         let linker = self.linker(stage.kind, !stage.grants.outbound_hosts.is_empty())?;
@@ -107,14 +107,14 @@ impl Runtime {
             .with_context(|| {
                 format!(
                     "linking plugin {} for stage `{}`",
-                    stage.plugin.display(),
+                    display_path(&stage.plugin),
                     stage.name
                 )
             })?;
         let typed = TypedPre::new(stage.kind, pre).with_context(|| {
             format!(
                 "plugin {} does not implement the `{}` world that a {} stage requires",
-                stage.plugin.display(),
+                display_path(&stage.plugin),
                 stage.kind.world(),
                 stage.kind
             )
@@ -130,6 +130,7 @@ impl Runtime {
             shared,
             deadline_ticks: ticks,
             stats: StageStats::default(),
+            _ticker: self._ticker.clone(),
         })
     }
 
@@ -203,7 +204,7 @@ fn check_exports(engine: &Engine, component: &Component, stage: &Stage) -> anyho
         .collect();
     Err(anyhow!(
         "plugin {} is not a {} (it must export `{want}@{CONTRACT_VERSION}`, world `{}`); it exports {}{}",
-        stage.plugin.display(),
+        display_path(&stage.plugin),
         stage.kind,
         stage.kind.world(),
         if exports.is_empty() {
@@ -225,14 +226,14 @@ fn check_imports(engine: &Engine, component: &Component, stage: &Stage) -> anyho
         if name.starts_with("wasi:http/") && stage.grants.outbound_hosts.is_empty() {
             return Err(anyhow!(
                 "plugin {} imports `{name}` but stage `{}` has no `grants.outbound_hosts`: outbound HTTP is denied",
-                stage.plugin.display(),
+                display_path(&stage.plugin),
                 stage.name
             ));
         }
         if name.starts_with("weft:plugin/index") && stage.kind != StageKind::Retriever {
             return Err(anyhow!(
                 "plugin {} imports `{name}`, which only retriever stages may use (stage `{}` is a {})",
-                stage.plugin.display(),
+                display_path(&stage.plugin),
                 stage.name,
                 stage.kind
             ));
@@ -319,6 +320,9 @@ pub struct StagePlugin {
     shared: Arc<StageShared>,
     deadline_ticks: u64,
     pub stats: StageStats,
+    /// Keeps the epoch thread alive while this stage can run: without ticks a
+    /// runaway plugin would never be interrupted.
+    _ticker: Arc<EpochTicker>,
 }
 
 pub type PluginResult<T> = Result<T, types::PluginError>;
@@ -367,7 +371,12 @@ impl StagePlugin {
         self.stats.calls += 1;
         self.stats.busy += t0.elapsed();
         match result {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                if let Some(l) = self.live.as_mut() {
+                    l.store.data_mut().commit_state();
+                }
+                Ok(r)
+            }
             Err(e) => {
                 self.stats.failures += 1;
                 let said = self

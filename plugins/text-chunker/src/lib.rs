@@ -1,0 +1,204 @@
+//! A chunker that splits documents into overlapping chunks of bounded size,
+//! cutting at paragraph breaks first, then sentence ends, then between words,
+//! and inside a word only when one word is longer than a whole chunk.
+//!
+//! Configuration (all optional):
+//! - `unit`: `"chars"` (default) or `"tokens"` (whitespace-separated words).
+//! - `max_chars` (800) and `overlap` (100): chunk size and overlap in characters.
+//! - `max_tokens` (200) and `overlap_tokens` (20): the same in words.
+//!
+//! The splitting itself ([`chunk_text`], [`chunk_spans`]) is plain Rust so it
+//! is unit-tested and benchmarked natively; only the thin binding to the WIT
+//! world is compiled for wasm.
+
+pub mod config;
+pub mod split;
+
+pub use config::Settings;
+pub use split::{chunk_spans, chunk_text, ChunkConfig, Unit};
+
+/// One chunk of a document, independent of the WIT bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocChunk {
+    /// `<doc id>#<seq>`, stable across replays so the index overwrites.
+    pub id: String,
+    pub seq: u32,
+    pub text: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Splits one document. The chunks carry the document's metadata plus its
+/// `title` (which replaces a `title` metadata entry, the document field being
+/// the authoritative one), so search filters and prompts can use it.
+///
+/// An id that is empty or contains `#` is rejected: chunk ids are
+/// `<doc id>#<n>`, and a `#` in the doc id would make them ambiguous.
+pub fn chunk_document(
+    id: &str,
+    title: Option<&str>,
+    text: &str,
+    metadata: &[(String, String)],
+    cfg: &ChunkConfig,
+) -> Result<Vec<DocChunk>, String> {
+    if id.is_empty() {
+        return Err("document id is empty".to_string());
+    }
+    if id.contains('#') {
+        return Err(format!(
+            "document id {id:?} contains '#', which separates the document id from the chunk number in chunk ids"
+        ));
+    }
+    let mut meta: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| title.is_none() || k != "title")
+        .cloned()
+        .collect();
+    if let Some(t) = title {
+        meta.push(("title".to_string(), t.to_string()));
+    }
+    chunk_text(text, cfg)
+        .into_iter()
+        .enumerate()
+        .map(|(n, text)| {
+            let seq = u32::try_from(n)
+                .map_err(|_| format!("document {id:?} has more than {} chunks", u32::MAX))?;
+            Ok(DocChunk {
+                id: format!("{id}#{n}"),
+                seq,
+                text,
+                metadata: meta.clone(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({ path: "../../wit", world: "chunker" });
+
+    use crate::Settings;
+    use exports::weft::plugin::chunk::Guest;
+    use std::sync::OnceLock;
+    use weft::plugin::log::{log, Level};
+    use weft::plugin::types::{Chunk, Document, ErrorKind, Meta, PluginError};
+
+    struct TextChunker;
+
+    /// The config cannot change during an instance's life, so it is read and
+    /// validated once; its warnings are logged once.
+    fn settings() -> &'static Result<Settings, String> {
+        static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
+        SETTINGS.get_or_init(|| {
+            let s = Settings::from_entries(&weft::plugin::config::entries());
+            match &s {
+                Ok(s) => s.warnings.iter().for_each(|w| log(Level::Warn, w)),
+                Err(e) => log(Level::Error, e),
+            }
+            s
+        })
+    }
+
+    fn split_one(doc: Document, settings: &Settings) -> Result<Vec<Chunk>, PluginError> {
+        let meta: Vec<(String, String)> =
+            doc.metadata.into_iter().map(|m| (m.key, m.value)).collect();
+        let chunks = crate::chunk_document(
+            &doc.id,
+            doc.title.as_deref(),
+            &doc.text,
+            &meta,
+            &settings.chunk,
+        )
+        .map_err(|message| PluginError {
+            kind: ErrorKind::InvalidInput,
+            message,
+        })?;
+        Ok(chunks
+            .into_iter()
+            .map(|c| Chunk {
+                id: c.id,
+                doc_id: doc.id.clone(),
+                seq: c.seq,
+                text: c.text,
+                metadata: c
+                    .metadata
+                    .into_iter()
+                    .map(|(key, value)| Meta { key, value })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    impl Guest for TextChunker {
+        fn split(docs: Vec<Document>) -> Vec<Result<Vec<Chunk>, PluginError>> {
+            match settings() {
+                Ok(s) => docs.into_iter().map(|d| split_one(d, s)).collect(),
+                Err(e) => docs
+                    .iter()
+                    .map(|_| {
+                        Err(PluginError {
+                            kind: ErrorKind::Config,
+                            message: e.clone(),
+                        })
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    export!(TextChunker);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ids_and_seqs_are_stable() {
+        let text = "One. Two. Three. Four. Five. Six. Seven. Eight.";
+        let cfg = ChunkConfig::chars(12, 0);
+        let a = chunk_document("doc-1", None, text, &[], &cfg).unwrap();
+        let b = chunk_document("doc-1", None, text, &[], &cfg).unwrap();
+        assert_eq!(a, b);
+        assert!(a.len() > 2);
+        for (n, c) in a.iter().enumerate() {
+            assert_eq!(c.id, format!("doc-1#{n}"));
+            assert_eq!(c.seq as usize, n);
+        }
+    }
+
+    #[test]
+    fn metadata_is_carried_and_title_added() {
+        let cfg = ChunkConfig::chars(800, 100);
+        let m = meta(&[("kind", "policy"), ("title", "old")]);
+        let c = chunk_document("d", Some("Baggage"), "Some text.", &m, &cfg).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].text, "Some text.");
+        assert_eq!(
+            c[0].metadata,
+            meta(&[("kind", "policy"), ("title", "Baggage")])
+        );
+        let c = chunk_document("d", None, "Some text.", &m, &cfg).unwrap();
+        assert_eq!(c[0].metadata, m);
+    }
+
+    #[test]
+    fn empty_text_gives_no_chunks() {
+        let cfg = ChunkConfig::chars(800, 100);
+        assert_eq!(chunk_document("d", Some("T"), "  ", &[], &cfg), Ok(vec![]));
+    }
+
+    #[test]
+    fn bad_ids_are_rejected() {
+        let cfg = ChunkConfig::chars(800, 100);
+        assert!(chunk_document("a#b", None, "x", &[], &cfg)
+            .unwrap_err()
+            .contains('#'));
+        assert!(chunk_document("", None, "x", &[], &cfg).is_err());
+    }
+}

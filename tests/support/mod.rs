@@ -1,0 +1,84 @@
+//! Shared helpers for the integration tests: build the real plugin
+//! components once, write manifests into temp dirs, run the real `weft`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds every plugin and fixture component (once per test binary) with
+/// `scripts/build-plugins`, which is incremental.
+pub fn ensure_plugins() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/build-plugins"))
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("running scripts/build-plugins");
+        assert!(status.success(), "scripts/build-plugins failed");
+    });
+}
+
+/// The path of a built component, e.g. `plugin("text-chunker")`.
+pub fn plugin(name: &str) -> PathBuf {
+    ensure_plugins();
+    let p = repo_root()
+        .join("target/plugins")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(p.is_file(), "{} was not built", p.display());
+    p
+}
+
+/// A compile cache shared by the tests, so each component compiles once.
+pub fn cache_dir() -> PathBuf {
+    repo_root().join("target/test-cache")
+}
+
+pub fn runtime() -> weft::plugin::Runtime {
+    weft::plugin::Runtime::new(Some(cache_dir())).expect("runtime")
+}
+
+/// Writes `text` as `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("writing test file");
+    p
+}
+
+/// Runs the real `weft` binary.
+pub fn weft(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .env("WEFT_CACHE_DIR", cache_dir())
+        .output()
+        .expect("running weft")
+}
+
+pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+/// A one-stage transform manifest around `plugin` with extra stage TOML.
+pub fn transform_manifest(dir: &Path, plugin: &Path, stage_extra: &str) -> PathBuf {
+    write(
+        dir,
+        "pipeline.toml",
+        &format!(
+            "name = \"t\"\n[source]\ntopic = \"in\"\n[[stage]]\nname = \"s\"\nkind = \"transform\"\nplugin = \"{}\"\n{stage_extra}\n[sink]\ntopic = \"out\"\n",
+            plugin.display()
+        ),
+    )
+}
