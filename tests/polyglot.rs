@@ -1,0 +1,1 @@
+//! Plugins written in other languages (placeholder until the polyglot plugins land).
