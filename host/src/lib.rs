@@ -6,7 +6,8 @@
 //! - [`plugin`]: wasmtime engine, compile cache, sandboxed stage instances;
 //! - [`record`]: the items that flow between stages and their JSON forms;
 //! - [`pipeline`]: runs items through the stages, isolating failures;
-//! - [`local`]: the file-to-file runner used by `weft run --input`.
+//! - [`local`]: the file-to-file runner used by `weft run --input`;
+//! - [`stream`]: Kafka sources and sinks, and the managed local broker.
 
 pub mod local;
 pub mod manifest;
@@ -14,3 +15,4 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod record;
+pub mod stream;

@@ -4,7 +4,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 use weft::local;
+use weft::stream::kafka::{self, KafkaOptions};
+
+mod dev;
 use weft::manifest::Manifest;
 use weft::pipeline::Pipeline;
 use weft::plugin::{Runtime, StageShared};
@@ -38,21 +43,53 @@ enum Command {
         #[arg(required = true)]
         manifests: Vec<PathBuf>,
     },
-    /// Run a pipeline over a JSON Lines file (one record per line).
+    /// Run pipelines between Kafka topics (`--brokers`), or one pipeline over
+    /// a JSON Lines file (`--input`/`--output`, no broker needed).
     Run {
-        manifest: PathBuf,
+        /// Manifest files (one with --input; any number with --brokers).
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+        #[arg(long, conflicts_with_all = ["input", "output"])]
+        brokers: Option<String>,
+        /// Consumer group (default: weft.<tenant>.<pipeline>).
+        #[arg(long, requires = "brokers")]
+        group: Option<String>,
+        /// Partitions for topics weft creates when they are missing.
+        #[arg(long, default_value_t = 3, requires = "brokers")]
+        partitions: i32,
+        /// Exit after this many seconds without a new record (default: run until Ctrl-C).
+        #[arg(long, requires = "brokers")]
+        idle_exit_secs: Option<u64>,
         /// Input records, one JSON value per line.
-        #[arg(long)]
-        input: PathBuf,
+        #[arg(long, requires = "output")]
+        input: Option<PathBuf>,
         /// Output records, one JSON value per line.
-        #[arg(long)]
-        output: PathBuf,
+        #[arg(long, requires = "input")]
+        output: Option<PathBuf>,
         /// Where failed records go (default: <output stem>.dead-letters.jsonl).
         #[arg(long)]
         dead_letter: Option<PathBuf>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// The whole thing on one machine: start a local broker (unless
+    /// --brokers), create the topics, feed the sample data through the
+    /// pipeline, show what comes out, and stop the broker.
+    Dev {
+        /// Where the local broker keeps its data.
+        #[arg(long, default_value = ".weft/dev")]
+        data_dir: PathBuf,
+        /// Use this broker instead of starting one.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// The pipeline to run.
+        #[arg(long, default_value = "pipelines/quickstart.toml")]
+        manifest: PathBuf,
+        /// Records to feed its source topic.
+        #[arg(long, default_value = "data/airline/docs.jsonl")]
+        input: PathBuf,
     },
 }
 
@@ -101,14 +138,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
-            manifest,
-            input,
-            output,
-            dead_letter,
+            manifests,
+            brokers: Some(brokers),
+            group,
+            partitions,
+            idle_exit_secs,
             quiet,
+            ..
         } => {
             let runtime = Runtime::new(cli.cache_dir)?;
-            let m = load_checked(&policy, &manifest)?;
+            let mut pipelines = Vec::new();
+            for m in &manifests {
+                let m = load_checked(&policy, m)?;
+                pipelines.push(Pipeline::new(&runtime, m, None)?);
+            }
+            let opts = KafkaOptions {
+                brokers,
+                group,
+                idle_exit: idle_exit_secs.map(Duration::from_secs),
+            };
+            run_kafka(pipelines, opts, partitions, quiet)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            manifests,
+            input: Some(input),
+            output: Some(output),
+            dead_letter,
+            quiet,
+            ..
+        } => {
+            if manifests.len() != 1 {
+                bail!(
+                    "--input runs exactly one manifest (got {})",
+                    manifests.len()
+                );
+            }
+            let runtime = Runtime::new(cli.cache_dir)?;
+            let m = load_checked(&policy, &manifests[0])?;
             let mut pipeline = Pipeline::new(&runtime, m, None)?;
             let dlq = dead_letter.unwrap_or_else(|| local::default_dead_letter_path(&output));
             let summary = local::run_file(&mut pipeline, &input, &output, &dlq, !quiet)?;
@@ -139,6 +206,126 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { .. } => bail!(
+            "say where records come from: --brokers HOST:PORT to run between Kafka topics, \
+             or --input FILE --output FILE to run locally"
+        ),
+        Command::Dev {
+            data_dir,
+            brokers,
+            manifest,
+            input,
+        } => {
+            let runtime = Runtime::new(cli.cache_dir)?;
+            let m = load_checked(&policy, &manifest)?;
+            let pipeline = Pipeline::new(&runtime, m, None)?;
+            dev::run(pipeline, &data_dir, brokers, &input)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs pipelines between topics until Ctrl-C/SIGTERM (or idleness), with a
+/// progress line every few seconds, then drains, commits and returns.
+fn run_kafka(
+    pipelines: Vec<Pipeline>,
+    opts: KafkaOptions,
+    partitions: i32,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+    rt.block_on(async move {
+        let mut topics = Vec::new();
+        for p in &pipelines {
+            let m = &p.manifest;
+            topics.push((m.source_topic.clone(), partitions));
+            if let Some(t) = &m.sink_topic {
+                topics.push((t.clone(), partitions));
+            }
+            topics.push((m.dead_letter_topic.clone(), partitions));
+        }
+        kafka::ensure_topics(&opts.brokers, &topics).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            eprintln!("stopping: finishing the batch in flight and committing");
+            let _ = stop_tx.send(true);
+        });
+        let mut tasks = Vec::new();
+        let mut all = Vec::new();
+        for p in pipelines {
+            let counters = Arc::new(kafka::Counters::default());
+            all.push((p.manifest.name.clone(), counters.clone()));
+            tasks.push(tokio::spawn(kafka::run(
+                p,
+                opts.clone(),
+                counters,
+                stop_rx.clone(),
+            )));
+        }
+        let reporter = (!quiet).then(|| {
+            let all = all.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    for (name, c) in &all {
+                        eprintln!("{}", progress_line(name, c));
+                    }
+                }
+            })
+        });
+        let mut first_err = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => first_err = first_err.or(Some(anyhow::anyhow!("pipeline task: {e}"))),
+            }
+        }
+        if let Some(r) = reporter {
+            r.abort();
+        }
+        for (name, c) in &all {
+            eprintln!("{}", progress_line(name, c));
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
+}
+
+fn progress_line(name: &str, c: &kafka::Counters) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "{name}: {} consumed, {} produced, {} dead-lettered, {} batches",
+        c.consumed.load(Relaxed),
+        c.produced.load(Relaxed),
+        c.dead_letters.load(Relaxed),
+        c.batches.load(Relaxed)
+    )
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }
 

@@ -25,10 +25,26 @@ use wasmtime::{Config, Engine, Store};
 /// How often the epoch advances; a stage's timeout is counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// How a stage's CPU per call is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuMeter {
+    /// Wall-clock deadline in epoch ticks (the default: cheapest on our
+    /// plugins, see `cargo bench --bench runtime`).
+    #[default]
+    Epoch,
+    /// Deterministic fuel: `timeout_ms * FUEL_PER_MS` units per call.
+    Fuel,
+}
+
+/// Fuel units granted per millisecond of `timeout_ms` in [`CpuMeter::Fuel`]
+/// mode (roughly one wasm instruction each).
+pub const FUEL_PER_MS: u64 = 1_000_000;
+
 /// The process-wide Wasm engine and the compile cache.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    meter: CpuMeter,
     cache: CompileCache,
     _ticker: Arc<EpochTicker>,
 }
@@ -49,10 +65,16 @@ impl Runtime {
     /// (a background thread ticks every [`EPOCH_TICK`]), which cost less than
     /// fuel on call-heavy guests; see the bench for the measurement.
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        Runtime::with_meter(cache_dir, CpuMeter::Epoch)
+    }
+
+    /// Like [`Runtime::new`] with a chosen CPU meter.
+    pub fn with_meter(cache_dir: Option<PathBuf>, meter: CpuMeter) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.concurrency_support(false);
-        config.epoch_interruption(true);
+        config.epoch_interruption(meter == CpuMeter::Epoch);
+        config.consume_fuel(meter == CpuMeter::Fuel);
         config.max_wasm_stack(1 << 20);
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
@@ -73,6 +95,7 @@ impl Runtime {
         }
         let cache_dir = cache_dir.unwrap_or_else(CompileCache::default_dir);
         Ok(Runtime {
+            meter,
             cache: CompileCache::new(cache_dir, &engine),
             engine,
             _ticker: Arc::new(EpochTicker { stop }),
@@ -131,6 +154,7 @@ impl Runtime {
             deadline_ticks: ticks,
             stats: StageStats::default(),
             _ticker: self._ticker.clone(),
+            meter: self.meter,
         })
     }
 
@@ -323,6 +347,7 @@ pub struct StagePlugin {
     /// Keeps the epoch thread alive while this stage can run: without ticks a
     /// runaway plugin would never be interrupted.
     _ticker: Arc<EpochTicker>,
+    meter: CpuMeter,
 }
 
 pub type PluginResult<T> = Result<T, types::PluginError>;
@@ -333,8 +358,15 @@ impl StagePlugin {
             let t0 = Instant::now();
             let mut store = Store::new(&self.engine, StageCtx::new(self.shared.clone()));
             store.limiter(|ctx| &mut ctx.limits);
-            store.epoch_deadline_trap();
-            store.set_epoch_deadline(self.deadline_ticks);
+            match self.meter {
+                CpuMeter::Epoch => {
+                    store.epoch_deadline_trap();
+                    store.set_epoch_deadline(self.deadline_ticks);
+                }
+                CpuMeter::Fuel => store
+                    .set_fuel(self.limits.timeout_ms.saturating_mul(FUEL_PER_MS))
+                    .map_err(|e| Failure::new(FailureKind::Internal, format!("{e}")))?,
+            }
             let bindings = self
                 .typed
                 .instantiate(&mut store)
@@ -365,8 +397,15 @@ impl StagePlugin {
         let ticks = self.deadline_ticks;
         let limits = self.limits;
         let t0 = Instant::now();
+        let meter = self.meter;
         let live = self.live()?;
-        live.store.set_epoch_deadline(ticks);
+        match meter {
+            CpuMeter::Epoch => live.store.set_epoch_deadline(ticks),
+            CpuMeter::Fuel => live
+                .store
+                .set_fuel(limits.timeout_ms.saturating_mul(FUEL_PER_MS))
+                .map_err(|e| Failure::new(FailureKind::Internal, format!("{e}")))?,
+        }
         let result = f(&mut live.store, &live.bindings);
         self.stats.calls += 1;
         self.stats.busy += t0.elapsed();

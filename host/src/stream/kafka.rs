@@ -1,0 +1,437 @@
+//! A pipeline between Kafka topics, at least once and without duplicates:
+//!
+//! 1. poll a batch (up to `batch.max_records`, or whatever arrived within
+//!    `batch.linger_ms`) from the source topic with a consumer group;
+//! 2. run it through the stages on a blocking thread (Wasm calls stay off the
+//!    async reactor);
+//! 3. produce every output and every dead letter, and wait until the broker
+//!    has acknowledged *all* of them (retrying with backoff, never dropping);
+//! 4. only then commit the batch's offsets.
+//!
+//! A crash anywhere replays the batch; because every output has a
+//! deterministic key (`<doc id>#<n>`, the question id), the replay overwrites
+//! instead of duplicating. Kafka transactions are not used (tansu has none).
+
+use crate::pipeline::{DeadLetter, Pipeline};
+use crate::record::{Item, Origin, Payload};
+use anyhow::{anyhow, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Dead-letter header names.
+pub const H_STAGE: &str = "weft.error.stage";
+pub const H_KIND: &str = "weft.error.kind";
+pub const H_MESSAGE: &str = "weft.error.message";
+pub const H_TOPIC: &str = "weft.source.topic";
+pub const H_PARTITION: &str = "weft.source.partition";
+pub const H_OFFSET: &str = "weft.source.offset";
+pub const H_PIPELINE: &str = "weft.pipeline";
+
+/// Live counters of one running pipeline, for progress displays and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub consumed: AtomicU64,
+    pub produced: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// How to run a pipeline against a broker.
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    /// Consumer group; default `weft.<tenant>.<pipeline>`.
+    pub group: Option<String>,
+    /// Stop after this long without a new record (for demos and tests);
+    /// `None` runs until stopped.
+    pub idle_exit: Option<Duration>,
+}
+
+fn base_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.max.ms", "2000");
+    c
+}
+
+/// A producer that waits for full acknowledgement and keeps per-partition
+/// order (one request in flight, since tansu has no idempotent producer).
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    base_config(brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set("message.max.bytes", "8000000")
+        .create()
+        .context("creating the Kafka producer")
+}
+
+/// Creates the topics that do not exist yet (already-existing is fine).
+pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .with_context(|| format!("creating topics on {brokers}"))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(anyhow!("creating topic {t}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn owned_item(m: &rdkafka::message::BorrowedMessage<'_>) -> Item {
+    let key = m.key().map(<[u8]>::to_vec);
+    let value = m.payload().map(<[u8]>::to_vec);
+    let mut headers = Vec::new();
+    if let Some(h) = m.headers() {
+        for i in 0..h.count() {
+            let hd = h.get(i);
+            headers.push((
+                hd.key.to_string(),
+                hd.value.map(<[u8]>::to_vec).unwrap_or_default(),
+            ));
+        }
+    }
+    let origin = Origin {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: key.clone(),
+        value: value.clone(),
+    };
+    Item {
+        key,
+        headers,
+        timestamp: m.timestamp().to_millis(),
+        origin: Arc::new(origin),
+        payload: Payload::Raw(value),
+    }
+}
+
+/// One record to produce, owned so it can be re-sent after a failure.
+struct Outgoing {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+    timestamp: Option<i64>,
+}
+
+fn output_record(topic: &str, item: &Item) -> Outgoing {
+    Outgoing {
+        topic: topic.to_string(),
+        key: item.key.clone(),
+        value: item.payload.to_value_bytes(),
+        headers: item.headers.clone(),
+        timestamp: item.timestamp,
+    }
+}
+
+fn dead_letter_record(topic: &str, pipeline: &str, d: &DeadLetter) -> Outgoing {
+    let o = &d.item.origin;
+    let mut headers = d.item.headers.clone();
+    headers.retain(|(k, _)| !k.starts_with("weft.error.") && !k.starts_with("weft.source."));
+    let message: String = d.failure.message.chars().take(2000).collect();
+    headers.extend([
+        (H_STAGE.to_string(), d.stage.clone().into_bytes()),
+        (
+            H_KIND.to_string(),
+            d.failure.kind.as_str().as_bytes().to_vec(),
+        ),
+        (H_MESSAGE.to_string(), message.into_bytes()),
+        (H_TOPIC.to_string(), o.topic.clone().into_bytes()),
+        (
+            H_PARTITION.to_string(),
+            o.partition.to_string().into_bytes(),
+        ),
+        (H_OFFSET.to_string(), o.offset.to_string().into_bytes()),
+        (H_PIPELINE.to_string(), pipeline.as_bytes().to_vec()),
+    ]);
+    Outgoing {
+        topic: topic.to_string(),
+        key: o.key.clone(),
+        value: o.value.clone(),
+        headers,
+        timestamp: d.item.timestamp,
+    }
+}
+
+/// Sends every record and waits for every acknowledgement; failed sends are
+/// retried with backoff until they succeed or `stop` is raised (then the
+/// batch is abandoned uncommitted, to be replayed).
+async fn produce_all(
+    producer: &FutureProducer,
+    records: Vec<Outgoing>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut pending: Vec<Outgoing> = records;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let sends = pending.iter().map(|r| {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                FutureRecord::to(&r.topic).headers(headers);
+            if let Some(k) = &r.key {
+                rec = rec.key(k);
+            }
+            if let Some(v) = &r.value {
+                rec = rec.payload(v);
+            }
+            if let Some(ts) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            producer.send(rec, Duration::from_secs(10))
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut failed = Vec::new();
+        let mut last_err = None;
+        for (r, res) in pending.into_iter().zip(results) {
+            if let Err((e, _)) = res {
+                last_err = Some(e);
+                failed.push(r);
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if *stop.borrow() {
+            return Err(anyhow!(
+                "stopping with {} unacknowledged records; their batch stays uncommitted and will be replayed",
+                failed.len()
+            ));
+        }
+        tracing::warn!(
+            "{} record(s) not acknowledged ({}); retrying in {backoff:?}",
+            failed.len(),
+            last_err.map(|e| e.to_string()).unwrap_or_default()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        pending = failed;
+    }
+}
+
+/// Runs `pipeline` from its source topic to its sink topic until `stop` is
+/// raised (or it has been idle for `idle_exit`). Returns the pipeline back.
+pub async fn run(
+    mut pipeline: Pipeline,
+    opts: KafkaOptions,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Pipeline> {
+    let m = pipeline.manifest.clone();
+    let sink = m
+        .sink_topic
+        .clone()
+        .ok_or_else(|| anyhow!("pipeline `{}` has no sink topic", m.name))?;
+    let group = opts
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("weft.{}.{}", m.tenant, m.name));
+    let consumer: StreamConsumer = base_config(&opts.brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.message.max.bytes", "8000000")
+        .create()
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&m.source_topic])
+        .with_context(|| format!("subscribing to {}", m.source_topic))?;
+    let producer = producer(&opts.brokers)?;
+    let max = m.batch_records as usize;
+    let linger = Duration::from_millis(m.linger_ms);
+    tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink}", m.source_topic);
+    let mut last_record = Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // Wait for the first record of a batch, the stop signal, or idleness.
+        let first = tokio::select! {
+            _ = stop.changed() => break,
+            r = consumer.recv() => r,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Some(idle) = opts.idle_exit {
+                    if last_record.elapsed() >= idle {
+                        break;
+                    }
+                }
+                continue;
+            }
+        };
+        let mut batch = Vec::with_capacity(max);
+        match first {
+            Ok(msg) => batch.push(owned_item(&msg)),
+            Err(e) => {
+                tracing::warn!(pipeline = %m.name, "consumer: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(msg)) => batch.push(owned_item(&msg)),
+                Ok(Err(e)) => {
+                    tracing::warn!(pipeline = %m.name, "consumer: {e}");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        last_record = Instant::now();
+        let n = batch.len() as u64;
+        // The offsets to commit once every output of this batch is durable.
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for it in &batch {
+            let e = next
+                .entry((it.origin.topic.clone(), it.origin.partition))
+                .or_insert(0);
+            *e = (*e).max(it.origin.offset + 1);
+        }
+        let (p, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = pipeline.process(batch);
+            (pipeline, outcome)
+        })
+        .await
+        .context("pipeline worker panicked")?;
+        pipeline = p;
+        let mut outgoing: Vec<Outgoing> = outcome
+            .outputs
+            .iter()
+            .map(|it| output_record(&sink, it))
+            .collect();
+        let produced = outgoing.len() as u64;
+        for d in &outcome.dead {
+            tracing::warn!(
+                pipeline = %m.name, stage = %d.stage, topic = %d.item.origin.topic,
+                partition = d.item.origin.partition, offset = d.item.origin.offset,
+                "dead letter ({}): {}", d.failure.kind, d.failure.message
+            );
+            outgoing.push(dead_letter_record(&m.dead_letter_topic, &m.name, d));
+        }
+        produce_all(&producer, outgoing, &stop).await?;
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &next {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .context("building the commit")?;
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            // Typically a rebalance took the partition away: the new owner
+            // replays from the last commit, and idempotent keys absorb it.
+            tracing::warn!(pipeline = %m.name, "commit failed (batch will be replayed): {e}");
+        }
+        counters.consumed.fetch_add(n, Ordering::Relaxed);
+        counters.produced.fetch_add(produced, Ordering::Relaxed);
+        counters
+            .dead_letters
+            .fetch_add(outcome.dead.len() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(pipeline)
+}
+
+/// A record read back from a topic (for `weft dev`'s display and tools).
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads a topic from the beginning until nothing new arrives for `idle`.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    idle: Duration,
+) -> anyhow::Result<Vec<ReadRecord>> {
+    let group = format!(
+        "weft-reader-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let consumer: StreamConsumer = base_config(brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating a reader")?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                let it = owned_item(&m);
+                out.push(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: it.key,
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: it.headers,
+                });
+            }
+            Ok(Err(e)) => tracing::warn!("reader: {e}"),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Produces `(key, value)` pairs to `topic` and waits for acknowledgement.
+pub async fn produce_values(
+    brokers: &str,
+    topic: &str,
+    records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+) -> anyhow::Result<()> {
+    let p = producer(brokers)?;
+    let (_tx, rx) = watch::channel(false);
+    let out = records
+        .into_iter()
+        .map(|(key, value)| Outgoing {
+            topic: topic.to_string(),
+            key,
+            value,
+            headers: Vec::new(),
+            timestamp: None,
+        })
+        .collect();
+    produce_all(&p, out, &rx).await
+}
