@@ -61,6 +61,9 @@ enum Command {
         /// Exit after this many seconds without a new record (default: run until Ctrl-C).
         #[arg(long, requires = "brokers")]
         idle_exit_secs: Option<u64>,
+        /// Seconds between progress lines on stderr.
+        #[arg(long, default_value_t = 5, requires = "brokers")]
+        progress_secs: u64,
         /// Input records, one JSON value per line.
         #[arg(long, requires = "output")]
         input: Option<PathBuf>,
@@ -143,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             group,
             partitions,
             idle_exit_secs,
+            progress_secs,
             quiet,
             ..
         } => {
@@ -157,7 +161,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 group,
                 idle_exit: idle_exit_secs.map(Duration::from_secs),
             };
-            run_kafka(pipelines, opts, partitions, quiet)?;
+            let progress = (!quiet).then(|| Duration::from_secs(progress_secs.max(1)));
+            run_kafka(pipelines, opts, partitions, progress)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -231,7 +236,7 @@ fn run_kafka(
     pipelines: Vec<Pipeline>,
     opts: KafkaOptions,
     partitions: i32,
-    quiet: bool,
+    progress: Option<Duration>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
     rt.block_on(async move {
@@ -263,11 +268,11 @@ fn run_kafka(
                 stop_rx.clone(),
             )));
         }
-        let reporter = (!quiet).then(|| {
+        let reporter = progress.map(|every| {
             let all = all.clone();
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tokio::time::sleep(every).await;
                     for (name, c) in &all {
                         eprintln!("{}", progress_line(name, c));
                     }

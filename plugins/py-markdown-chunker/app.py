@@ -13,7 +13,7 @@ scripts/build-polyglot-plugins. The class below must be called `Chunk`, after
 the exported interface `weft:plugin/chunk`.
 """
 
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import mdchunk
 from componentize_py_types import Err, Ok, Result
@@ -24,10 +24,10 @@ KNOWN_KEYS = {"max_chars"}
 
 # Read once per instance, on the first call: the host's config import cannot
 # be called while componentize-py pre-initialises the module at build time.
-_settings: Optional[object] = None
+_settings: Optional[Union[int, ValueError]] = None
 
 
-def settings():
+def settings() -> Union[int, ValueError]:
     """The max_chars value, or a ValueError explaining the bad config."""
     global _settings
     if _settings is None:
@@ -44,7 +44,10 @@ def settings():
 
 def split_doc(doc: types.Document, max_chars: int) -> List[types.Chunk]:
     mdchunk.check_doc_id(doc.id)
-    meta = [m for m in doc.metadata if m.key not in ("section",) and not (doc.title is not None and m.key == "title")]
+    # The document's metadata, less what this chunker sets itself: `section`,
+    # and `title` when the document has one (the field is authoritative).
+    own = {"section", "title"} if doc.title is not None else {"section"}
+    meta = [m for m in doc.metadata if m.key not in own]
     if doc.title is not None:
         meta.append(types.Meta(key="title", value=doc.title))
     out = []

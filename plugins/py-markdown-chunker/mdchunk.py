@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 DEFAULT_MAX_CHARS = 800
 SECTION_SEPARATOR = " > "
@@ -194,11 +194,6 @@ def _atoms(text: str, span: Span, max_chars: int, level: int = 0) -> List[Span]:
     return out
 
 
-def split_span(text: str, span: Span, max_chars: int) -> List[Span]:
-    """Cuts one span of `text` into chunk spans of at most `max_chars`."""
-    return _pack(_atoms(text, span, max_chars), max_chars)
-
-
 def chunk_markdown(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> List[TextChunk]:
     """Splits markdown `text` into chunks of at most `max_chars` characters."""
     if max_chars < 1:
@@ -219,7 +214,7 @@ def parse_max_chars(value: Optional[str]) -> int:
     if value is None:
         return DEFAULT_MAX_CHARS
     v = value.strip().strip('"')
-    if not v.isdigit() or int(v) < 1:
+    if not (v.isascii() and v.isdigit()) or int(v) < 1:
         raise ValueError(f"config `max_chars` must be a positive integer, not {value!r}")
     return int(v)
 

@@ -243,6 +243,35 @@ async fn produce_all(
     }
 }
 
+/// Whether the consumer group has committed every partition of `topic` up
+/// to its end. Idle exit waits for this, not just for silence: after a
+/// member dies, its partitions come back only when its session expires.
+fn group_caught_up(consumer: &StreamConsumer, topic: &str) -> bool {
+    let t = Duration::from_secs(2);
+    let Ok(md) = consumer.fetch_metadata(Some(topic), t) else {
+        return false;
+    };
+    let Some(tm) = md.topics().iter().find(|x| x.name() == topic) else {
+        return false;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in tm.partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, t) else {
+        return false;
+    };
+    committed.elements().iter().all(|e| {
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, e.partition(), t) else {
+            return false;
+        };
+        match e.offset() {
+            Offset::Offset(o) => o >= high,
+            _ => high <= low,
+        }
+    })
+}
+
 /// Runs `pipeline` from its source topic to its sink topic until `stop` is
 /// raised (or it has been idle for `idle_exit`). Returns the pipeline back.
 pub async fn run(
@@ -265,7 +294,7 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.message.max.bytes", "8000000")
         .create()
@@ -288,7 +317,7 @@ pub async fn run(
             r = consumer.recv() => r,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 if let Some(idle) = opts.idle_exit {
-                    if last_record.elapsed() >= idle {
+                    if last_record.elapsed() >= idle && group_caught_up(&consumer, &m.source_topic) {
                         break;
                     }
                 }
@@ -415,11 +444,14 @@ pub async fn read_topic(
     Ok(out)
 }
 
+/// A record's key and value (`None` value = tombstone).
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Produces `(key, value)` pairs to `topic` and waits for acknowledgement.
 pub async fn produce_values(
     brokers: &str,
     topic: &str,
-    records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    records: Vec<KeyValue>,
 ) -> anyhow::Result<()> {
     let p = producer(brokers)?;
     let (_tx, rx) = watch::channel(false);
