@@ -1,0 +1,1 @@
+//! `weft plugin new` scaffolds (placeholder until they land).
