@@ -297,6 +297,10 @@ pub async fn run(
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.message.max.bytes", "8000000")
+        // A broker holds a fetch until this long when there is no data; the
+        // default 500 ms would dominate end-to-end latency (measured: p50
+        // 800 ms over two hops at 200 records/s).
+        .set("fetch.wait.max.ms", "20")
         .create()
         .context("creating the Kafka consumer")?;
     consumer
