@@ -1,0 +1,156 @@
+//! The query path's generator against an OpenAI-compatible endpoint: a
+//! stand-in server on loopback that speaks the real protocol over HTTP, and
+//! the real `openai-generator` component. Transient failures (5xx) are
+//! retried with backoff; a failing endpoint dead-letters the question with
+//! the reason and nothing is lost.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// Answers each request with the next status from `script` (the last one
+/// repeats); 200 responses carry a chat completion citing [1]. Returns the
+/// port and the request bodies seen.
+fn stand_in(script: Vec<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        let mut n = 0usize;
+        for stream in l.incoming().flatten() {
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            s2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let status = script[n.min(script.len() - 1)];
+            n += 1;
+            let payload = if status == 200 {
+                serde_json::json!({
+                    "id": "cmpl-1", "object": "chat.completion", "model": "stand-in",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "An extra bag costs 60 EUR [1]."}}]
+                })
+                .to_string()
+            } else {
+                serde_json::json!({"error": {"message": "overloaded", "type": "server_error"}})
+                    .to_string()
+            };
+            let mut w = stream;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+                payload.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn run(port: u16, dir: &std::path::Path) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let m = support::write(
+        dir,
+        "answer.toml",
+        &format!(
+            r#"name = "answer"
+tenant = "demo"
+[source]
+topic = "questions"
+format = "question"
+[[stage]]
+name = "prompt"
+kind = "prompt-builder"
+plugin = "{prompt}"
+[[stage]]
+name = "llm"
+kind = "generator"
+plugin = "{llm}"
+config = {{ base_url = "http://127.0.0.1:{port}/v1", model = "stand-in", api_key_env = "OPENAI_API_KEY" }}
+grants = {{ outbound_hosts = ["http://127.0.0.1:{port}"], env = ["OPENAI_API_KEY"] }}
+limits = {{ timeout_ms = 5000 }}
+[sink]
+topic = "answers"
+"#,
+            prompt = support::plugin("prompt-template").display(),
+            llm = support::plugin("openai-generator").display(),
+        ),
+    );
+    let q = serde_json::json!({
+        "id": "q1", "text": "How much does an extra bag cost?",
+        "hits": [{"chunk_id": "policy-baggage#0", "doc_id": "policy-baggage", "score": 0.9,
+                  "text": "Each additional or overweight bag costs 60 EUR per flight segment."}]
+    });
+    let input = support::write(dir, "q.jsonl", &format!("{q}\n"));
+    let out = dir.join("out.jsonl");
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .env("WEFT_CACHE_DIR", support::cache_dir())
+        .env("OPENAI_API_KEY", "sk-test-key")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    (
+        support::read_jsonl(&out),
+        support::read_jsonl(&dir.join("out.dead-letters.jsonl")),
+    )
+}
+
+#[test]
+fn transient_5xx_is_retried_then_the_answer_cites_its_source() {
+    let (port, seen) = stand_in(vec![503, 502, 200]);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dead) = run(port, dir.path());
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["id"], "q1");
+    assert_eq!(out[0]["answer"], "An extra bag costs 60 EUR [1].");
+    assert_eq!(out[0]["citations"][0]["doc_id"], "policy-baggage");
+    let bodies = seen.lock().unwrap();
+    assert_eq!(bodies.len(), 3, "two failures, then success");
+    assert!(
+        bodies[2].contains("60 EUR per flight segment"),
+        "the prompt carries the context"
+    );
+    assert!(bodies[2].contains("\"model\":\"stand-in\""));
+}
+
+#[test]
+fn an_endpoint_that_keeps_failing_dead_letters_the_question_with_the_reason() {
+    let (port, seen) = stand_in(vec![500]);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dead) = run(port, dir.path());
+    assert!(out.is_empty());
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["stage"], "llm");
+    assert_eq!(dead[0]["error_kind"], "transient");
+    let msg = dead[0]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("500") && msg.contains("after 3 retries"),
+        "{msg}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 4, "one try and three retries");
+}
