@@ -22,10 +22,9 @@
 
 pub mod config;
 pub mod embeddings;
-pub mod endpoint;
-pub mod failure;
 #[cfg(target_arch = "wasm32")]
-mod transport;
+use openai_client::transport;
+pub use openai_client::{endpoint, failure};
 
 pub use config::Settings;
 pub use embeddings::{check_texts, parse_response, request_body};

@@ -19,10 +19,9 @@
 
 pub mod chat;
 pub mod config;
-pub mod endpoint;
-pub mod failure;
 #[cfg(target_arch = "wasm32")]
-mod transport;
+use openai_client::transport;
+pub use openai_client::{endpoint, failure};
 
 pub use chat::{cited_hits, parse_response, request_body, ChatMessage};
 pub use config::Settings;
