@@ -40,10 +40,13 @@ async fn fill(brokers: &str, topic: &str, n: usize) {
             let v = value.clone();
             let p = &p;
             async move {
-                p.send(FutureRecord::to(topic).key(&key).payload(&v), Duration::from_secs(30))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
+                p.send(
+                    FutureRecord::to(topic).key(&key).payload(&v),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
             }
         });
         for r in futures::future::join_all(sends).await {
@@ -141,7 +144,11 @@ fn pct(sorted: &[i64], p: f64) -> i64 {
 async fn latency(dir: &Path, brokers: &str, rate: usize, secs: usize) -> (i64, i64, usize) {
     kafka::ensure_topics(
         brokers,
-        &[("bench.lat-in".into(), 1), ("bench.lat-out".into(), 1), ("bench.pass.dead-letters".into(), 1)],
+        &[
+            ("bench.lat-in".into(), 1),
+            ("bench.lat-out".into(), 1),
+            ("bench.pass.dead-letters".into(), 1),
+        ],
     )
     .await
     .expect("topics");
@@ -175,7 +182,10 @@ async fn latency(dir: &Path, brokers: &str, rate: usize, secs: usize) -> (i64, i
             let v = vec![b'y'; SIZE];
             let _ = p
                 .send(
-                    FutureRecord::to("bench.lat-in").key(&key).payload(&v).timestamp(now_ms()),
+                    FutureRecord::to("bench.lat-in")
+                        .key(&key)
+                        .payload(&v)
+                        .timestamp(now_ms()),
                     Duration::from_secs(10),
                 )
                 .await;
