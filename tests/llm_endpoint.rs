@@ -19,8 +19,7 @@ fn stand_in(script: Vec<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
     std::thread::spawn(move || {
-        let mut n = 0usize;
-        for stream in l.incoming().flatten() {
+        for (n, stream) in l.incoming().flatten().enumerate() {
             let mut r = BufReader::new(stream.try_clone().unwrap());
             let mut len = 0usize;
             let mut line = String::new();
@@ -40,7 +39,6 @@ fn stand_in(script: Vec<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
                 .unwrap()
                 .push(String::from_utf8_lossy(&body).into_owned());
             let status = script[n.min(script.len() - 1)];
-            n += 1;
             let payload = if status == 200 {
                 serde_json::json!({
                     "id": "cmpl-1", "object": "chat.completion", "model": "stand-in",

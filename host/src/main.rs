@@ -10,6 +10,7 @@ use weft::local;
 use weft::stream::kafka::{self, KafkaOptions};
 
 mod dev;
+mod scaffold;
 use weft::manifest::Manifest;
 use weft::pipeline::Pipeline;
 use weft::plugin::{Runtime, StageShared};
@@ -93,6 +94,11 @@ enum Command {
         /// Records to feed its source topic.
         #[arg(long, default_value = "data/airline/docs.jsonl")]
         input: PathBuf,
+    },
+    /// Start a plugin project (`weft plugin new`) or build one (`weft plugin build`).
+    Plugin {
+        #[command(subcommand)]
+        command: scaffold::PluginCommand,
     },
 }
 
@@ -227,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dev::run(pipeline, &data_dir, brokers, &input)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin { command } => scaffold::run(command),
     }
 }
 
