@@ -350,12 +350,24 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_duplicates_nothing() {
         &["t1.docs", "t1.chunks", "t1.ingest.dead-letters"],
         4,
     );
-    let n = 3000;
-    produce(&brokers, "t1.docs", &docs(n, 1));
+    let n = 6000;
     let m = ingest_manifest(dir.path(), "");
     let log1 = dir.path().join("weft1.log");
     let mut first = spawn_weft(&m, &brokers, &[], &log1);
-    // Kill it once it has committed some batches but not all.
+    // Input keeps arriving (in paced chunks) while weft runs, so the kill
+    // lands mid-stream whatever the speed of the machine.
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let feeder = {
+        let (brokers, produced) = (brokers.clone(), produced.clone());
+        std::thread::spawn(move || {
+            let all = docs(n, 1);
+            for chunk in all.chunks(100) {
+                produce(&brokers, "t1.docs", chunk);
+                produced.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     let t0 = Instant::now();
     loop {
         let text = std::fs::read_to_string(&log1).unwrap_or_default();
@@ -365,23 +377,25 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_duplicates_nothing() {
             .max()
             .unwrap_or(0);
         if consumed >= 200 {
-            assert!(consumed < n as u64, "killed too late to prove anything");
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "no progress: {text}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
-    let log2 = dir.path().join("weft2.log");
-    wait_exit(
-        spawn_weft(&m, &brokers, &["--idle-exit-secs", "4"], &log2),
-        Duration::from_secs(180),
-        &log2,
+    let at_kill = produced.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        at_kill < n,
+        "the kill must land while input is still arriving"
     );
+    let log2 = dir.path().join("weft2.log");
+    let second = spawn_weft(&m, &brokers, &["--idle-exit-secs", "4"], &log2);
+    feeder.join().unwrap();
+    wait_exit(second, Duration::from_secs(180), &log2);
     let out = read_all(&brokers, "t1.chunks", Duration::from_secs(3));
     assert_complete_without_conflicts(&out, n);
 }
