@@ -174,6 +174,16 @@ fn wait_exit(mut c: Child, within: Duration, log: &Path) {
     }
 }
 
+/// The highest "<pipeline>: N consumed, ..." count in a weft progress log.
+fn consumed(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 fn docs(n: usize, version: u32) -> Vec<(Option<String>, Option<Vec<u8>>)> {
     (0..n)
         .map(|i| {
@@ -370,18 +380,13 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_duplicates_nothing() {
     };
     let t0 = Instant::now();
     loop {
-        let text = std::fs::read_to_string(&log1).unwrap_or_default();
-        let consumed = text
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        if consumed >= 200 {
+        if consumed(&log1) >= 200 {
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(120),
-            "no progress: {text}"
+            "no progress: {}",
+            std::fs::read_to_string(&log1).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -450,14 +455,6 @@ fn two_processes_in_one_group_share_partitions_and_one_takes_over_when_the_other
     // Let the group settle with both members before the data arrives.
     std::thread::sleep(Duration::from_secs(6));
     produce(&brokers, "t1.docs", &docs(n, 1));
-    let consumed = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0)
-    };
     let t0 = Instant::now();
     while consumed(&log_a) == 0 || consumed(&log_b) == 0 {
         assert!(
