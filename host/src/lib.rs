@@ -7,8 +7,10 @@
 //! - [`record`]: the items that flow between stages and their JSON forms;
 //! - [`pipeline`]: runs items through the stages, isolating failures;
 //! - [`local`]: the file-to-file runner used by `weft run --input`;
-//! - [`stream`]: Kafka sources and sinks, and the managed local broker.
+//! - [`stream`]: Kafka sources and sinks, and the managed local broker;
+//! - [`index`]: the per-tenant vector index (LMDB via heed, arroy trees).
 
+pub mod index;
 pub mod local;
 pub mod manifest;
 pub mod pipeline;

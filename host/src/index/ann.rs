@@ -1,0 +1,119 @@
+//! The approximate nearest-neighbour trees (arroy, cosine), in their own
+//! LMDB environment. Only the background builder writes here; a build runs
+//! in one write transaction, so a crash leaves the previous trees intact and
+//! readers keep searching the previous snapshot while a build runs.
+
+use super::lmdb::Lmdb;
+use super::store::PendingSnapshot;
+use super::IndexError;
+use arroy::distances::Cosine;
+use arroy::{Reader, Writer};
+use heed::{CommitOrAbort, RoTxn};
+use rand10::SeedableRng;
+use roaring::RoaringBitmap;
+use std::path::Path;
+
+pub type ArroyDb = arroy::Database<'static, Cosine>;
+
+/// arroy can hold several indexes in one database; we use one.
+const ARROY_INDEX: u16 = 0;
+
+pub struct Ann {
+    pub lmdb: Lmdb,
+    db: ArroyDb,
+}
+
+impl Ann {
+    pub fn open(dir: &Path, create: bool, initial_map: usize) -> Result<Ann, IndexError> {
+        let lmdb = Lmdb::open(dir, 2, create, initial_map)?;
+        let path = lmdb.path.clone();
+        let make = |e: heed::Error| IndexError::lmdb(&path, "opening the trees", e);
+        let db = if create {
+            let wtxn = lmdb.env.write_txn().map_err(make)?;
+            lmdb.env
+                .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+                    dbo.create_database(wtxn, Some("arroy"))
+                        .map(CommitOrAbort::<_, ()>::Commit)
+                })
+                .map_err(make)?
+                .unwrap_commit()
+        } else {
+            let rtxn = lmdb.env.read_txn().map_err(make)?;
+            lmdb.env
+                .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
+                    dbo.open_database(rtxn, Some("arroy"))
+                        .map(CommitOrAbort::<_, ()>::Commit)
+                })
+                .map_err(make)?
+                .unwrap_commit()
+                .ok_or_else(|| IndexError::Corrupt {
+                    path: dir.into(),
+                    why: "missing trees".into(),
+                })?
+        };
+        Ok(Ann { lmdb, db })
+    }
+
+    /// The reader over the last build, or `None` before the first build.
+    pub fn reader<'t>(&self, rtxn: &'t RoTxn) -> Result<Option<Reader<'t, Cosine>>, IndexError> {
+        match Reader::open(rtxn, ARROY_INDEX, self.db) {
+            Ok(r) => Ok(Some(r)),
+            Err(arroy::Error::MissingMetadata(_)) => Ok(None),
+            Err(e) => Err(IndexError::Arroy {
+                path: self.lmdb.path.clone(),
+                source: e,
+            }),
+        }
+    }
+
+    pub fn item_ids(&self) -> Result<RoaringBitmap, IndexError> {
+        self.lmdb.read(|rtxn| {
+            Ok(self
+                .reader(rtxn)?
+                .map(|r| r.item_ids().clone())
+                .unwrap_or_default())
+        })
+    }
+
+    /// Applies a pending snapshot and rebuilds the trees, in one
+    /// transaction. `threads` bounds the build's CPU use.
+    pub fn build(
+        &self,
+        dimension: usize,
+        snap: &PendingSnapshot,
+        pool: &rayon::ThreadPool,
+    ) -> Result<(), IndexError> {
+        // Room for the new vectors and their share of tree nodes, so a build
+        // is not thrown away half-way by a full map.
+        self.lmdb
+            .reserve(snap.adds.len() * (dimension * 4 + 64) * 3 + (16 << 20))?;
+        let writer = Writer::<Cosine>::new(self.db, ARROY_INDEX, dimension);
+        let path = self.lmdb.path.clone();
+        let arroy_err = |e: arroy::Error| IndexError::Arroy {
+            path: path.clone(),
+            source: e,
+        };
+        self.lmdb.write(|wtxn| {
+            for (id, v) in &snap.adds {
+                writer.add_item(wtxn, *id, v).map_err(arroy_err)?;
+            }
+            for id in &snap.dels {
+                writer.del_item(wtxn, *id).map_err(arroy_err)?;
+            }
+            // A fixed seed keeps builds reproducible; quality does not
+            // depend on it.
+            let mut rng = rand10::rngs::StdRng::seed_from_u64(42);
+            pool.install(|| writer.builder(&mut rng).build(wtxn))
+                .map_err(arroy_err)
+        })
+    }
+
+    pub fn stats(&self) -> Result<(u64, usize), IndexError> {
+        self.lmdb.read(|rtxn| {
+            Ok(match self.reader(rtxn)? {
+                Some(r) => (r.n_items(), r.n_trees()),
+                None => (0, 0),
+            })
+        })
+    }
+}

@@ -1,0 +1,734 @@
+//! The vector index: LMDB (heed) + arroy, one per tenant and name.
+//!
+//! Shape (near-real-time search, as in Lucene):
+//! - the **store** environment holds every live chunk (text, metadata,
+//!   vector), the chunks of each document, metadata filter bitmaps and a
+//!   *pending* list; the stream writes here, one small transaction per batch,
+//!   and a chunk is searchable as soon as that transaction commits;
+//! - the **trees** environment holds arroy's approximate index, rebuilt by a
+//!   background thread in larger batches (a build over 100k vectors takes
+//!   seconds, far too slow to do per batch);
+//! - a search merges an exact scan of the pending adds with an arroy search
+//!   that masks pending deletes (arroy's `candidates`), so what the stream
+//!   wrote is visible before the trees know about it.
+//!
+//! Crash safety comes from LMDB's atomic commits plus idempotent
+//! bookkeeping: a build applies a snapshot of the pending list to the trees
+//! in one transaction, then clears those entries in the store in another; a
+//! crash between the two only makes the next build redo work, and items the
+//! trees hold but the store does not are found at open and masked.
+
+mod ann;
+mod lmdb;
+mod store;
+
+use crate::plugin::bindings::types::{Hit, Meta};
+use crate::plugin::IndexSearch;
+use ann::Ann;
+use roaring::RoaringBitmap;
+use serde::Serialize;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use store::Store;
+pub use store::{Applied, ChunkRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index {}: {what}: {source}", .path.display())]
+    Lmdb {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: heed::Error,
+    },
+    #[error("index {}: {source}", .path.display())]
+    Arroy {
+        path: PathBuf,
+        #[source]
+        source: arroy::Error,
+    },
+    #[error("no index at {} (nothing has been written to it yet)", .0.display())]
+    Missing(PathBuf),
+    #[error("index {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index {} is damaged: {why}", .path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error("index {} has used up its 2^32 item ids; rebuild it from the topic", .0.display())]
+    Full(PathBuf),
+    #[error("index {} is open for writing by another process (lock {})", .0.display(), .0.join("writer.lock").display())]
+    Locked(PathBuf),
+}
+
+impl IndexError {
+    fn lmdb(path: &Path, what: &'static str, source: heed::Error) -> IndexError {
+        IndexError::Lmdb {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    }
+
+    fn is_map_full(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Lmdb {
+                source: heed::Error::Mdb(heed::MdbError::MapFull),
+                ..
+            } | IndexError::Arroy {
+                source: arroy::Error::Heed(heed::Error::Mdb(heed::MdbError::MapFull)),
+                ..
+            }
+        )
+    }
+}
+
+/// One embedded chunk to index.
+#[derive(Debug, Clone)]
+pub struct ChunkIn {
+    pub chunk_id: String,
+    pub text: String,
+    pub metadata: Vec<(String, String)>,
+    pub vector: Vec<f32>,
+}
+
+/// A change to one document: its full new set of chunks, or its deletion.
+#[derive(Debug, Clone)]
+pub enum DocOp {
+    Upsert {
+        doc_id: String,
+        chunks: Vec<ChunkIn>,
+    },
+    Delete {
+        doc_id: String,
+    },
+}
+
+impl DocOp {
+    pub fn doc_id(&self) -> &str {
+        match self {
+            DocOp::Upsert { doc_id, .. } | DocOp::Delete { doc_id } => doc_id,
+        }
+    }
+}
+
+/// When the background builder folds pending items into the trees.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Build once this many items are pending (exact search over the
+    /// pending items stays around a millisecond up to a few thousand).
+    pub max_pending: u64,
+    /// Build when writes have paused this long and something is pending.
+    pub idle_build: Duration,
+    /// Build at least this often while anything is pending, even under a
+    /// steady trickle of writes.
+    pub max_age: Duration,
+    /// Threads a build may use (the rest of the machine serves the stream).
+    pub build_threads: usize,
+    /// Starting LMDB map size per environment; it doubles whenever full.
+    pub initial_map: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            max_pending: 2000,
+            idle_build: Duration::from_millis(500),
+            max_age: Duration::from_secs(10),
+            build_threads: 1,
+            initial_map: lmdb::INITIAL_MAP,
+        }
+    }
+}
+
+/// What a batch of operations did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub applied: Applied,
+    /// Operations refused, by position in the input, with the reason.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub chunk_id: String,
+    pub doc_id: String,
+    /// Cosine similarity.
+    pub score: f32,
+    pub text: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Figures for `weft index stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexStats {
+    pub path: String,
+    pub dimension: Option<u32>,
+    pub documents: u64,
+    pub chunks: u64,
+    pub pending: u64,
+    pub in_trees: u64,
+    pub trees: usize,
+    pub store_bytes: u64,
+    pub trees_bytes: u64,
+    pub map_bytes: usize,
+    pub builds: u64,
+    pub last_build_ms: Option<f64>,
+    pub model: Option<serde_json::Value>,
+}
+
+struct Core {
+    dir: PathBuf,
+    store: Store,
+    ann: Ann,
+    pool: rayon::ThreadPool,
+    opts: IndexOptions,
+    /// Woken by writes; the builder waits on it.
+    wake: (Mutex<BuilderClock>, Condvar),
+    stop: AtomicBool,
+}
+
+#[derive(Default)]
+struct BuilderClock {
+    last_write: Option<Instant>,
+    first_pending: Option<Instant>,
+    builds: u64,
+    last_build: Option<Duration>,
+}
+
+/// A tenant's named index. Cheap to share (`Arc`); dropping the last handle
+/// stops its builder.
+pub struct VectorIndex {
+    core: Arc<Core>,
+    builder: Option<std::thread::JoinHandle<()>>,
+    _lock: Option<std::fs::File>,
+}
+
+impl VectorIndex {
+    /// Opens the index in `dir` for writing (creating it), takes the
+    /// per-index writer lock and starts the background builder.
+    pub fn open(dir: &Path, opts: IndexOptions) -> Result<VectorIndex, IndexError> {
+        std::fs::create_dir_all(dir).map_err(|e| IndexError::Io {
+            path: dir.into(),
+            source: e,
+        })?;
+        let lock_path = dir.join("writer.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| IndexError::Io {
+                path: lock_path.clone(),
+                source: e,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(IndexError::Locked(dir.into())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(IndexError::Io {
+                    path: lock_path,
+                    source: e,
+                })
+            }
+        }
+        let core = Arc::new(Core::open(dir, opts, true)?);
+        // Items the trees hold but the store lost track of (a crash between
+        // a build and its bookkeeping) are masked and removed next build.
+        let in_trees = core.ann.item_ids()?;
+        let ghosts = core
+            .store
+            .lmdb
+            .write(|w| core.store.reconcile(w, &in_trees))?;
+        if ghosts > 0 {
+            tracing::info!(index = %dir.display(), "{ghosts} stale item(s) in the trees will be removed");
+        }
+        let pending = core.store.lmdb.read(|r| core.store.pending_len(r))?;
+        if pending > 0 {
+            let mut c = core.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            c.first_pending = Some(Instant::now());
+        }
+        let c2 = core.clone();
+        let builder = std::thread::Builder::new()
+            .name("weft-index-builder".into())
+            .spawn(move || c2.builder_loop())
+            .map_err(|e| IndexError::Io {
+                path: dir.into(),
+                source: e,
+            })?;
+        Ok(VectorIndex {
+            core,
+            builder: Some(builder),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing index to read while another process may write it
+    /// (`weft index search/stats`). No builder runs.
+    pub fn open_read_only(dir: &Path) -> Result<VectorIndex, IndexError> {
+        let core = Arc::new(Core::open(dir, IndexOptions::default(), false)?);
+        Ok(VectorIndex {
+            core,
+            builder: None,
+            _lock: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.core.dir
+    }
+
+    /// Applies document operations in one transaction: when this returns,
+    /// the changes are durable and searchable. Invalid operations (vectors
+    /// of the wrong dimension, non-finite or zero) are refused one by one.
+    pub fn apply(&self, ops: &[DocOp]) -> Result<ApplyReport, IndexError> {
+        let store = &self.core.store;
+        let mut report = ApplyReport::default();
+        let applied = store.lmdb.write(|wtxn| {
+            let mut dim = store.dimension(wtxn)?;
+            let mut ok = Vec::with_capacity(ops.len());
+            report.rejected.clear();
+            for (i, op) in ops.iter().enumerate() {
+                match validate(op, &mut dim) {
+                    Ok(()) => ok.push(op.clone()),
+                    Err(m) => report.rejected.push((i, m)),
+                }
+            }
+            if let Some(d) = dim {
+                store.set_meta(wtxn, "dimension", &d.to_be_bytes())?;
+            }
+            store.apply(wtxn, &ok)
+        })?;
+        report.applied = applied;
+        if applied.items_added + applied.items_removed > 0 {
+            let (m, cv) = &self.core.wake;
+            let mut c = m.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            c.last_write = Some(now);
+            c.first_pending.get_or_insert(now);
+            cv.notify_one();
+        }
+        Ok(report)
+    }
+
+    /// Records which embedder produced the vectors, so people can query the
+    /// index with the same model (`weft index search`).
+    pub fn set_model(&self, model: &serde_json::Value) -> Result<(), IndexError> {
+        let bytes = model.to_string().into_bytes();
+        let store = &self.core.store;
+        let same = store.lmdb.read(|r| store.meta_json(r, "model"))?;
+        if same.as_deref().map(str::as_bytes) == Some(&bytes[..]) {
+            return Ok(());
+        }
+        store.lmdb.write(|w| store.set_meta(w, "model", &bytes))
+    }
+
+    pub fn model(&self) -> Result<Option<serde_json::Value>, IndexError> {
+        let store = &self.core.store;
+        Ok(store
+            .lmdb
+            .read(|r| store.meta_json(r, "model"))?
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// The `k` chunks most similar to `vector` among those matching every
+    /// `key = value` in `filter`.
+    pub fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: &[(String, String)],
+    ) -> Result<Vec<SearchHit>, String> {
+        self.core.search(vector, k, filter)
+    }
+
+    /// Folds everything pending into the trees now (tests, benchmarks,
+    /// `weft index build`).
+    pub fn build_now(&self) -> Result<(), IndexError> {
+        self.core.build()
+    }
+
+    pub fn stats(&self) -> Result<IndexStats, IndexError> {
+        let c = &self.core;
+        let (dimension, (documents, chunks), pending) = c.store.lmdb.read(|r| {
+            Ok((
+                c.store.dimension(r)?,
+                c.store.counts(r)?,
+                c.store.pending_len(r)?,
+            ))
+        })?;
+        let (in_trees, trees) = c.ann.stats()?;
+        let clock = c.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(IndexStats {
+            path: c.dir.display().to_string(),
+            dimension,
+            documents,
+            chunks,
+            pending,
+            in_trees,
+            trees,
+            store_bytes: c.store.lmdb.file_bytes(),
+            trees_bytes: c.ann.lmdb.file_bytes(),
+            map_bytes: c.store.lmdb.map_bytes() + c.ann.lmdb.map_bytes(),
+            builds: clock.builds,
+            last_build_ms: clock.last_build.map(|d| d.as_secs_f64() * 1000.0),
+            model: self.model().ok().flatten(),
+        })
+    }
+
+    /// The stored chunks of one document (tests, debugging).
+    pub fn doc_chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>, IndexError> {
+        let s = &self.core.store;
+        s.lmdb.read(|r| s.doc_chunks(r, doc_id))
+    }
+
+    pub fn doc_ids(&self) -> Result<Vec<String>, IndexError> {
+        let s = &self.core.store;
+        s.lmdb.read(|r| s.doc_ids(r))
+    }
+}
+
+impl Drop for VectorIndex {
+    fn drop(&mut self) {
+        if let Some(h) = self.builder.take() {
+            self.core.stop.store(true, Ordering::SeqCst);
+            self.core.wake.1.notify_all();
+            let _ = h.join();
+        }
+    }
+}
+
+fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
+    let DocOp::Upsert { chunks, .. } = op else {
+        return Ok(());
+    };
+    for c in chunks {
+        let n = c.vector.len() as u32;
+        if n == 0 {
+            return Err(format!("chunk `{}` has no vector", c.chunk_id));
+        }
+        match *dim {
+            Some(d) if d != n => return Err(format!(
+                "chunk `{}` has a {n}-dimensional vector; this index holds {d}-dimensional vectors",
+                c.chunk_id
+            )),
+            Some(_) => {}
+            None => *dim = Some(n),
+        }
+        if c.vector.iter().any(|x| !x.is_finite()) {
+            return Err(format!("chunk `{}` has a non-finite vector", c.chunk_id));
+        }
+        if c.vector.iter().all(|x| *x == 0.0) {
+            return Err(format!(
+                "chunk `{}` has an all-zero vector (no direction to compare)",
+                c.chunk_id
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    let n = (aa * bb).sqrt();
+    if n > f32::EPSILON {
+        ab / n
+    } else {
+        0.0
+    }
+}
+
+/// A (score, id) ordered so a `BinaryHeap` pops the worst first.
+#[derive(PartialEq)]
+struct Scored(f32, u32);
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
+    }
+}
+
+impl Core {
+    fn open(dir: &Path, opts: IndexOptions, create: bool) -> Result<Core, IndexError> {
+        let store = Store::open(&dir.join("store"), create, opts.initial_map)?;
+        let ann = Ann::open(&dir.join("trees"), create, opts.initial_map)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.build_threads.max(1))
+            .thread_name(|i| format!("weft-index-build-{i}"))
+            .build()
+            .map_err(|e| IndexError::Io {
+                path: dir.into(),
+                source: std::io::Error::other(e),
+            })?;
+        Ok(Core {
+            dir: dir.to_path_buf(),
+            store,
+            ann,
+            pool,
+            opts,
+            wake: (Mutex::new(BuilderClock::default()), Condvar::new()),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: &[(String, String)],
+    ) -> Result<Vec<SearchHit>, String> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let store = &self.store;
+        let result = store.lmdb.read(|srtxn| {
+            let Some(dim) = store.dimension(srtxn)? else {
+                return Ok(Err(String::new()));
+            };
+            if vector.len() != dim as usize {
+                return Ok(Err(format!(
+                    "query vector has {} dimensions; the index holds {dim}-dimensional vectors",
+                    vector.len()
+                )));
+            }
+            let allowed = store.filter(srtxn, filter)?;
+            let (adds, dels) = store.pending(srtxn)?;
+            // Exact scores for what the trees do not know yet.
+            let mut heap: BinaryHeap<Scored> = BinaryHeap::new();
+            let push = |s: f32, id: u32, heap: &mut BinaryHeap<Scored>| {
+                heap.push(Scored(s, id));
+                if heap.len() > k {
+                    heap.pop();
+                }
+            };
+            let mut delta = RoaringBitmap::new();
+            for id in adds {
+                delta.insert(id);
+                if allowed.as_ref().is_some_and(|a| !a.contains(id)) {
+                    continue;
+                }
+                if let Some(v) = store.vector(srtxn, id)? {
+                    push(cosine(vector, &v), id, &mut heap);
+                }
+            }
+            let from_trees = self.ann.lmdb.read(|artxn| {
+                let Some(reader) = self.ann.reader(artxn)? else {
+                    return Ok(Vec::new());
+                };
+                let mut masked = dels.clone();
+                masked |= &delta;
+                let candidates = match &allowed {
+                    Some(a) => Some(a - &masked),
+                    None if (reader.item_ids() & &masked).is_empty() => None,
+                    None => Some(reader.item_ids() - &masked),
+                };
+                let mut q = reader.nns(k);
+                if let Some(c) = &candidates {
+                    q.candidates(c);
+                }
+                q.by_vector(artxn, vector).map_err(|e| IndexError::Arroy {
+                    path: self.ann.lmdb.path.clone(),
+                    source: e,
+                })
+            })?;
+            for (id, distance) in from_trees {
+                // arroy's cosine distance is (1 - cos) / 2.
+                push(1.0 - 2.0 * distance, id, &mut heap);
+            }
+            let mut best = heap.into_sorted_vec();
+            best.truncate(k);
+            let mut hits = Vec::with_capacity(best.len());
+            for Scored(score, id) in best {
+                // A chunk deleted since the trees' snapshot has no record.
+                if let Some(c) = store.chunk(srtxn, id)? {
+                    hits.push(SearchHit {
+                        chunk_id: c.chunk_id,
+                        doc_id: c.doc_id,
+                        score,
+                        text: c.text,
+                        metadata: c.metadata,
+                    });
+                }
+            }
+            Ok(Ok(hits))
+        });
+        match result {
+            Ok(Ok(h)) => Ok(h),
+            Ok(Err(m)) if m.is_empty() => Ok(Vec::new()),
+            Ok(Err(m)) => Err(m),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn build(&self) -> Result<(), IndexError> {
+        let t0 = Instant::now();
+        let (snap, dim) = self
+            .store
+            .lmdb
+            .read(|r| Ok((self.store.snapshot(r)?, self.store.dimension(r)?)))?;
+        let Some(dim) = dim else {
+            return Ok(());
+        };
+        if snap.adds.is_empty() && snap.dels.is_empty() {
+            return Ok(());
+        }
+        self.ann.build(dim as usize, &snap, &self.pool)?;
+        self.store
+            .lmdb
+            .write(|w| self.store.finish_build(w, &snap))?;
+        let took = t0.elapsed();
+        let mut c = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.builds += 1;
+        c.last_build = Some(took);
+        tracing::debug!(
+            index = %self.dir.display(),
+            "built: +{} -{} in {took:?}", snap.adds.len(), snap.dels.len()
+        );
+        Ok(())
+    }
+
+    /// Waits for writes and folds pending items into the trees per
+    /// [`IndexOptions`]. Errors are logged and retried later: the store
+    /// keeps everything pending, so searches stay complete meanwhile.
+    fn builder_loop(&self) {
+        let tick = Duration::from_millis(100);
+        loop {
+            let due = {
+                let (m, cv) = &self.wake;
+                let c = m.lock().unwrap_or_else(|p| p.into_inner());
+                let (c, _) = cv.wait_timeout(c, tick).unwrap_or_else(|p| p.into_inner());
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                match c.first_pending {
+                    None => false,
+                    Some(first) => {
+                        let idle = c
+                            .last_write
+                            .is_none_or(|w| w.elapsed() >= self.opts.idle_build);
+                        idle || first.elapsed() >= self.opts.max_age
+                    }
+                }
+            };
+            let many = || {
+                self.store
+                    .lmdb
+                    .read(|r| self.store.pending_len(r))
+                    .map(|n| n >= self.opts.max_pending)
+                    .unwrap_or(false)
+            };
+            if !due && !many() {
+                continue;
+            }
+            {
+                let mut c = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+                c.first_pending = None;
+            }
+            if let Err(e) = self.build() {
+                tracing::warn!("index build failed (will retry): {e}");
+                let mut c = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+                c.first_pending.get_or_insert(Instant::now());
+                drop(c);
+                std::thread::sleep(Duration::from_secs(1));
+            } else {
+                // Writes that landed during the build are pending again.
+                let left = self
+                    .store
+                    .lmdb
+                    .read(|r| self.store.pending_len(r))
+                    .unwrap_or(0);
+                if left > 0 {
+                    let mut c = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+                    c.first_pending.get_or_insert(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+impl IndexSearch for VectorIndex {
+    fn search(
+        &self,
+        vector: &[f32],
+        k: u32,
+        filter: &[(String, String)],
+    ) -> Result<Vec<Hit>, String> {
+        Ok(self
+            .core
+            .search(vector, k as usize, filter)?
+            .into_iter()
+            .map(|h| Hit {
+                chunk_id: h.chunk_id,
+                doc_id: h.doc_id,
+                score: h.score,
+                text: h.text,
+                metadata: h
+                    .metadata
+                    .into_iter()
+                    .map(|(key, value)| Meta { key, value })
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+/// Where a tenant's index lives under a data directory.
+pub fn index_dir(data_dir: &Path, tenant: &str, name: &str) -> PathBuf {
+    data_dir.join("index").join(tenant).join(name)
+}
+
+/// The open indexes of one process, so pipelines sharing an index (the
+/// ingest and query paths of one tenant) share one handle and one builder.
+pub struct IndexRegistry {
+    data_dir: PathBuf,
+    opts: IndexOptions,
+    open: Mutex<HashMap<(String, String), Arc<VectorIndex>>>,
+}
+
+impl IndexRegistry {
+    pub fn new(data_dir: &Path, opts: IndexOptions) -> IndexRegistry {
+        IndexRegistry {
+            data_dir: data_dir.to_path_buf(),
+            opts,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The tenant's index `name`, opened (and created) on first use. A
+    /// tenant can only ever name its own indexes: the tenant is part of the
+    /// path and names cannot contain separators (checked by the manifest).
+    pub fn open(&self, tenant: &str, name: &str) -> Result<Arc<VectorIndex>, IndexError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (tenant.to_string(), name.to_string());
+        if let Some(i) = open.get(&key) {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(VectorIndex::open(
+            &index_dir(&self.data_dir, tenant, name),
+            self.opts.clone(),
+        )?);
+        open.insert(key, i.clone());
+        Ok(i)
+    }
+}

@@ -1,0 +1,504 @@
+//! The document store: chunk text, metadata and vectors by item id, the
+//! chunks of every document, metadata filter bitmaps, and the *pending* list
+//! of items the approximate (arroy) index has not caught up with yet.
+//!
+//! It lives in its own LMDB environment, apart from the arroy trees, so that
+//! the stream's small, frequent writes never wait behind a long index build
+//! (LMDB has one writer per environment).
+//!
+//! Item ids are `u32` (arroy's item id type), allocated from a counter and
+//! never reused: an id still inside the arroy trees must not come back as a
+//! different chunk before the next build removes it.
+
+use super::lmdb::Lmdb;
+use super::{ChunkIn, DocOp, IndexError};
+use heed::byteorder::BE;
+use heed::types::{Bytes, DecodeIgnore, SerdeJson, Str, U32, U8};
+use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+
+type Id = U32<BE>;
+
+/// What the approximate index still has to learn about an item.
+pub const PENDING_ADD: u8 = 1;
+pub const PENDING_DEL: u8 = 2;
+
+/// Metadata keys and values longer than this are not filterable (LMDB keys
+/// are at most 511 bytes).
+const MAX_FILTER_KEY: usize = 400;
+
+/// A stored chunk, without its vector (kept apart, as raw f32s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub chunk_id: String,
+    pub doc_id: String,
+    pub text: String,
+    pub metadata: Vec<(String, String)>,
+    /// Digest of text + metadata + vector: an unchanged chunk of a new
+    /// document version keeps its item, so the index does no work for it.
+    pub digest: String,
+}
+
+pub struct Store {
+    pub lmdb: Lmdb,
+    chunks: Database<'static, Id, SerdeJson<ChunkRecord>>,
+    vectors: Database<'static, Id, Bytes>,
+    docs: Database<'static, Str, SerdeJson<Vec<u32>>>,
+    pending: Database<'static, Id, U8>,
+    filters: Database<'static, Str, Bytes>,
+    meta: Database<'static, Str, Bytes>,
+}
+
+/// What one applied batch changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Applied {
+    pub docs_upserted: u64,
+    pub docs_deleted: u64,
+    pub items_added: u64,
+    pub items_removed: u64,
+    pub items_unchanged: u64,
+}
+
+/// The pending list at one moment, as the builder consumes it.
+#[derive(Debug, Default)]
+pub struct PendingSnapshot {
+    pub adds: Vec<(u32, Vec<f32>)>,
+    pub dels: Vec<u32>,
+}
+
+pub fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn bytes_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn filter_key(k: &str, v: &str) -> Option<String> {
+    (k.len() + v.len() < MAX_FILTER_KEY).then(|| format!("{k}\u{0}{v}"))
+}
+
+fn digest(c: &ChunkIn) -> String {
+    let mut h = Sha256::new();
+    h.update(c.chunk_id.as_bytes());
+    h.update([0]);
+    h.update(c.text.as_bytes());
+    for (k, v) in &c.metadata {
+        h.update([0]);
+        h.update(k.as_bytes());
+        h.update([1]);
+        h.update(v.as_bytes());
+    }
+    h.update([2]);
+    h.update(vector_bytes(&c.vector));
+    hex::encode(&h.finalize()[..12])
+}
+
+impl Store {
+    pub fn open(dir: &Path, create: bool, initial_map: usize) -> Result<Store, IndexError> {
+        let lmdb = Lmdb::open(dir, 8, create, initial_map)?;
+        let path = lmdb.path.clone();
+        let make = |e: heed::Error| IndexError::lmdb(&path, "opening databases", e);
+        let dbs = if create {
+            let wtxn = lmdb.env.write_txn().map_err(make)?;
+            lmdb.env
+                .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+                    Ok(CommitOrAbort::<_, ()>::Commit((
+                        dbo.create_database(wtxn, Some("chunks"))?,
+                        dbo.create_database(wtxn, Some("vectors"))?,
+                        dbo.create_database(wtxn, Some("docs"))?,
+                        dbo.create_database(wtxn, Some("pending"))?,
+                        dbo.create_database(wtxn, Some("filters"))?,
+                        dbo.create_database(wtxn, Some("meta"))?,
+                    )))
+                })
+                .map_err(make)?
+                .unwrap_commit()
+        } else {
+            let rtxn = lmdb.env.read_txn().map_err(make)?;
+            let opened = lmdb
+                .env
+                .open_databases_and_commit(rtxn, |dbo, rtxn| -> heed::Result<_> {
+                    Ok(CommitOrAbort::<_, ()>::Commit((
+                        dbo.open_database(rtxn, Some("chunks"))?,
+                        dbo.open_database(rtxn, Some("vectors"))?,
+                        dbo.open_database(rtxn, Some("docs"))?,
+                        dbo.open_database(rtxn, Some("pending"))?,
+                        dbo.open_database(rtxn, Some("filters"))?,
+                        dbo.open_database(rtxn, Some("meta"))?,
+                    )))
+                })
+                .map_err(make)?
+                .unwrap_commit();
+            match opened {
+                (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)) => (a, b, c, d, e, f),
+                _ => {
+                    return Err(IndexError::Corrupt {
+                        path: dir.into(),
+                        why: "missing databases".into(),
+                    })
+                }
+            }
+        };
+        let (chunks, vectors, docs, pending, filters, meta) = dbs;
+        Ok(Store {
+            lmdb,
+            chunks,
+            vectors,
+            docs,
+            pending,
+            filters,
+            meta,
+        })
+    }
+
+    fn err(&self, what: &'static str) -> impl Fn(heed::Error) -> IndexError + '_ {
+        move |e| IndexError::lmdb(&self.lmdb.path, what, e)
+    }
+
+    fn meta_u32(&self, txn: &RoTxn, key: &str) -> Result<Option<u32>, IndexError> {
+        Ok(self
+            .meta
+            .get(txn, key)
+            .map_err(self.err("reading meta"))?
+            .and_then(|b| b.try_into().ok().map(u32::from_be_bytes)))
+    }
+
+    pub fn dimension(&self, txn: &RoTxn) -> Result<Option<u32>, IndexError> {
+        self.meta_u32(txn, "dimension")
+    }
+
+    pub fn meta_json(&self, txn: &RoTxn, key: &str) -> Result<Option<String>, IndexError> {
+        Ok(self
+            .meta
+            .get(txn, key)
+            .map_err(self.err("reading meta"))?
+            .map(|b| String::from_utf8_lossy(b).into_owned()))
+    }
+
+    pub fn set_meta(&self, wtxn: &mut RwTxn, key: &str, value: &[u8]) -> Result<(), IndexError> {
+        self.meta
+            .put(wtxn, key, value)
+            .map_err(self.err("writing meta"))
+    }
+
+    /// Applies document operations in order, in the caller's transaction.
+    /// Operations must already be validated (dimension, finite vectors).
+    pub fn apply(&self, wtxn: &mut RwTxn, ops: &[DocOp]) -> Result<Applied, IndexError> {
+        let mut applied = Applied::default();
+        let mut next_id = self.meta_u32(wtxn, "next_id")?.unwrap_or(0);
+        for op in ops {
+            let doc_id = op.doc_id();
+            let old: Vec<u32> = self
+                .docs
+                .get(wtxn, doc_id)
+                .map_err(self.err("reading docs"))?
+                .unwrap_or_default();
+            match op {
+                DocOp::Delete { .. } => {
+                    for id in &old {
+                        self.remove_item(wtxn, *id)?;
+                        applied.items_removed += 1;
+                    }
+                    if !old.is_empty() {
+                        self.docs
+                            .delete(wtxn, doc_id)
+                            .map_err(self.err("deleting a doc"))?;
+                    }
+                    applied.docs_deleted += 1;
+                }
+                DocOp::Upsert { chunks, .. } => {
+                    // Old items by digest, so unchanged chunks keep their item.
+                    let mut keep: HashMap<String, u32> = HashMap::new();
+                    for id in &old {
+                        if let Some(r) = self.chunks.get(wtxn, id).map_err(self.err("reading"))? {
+                            keep.insert(r.digest, *id);
+                        }
+                    }
+                    let mut items = Vec::with_capacity(chunks.len());
+                    for c in chunks {
+                        let d = digest(c);
+                        if let Some(id) = keep.remove(&d) {
+                            items.push(id);
+                            applied.items_unchanged += 1;
+                            continue;
+                        }
+                        let id = next_id;
+                        next_id = next_id
+                            .checked_add(1)
+                            .ok_or_else(|| IndexError::Full(self.lmdb.path.clone()))?;
+                        self.add_item(wtxn, id, doc_id, c, d)?;
+                        items.push(id);
+                        applied.items_added += 1;
+                    }
+                    for id in keep.into_values() {
+                        self.remove_item(wtxn, id)?;
+                        applied.items_removed += 1;
+                    }
+                    self.docs
+                        .put(wtxn, doc_id, &items)
+                        .map_err(self.err("writing docs"))?;
+                    applied.docs_upserted += 1;
+                }
+            }
+        }
+        self.meta
+            .put(wtxn, "next_id", &next_id.to_be_bytes())
+            .map_err(self.err("writing meta"))?;
+        Ok(applied)
+    }
+
+    fn add_item(
+        &self,
+        wtxn: &mut RwTxn,
+        id: u32,
+        doc_id: &str,
+        c: &ChunkIn,
+        digest: String,
+    ) -> Result<(), IndexError> {
+        let rec = ChunkRecord {
+            chunk_id: c.chunk_id.clone(),
+            doc_id: doc_id.to_string(),
+            text: c.text.clone(),
+            metadata: c.metadata.clone(),
+            digest,
+        };
+        let e = self.err("writing a chunk");
+        self.chunks.put(wtxn, &id, &rec).map_err(&e)?;
+        self.vectors
+            .put(wtxn, &id, &vector_bytes(&c.vector))
+            .map_err(&e)?;
+        self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+        for (k, v) in &c.metadata {
+            if let Some(key) = filter_key(k, v) {
+                self.update_filter(wtxn, &key, |b| {
+                    b.insert(id);
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_item(&self, wtxn: &mut RwTxn, id: u32) -> Result<(), IndexError> {
+        let e = self.err("removing a chunk");
+        let rec = self.chunks.get(wtxn, &id).map_err(&e)?;
+        self.chunks.delete(wtxn, &id).map_err(&e)?;
+        self.vectors.delete(wtxn, &id).map_err(&e)?;
+        match self.pending.get(wtxn, &id).map_err(&e)? {
+            // Never reached the approximate index: nothing to undo there.
+            Some(PENDING_ADD) => {
+                self.pending.delete(wtxn, &id).map_err(&e)?;
+            }
+            _ => self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?,
+        }
+        if let Some(rec) = rec {
+            for (k, v) in &rec.metadata {
+                if let Some(key) = filter_key(k, v) {
+                    self.update_filter(wtxn, &key, |b| {
+                        b.remove(id);
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn update_filter(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        f: impl FnOnce(&mut RoaringBitmap),
+    ) -> Result<(), IndexError> {
+        let e = self.err("updating a filter");
+        let mut b = match self.filters.get(wtxn, key).map_err(&e)? {
+            Some(bytes) => {
+                RoaringBitmap::deserialize_from(bytes).map_err(|x| IndexError::Corrupt {
+                    path: self.lmdb.path.clone(),
+                    why: x.to_string(),
+                })?
+            }
+            None => RoaringBitmap::new(),
+        };
+        f(&mut b);
+        if b.is_empty() {
+            self.filters.delete(wtxn, key).map_err(&e)?;
+        } else {
+            let mut out = Vec::with_capacity(b.serialized_size());
+            b.serialize_into(&mut out)
+                .map_err(|x| IndexError::Corrupt {
+                    path: self.lmdb.path.clone(),
+                    why: x.to_string(),
+                })?;
+            self.filters.put(wtxn, key, &out).map_err(&e)?;
+        }
+        Ok(())
+    }
+
+    /// Items matching every `key = value` pair (an empty filter is `None`:
+    /// everything).
+    pub fn filter(
+        &self,
+        txn: &RoTxn,
+        filter: &[(String, String)],
+    ) -> Result<Option<RoaringBitmap>, IndexError> {
+        let mut acc: Option<RoaringBitmap> = None;
+        for (k, v) in filter {
+            let b = match filter_key(k, v) {
+                Some(key) => match self.filters.get(txn, &key).map_err(self.err("filter"))? {
+                    Some(bytes) => {
+                        RoaringBitmap::deserialize_from(bytes).map_err(|x| IndexError::Corrupt {
+                            path: self.lmdb.path.clone(),
+                            why: x.to_string(),
+                        })?
+                    }
+                    None => RoaringBitmap::new(),
+                },
+                None => RoaringBitmap::new(),
+            };
+            acc = Some(match acc {
+                Some(a) => a & b,
+                None => b,
+            });
+        }
+        Ok(acc)
+    }
+
+    /// Pending adds (ids) and deletes (bitmap).
+    pub fn pending(&self, txn: &RoTxn) -> Result<(Vec<u32>, RoaringBitmap), IndexError> {
+        let mut adds = Vec::new();
+        let mut dels = RoaringBitmap::new();
+        for r in self
+            .pending
+            .iter(txn)
+            .map_err(self.err("reading pending"))?
+        {
+            let (id, op) = r.map_err(self.err("reading pending"))?;
+            if op == PENDING_ADD {
+                adds.push(id);
+            } else {
+                dels.insert(id);
+            }
+        }
+        Ok((adds, dels))
+    }
+
+    pub fn pending_len(&self, txn: &RoTxn) -> Result<u64, IndexError> {
+        self.pending.len(txn).map_err(self.err("counting pending"))
+    }
+
+    pub fn snapshot(&self, txn: &RoTxn) -> Result<PendingSnapshot, IndexError> {
+        let (adds, dels) = self.pending(txn)?;
+        let mut snap = PendingSnapshot {
+            adds: Vec::with_capacity(adds.len()),
+            dels: dels.iter().collect(),
+        };
+        for id in adds {
+            if let Some(v) = self.vector(txn, id)? {
+                snap.adds.push((id, v));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// After a build that took in `snap`: those items are no longer
+    /// pending, except adds deleted meanwhile, which the trees now hold and
+    /// the next build must remove.
+    pub fn finish_build(&self, wtxn: &mut RwTxn, snap: &PendingSnapshot) -> Result<(), IndexError> {
+        let e = self.err("finishing a build");
+        for (id, _) in &snap.adds {
+            match self.pending.get(wtxn, id).map_err(&e)? {
+                Some(PENDING_ADD) => {
+                    self.pending.delete(wtxn, id).map_err(&e)?;
+                }
+                Some(_) => {}
+                None => self.pending.put(wtxn, id, &PENDING_DEL).map_err(&e)?,
+            }
+        }
+        for id in &snap.dels {
+            if self.pending.get(wtxn, id).map_err(&e)? == Some(PENDING_DEL) {
+                self.pending.delete(wtxn, id).map_err(&e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks items that the trees hold but the store does not (left by a
+    /// crash between a build and its bookkeeping) for removal.
+    pub fn reconcile(&self, wtxn: &mut RwTxn, in_trees: &RoaringBitmap) -> Result<u64, IndexError> {
+        let e = self.err("reconciling");
+        let mut ghosts = 0;
+        for id in in_trees {
+            let live = self.chunks.get(wtxn, &id).map_err(&e)?.is_some();
+            let pending = self.pending.get(wtxn, &id).map_err(&e)?;
+            if !live && pending != Some(PENDING_DEL) {
+                self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?;
+                ghosts += 1;
+            } else if live && pending == Some(PENDING_ADD) {
+                // Built before the crash; the next build re-adds it, harmless.
+            }
+        }
+        Ok(ghosts)
+    }
+
+    pub fn vector(&self, txn: &RoTxn, id: u32) -> Result<Option<Vec<f32>>, IndexError> {
+        Ok(self
+            .vectors
+            .get(txn, &id)
+            .map_err(self.err("reading a vector"))?
+            .map(bytes_vector))
+    }
+
+    pub fn chunk(&self, txn: &RoTxn, id: u32) -> Result<Option<ChunkRecord>, IndexError> {
+        self.chunks
+            .get(txn, &id)
+            .map_err(self.err("reading a chunk"))
+    }
+
+    /// The chunks of one document, in chunk order.
+    pub fn doc_chunks(&self, txn: &RoTxn, doc_id: &str) -> Result<Vec<ChunkRecord>, IndexError> {
+        let ids = self
+            .docs
+            .get(txn, doc_id)
+            .map_err(self.err("reading docs"))?
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(c) = self.chunk(txn, id)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn counts(&self, txn: &RoTxn) -> Result<(u64, u64), IndexError> {
+        let e = self.err("counting");
+        Ok((
+            self.docs.len(txn).map_err(&e)?,
+            self.chunks
+                .remap_data_type::<DecodeIgnore>()
+                .len(txn)
+                .map_err(&e)?,
+        ))
+    }
+
+    /// Every document id, in order (for tests and `weft index stats`).
+    pub fn doc_ids(&self, txn: &RoTxn) -> Result<Vec<String>, IndexError> {
+        let e = self.err("listing docs");
+        let mut out = Vec::new();
+        for r in self
+            .docs
+            .remap_data_type::<DecodeIgnore>()
+            .iter(txn)
+            .map_err(&e)?
+        {
+            out.push(r.map_err(&e)?.0.to_string());
+        }
+        Ok(out)
+    }
+}

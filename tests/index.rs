@@ -1,0 +1,339 @@
+//! The vector index on real LMDB files: upserts by document, replacement of
+//! every chunk of an old version, tombstones, filters, the pending delta
+//! merged with the arroy trees, growth of the map, the writer lock, reopen.
+
+use std::time::Duration;
+use weft::index::{ChunkIn, DocOp, IndexError, IndexOptions, VectorIndex};
+
+/// A deterministic unit vector pointing mostly along axis `axis`.
+fn unit(dim: usize, axis: usize, wobble: f32) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim)
+        .map(|i| ((i * 7 + axis * 13) % 11) as f32 * 0.001 * wobble)
+        .collect();
+    v[axis % dim] += 1.0;
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+fn chunk(doc: &str, n: usize, text: &str, vector: Vec<f32>, meta: &[(&str, &str)]) -> ChunkIn {
+    ChunkIn {
+        chunk_id: format!("{doc}#{n}"),
+        text: text.to_string(),
+        metadata: meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        vector,
+    }
+}
+
+fn upsert(doc: &str, chunks: Vec<ChunkIn>) -> DocOp {
+    DocOp::Upsert {
+        doc_id: doc.to_string(),
+        chunks,
+    }
+}
+
+/// Options under which the builder never runs on its own, so a test
+/// decides whether items are in the trees or still pending.
+fn manual() -> IndexOptions {
+    IndexOptions {
+        max_pending: u64::MAX,
+        idle_build: Duration::from_secs(3600),
+        max_age: Duration::from_secs(3600),
+        ..IndexOptions::default()
+    }
+}
+
+const D: usize = 16;
+
+fn top_doc(ix: &VectorIndex, q: &[f32]) -> Option<String> {
+    ix.search(q, 1, &[])
+        .unwrap()
+        .first()
+        .map(|h| h.doc_id.clone())
+}
+
+#[test]
+fn a_chunk_is_searchable_as_soon_as_apply_returns_and_after_a_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    assert!(ix.search(&unit(D, 0, 1.0), 3, &[]).unwrap().is_empty());
+    let mut ops = Vec::new();
+    for d in 0..10 {
+        ops.push(upsert(
+            &format!("doc-{d}"),
+            vec![chunk(
+                &format!("doc-{d}"),
+                0,
+                &format!("text {d}"),
+                unit(D, d, 1.0),
+                &[],
+            )],
+        ));
+    }
+    let r = ix.apply(&ops).unwrap();
+    assert_eq!(r.applied.items_added, 10);
+    assert!(r.rejected.is_empty());
+    let hits = ix.search(&unit(D, 3, 0.0), 2, &[]).unwrap();
+    assert_eq!(hits[0].doc_id, "doc-3");
+    assert_eq!(hits[0].text, "text 3");
+    assert!(hits[0].score > 0.99, "{}", hits[0].score);
+    assert_eq!(ix.stats().unwrap().pending, 10);
+    ix.build_now().unwrap();
+    let s = ix.stats().unwrap();
+    assert_eq!(
+        (s.pending, s.in_trees, s.chunks, s.documents),
+        (0, 10, 10, 10)
+    );
+    assert_eq!(top_doc(&ix, &unit(D, 7, 0.0)).as_deref(), Some("doc-7"));
+}
+
+#[test]
+fn a_new_version_replaces_every_chunk_of_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    let v1 = upsert(
+        "doc",
+        vec![
+            chunk("doc", 0, "old a", unit(D, 1, 1.0), &[]),
+            chunk("doc", 1, "old b", unit(D, 2, 1.0), &[]),
+            chunk("doc", 2, "old c", unit(D, 3, 1.0), &[]),
+        ],
+    );
+    ix.apply(&[v1]).unwrap();
+    ix.build_now().unwrap();
+    // Version 2 has one chunk, in a new direction: the old ones must vanish
+    // from the trees' results (masked) and from the store.
+    let v2 = upsert("doc", vec![chunk("doc", 0, "new", unit(D, 9, 1.0), &[])]);
+    let r = ix.apply(&[v2]).unwrap();
+    assert_eq!((r.applied.items_added, r.applied.items_removed), (1, 3));
+    for when in ["pending", "built"] {
+        let hits = ix.search(&unit(D, 2, 0.0), 10, &[]).unwrap();
+        let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+        assert_eq!(texts, vec!["new"], "{when}");
+        let stored = ix.doc_chunks("doc").unwrap();
+        assert_eq!(stored.len(), 1);
+        ix.build_now().unwrap();
+    }
+    assert_eq!(ix.stats().unwrap().in_trees, 1);
+}
+
+#[test]
+fn unchanged_chunks_of_a_new_version_keep_their_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    let a = chunk("doc", 0, "same", unit(D, 1, 1.0), &[]);
+    let b = chunk("doc", 1, "before", unit(D, 2, 1.0), &[]);
+    let b2 = chunk("doc", 1, "after", unit(D, 4, 1.0), &[]);
+    ix.apply(&[upsert("doc", vec![a.clone(), b])]).unwrap();
+    ix.build_now().unwrap();
+    let r = ix.apply(&[upsert("doc", vec![a, b2])]).unwrap();
+    assert_eq!(r.applied.items_unchanged, 1);
+    assert_eq!(r.applied.items_added, 1);
+    assert_eq!(r.applied.items_removed, 1);
+    // Only the changed chunk waits for the trees.
+    assert_eq!(ix.stats().unwrap().pending, 2, "one add, one delete");
+}
+
+#[test]
+fn a_tombstone_deletes_the_document_and_all_its_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    ix.apply(&[
+        upsert(
+            "gone",
+            vec![
+                chunk("gone", 0, "g0", unit(D, 1, 1.0), &[]),
+                chunk("gone", 1, "g1", unit(D, 1, 2.0), &[]),
+            ],
+        ),
+        upsert("kept", vec![chunk("kept", 0, "k0", unit(D, 5, 1.0), &[])]),
+    ])
+    .unwrap();
+    ix.build_now().unwrap();
+    ix.apply(&[DocOp::Delete {
+        doc_id: "gone".into(),
+    }])
+    .unwrap();
+    for when in ["masked", "built"] {
+        let hits = ix.search(&unit(D, 1, 0.0), 10, &[]).unwrap();
+        assert!(hits.iter().all(|h| h.doc_id == "kept"), "{when}: {hits:?}");
+        assert_eq!(hits.len(), 1, "{when}");
+        ix.build_now().unwrap();
+    }
+    assert_eq!(ix.doc_ids().unwrap(), vec!["kept".to_string()]);
+    // Deleting what does not exist is fine (a replayed tombstone).
+    ix.apply(&[DocOp::Delete {
+        doc_id: "gone".into(),
+    }])
+    .unwrap();
+}
+
+#[test]
+fn filters_match_metadata_equality_in_the_delta_and_in_the_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    let mut ops = Vec::new();
+    for d in 0..40 {
+        let kind = if d % 4 == 0 {
+            "policy"
+        } else {
+            "flight-status"
+        };
+        let flight = format!("NW{d}");
+        ops.push(upsert(
+            &format!("d{d}"),
+            vec![chunk(
+                &format!("d{d}"),
+                0,
+                "t",
+                unit(D, d % D, 1.0),
+                &[("kind", kind), ("flight", &flight)],
+            )],
+        ));
+    }
+    ix.apply(&ops[..20]).unwrap();
+    ix.build_now().unwrap();
+    ix.apply(&ops[20..]).unwrap();
+    let f = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let hits = ix
+        .search(&unit(D, 1, 0.0), 40, &f("kind", "policy"))
+        .unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits
+        .iter()
+        .all(|h| h.metadata.contains(&("kind".into(), "policy".into()))));
+    // One from the trees, one from the pending delta.
+    for d in [3, 33] {
+        let hits = ix
+            .search(&unit(D, 0, 0.0), 5, &f("flight", &format!("NW{d}")))
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].doc_id, format!("d{d}"));
+    }
+    let both = vec![
+        ("kind".to_string(), "policy".to_string()),
+        ("flight".to_string(), "NW3".to_string()),
+    ];
+    assert!(ix.search(&unit(D, 0, 0.0), 5, &both).unwrap().is_empty());
+    assert!(ix
+        .search(&unit(D, 0, 0.0), 5, &f("kind", "nope"))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn bad_vectors_are_refused_one_document_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    let ok = upsert("ok", vec![chunk("ok", 0, "t", unit(D, 1, 1.0), &[])]);
+    let short = upsert("short", vec![chunk("short", 0, "t", vec![1.0; 3], &[])]);
+    let nan = upsert("nan", vec![chunk("nan", 0, "t", vec![f32::NAN; D], &[])]);
+    let zero = upsert("zero", vec![chunk("zero", 0, "t", vec![0.0; D], &[])]);
+    let r = ix.apply(&[ok, short, nan, zero]).unwrap();
+    let reasons: Vec<(usize, &str)> = r.rejected.iter().map(|(i, m)| (*i, m.as_str())).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].1.contains("3-dimensional"), "{reasons:?}");
+    assert!(reasons[1].1.contains("non-finite"), "{reasons:?}");
+    assert!(reasons[2].1.contains("all-zero"), "{reasons:?}");
+    assert_eq!(ix.doc_ids().unwrap(), vec!["ok".to_string()]);
+    let e = ix.search(&[1.0; 3], 1, &[]).unwrap_err();
+    assert!(e.contains("16-dimensional"), "{e}");
+}
+
+#[test]
+fn the_map_grows_without_anyone_sizing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = IndexOptions {
+        initial_map: 1 << 20,
+        ..manual()
+    };
+    let ix = VectorIndex::open(dir.path(), opts).unwrap();
+    // 3000 chunks x 384 floats is ~4.6 MB of vectors alone, with text.
+    let text = "x".repeat(500);
+    let ops: Vec<DocOp> = (0..3000)
+        .map(|d| {
+            upsert(
+                &format!("d{d}"),
+                vec![chunk(
+                    &format!("d{d}"),
+                    0,
+                    &text,
+                    unit(384, d % 384, 1.0),
+                    &[],
+                )],
+            )
+        })
+        .collect();
+    for batch in ops.chunks(500) {
+        ix.apply(batch).unwrap();
+    }
+    ix.build_now().unwrap();
+    let s = ix.stats().unwrap();
+    assert_eq!((s.chunks, s.in_trees), (3000, 3000));
+    assert!(s.map_bytes > 2 << 20, "map grew: {}", s.map_bytes);
+    assert_eq!(
+        top_doc(&ix, &unit(384, 17, 0.0))
+            .unwrap()
+            .trim_start_matches('d')
+            .parse::<usize>()
+            .unwrap()
+            % 384,
+        17
+    );
+}
+
+#[test]
+fn a_second_writer_is_refused_and_a_reopened_index_holds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+        ix.apply(&[
+            upsert("a", vec![chunk("a", 0, "a", unit(D, 1, 1.0), &[])]),
+            upsert("b", vec![chunk("b", 0, "b", unit(D, 2, 1.0), &[])]),
+        ])
+        .unwrap();
+        ix.build_now().unwrap();
+        ix.apply(&[upsert("c", vec![chunk("c", 0, "c", unit(D, 3, 1.0), &[])])])
+            .unwrap();
+        // Another process (simulated by a second lock holder) must not write.
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("writer.lock"))
+            .unwrap();
+        assert!(lock.try_lock().is_err(), "the writer lock is held");
+    }
+    {
+        // A reader (`weft index search`) sees the still-pending `c` too.
+        let reader = VectorIndex::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.stats().unwrap().pending, 1);
+        assert_eq!(top_doc(&reader, &unit(D, 3, 0.0)).as_deref(), Some("c"));
+    }
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    assert_eq!(ix.doc_ids().unwrap(), vec!["a", "b", "c"]);
+    assert_eq!(top_doc(&ix, &unit(D, 3, 0.0)).as_deref(), Some("c"));
+    let missing = VectorIndex::open_read_only(&dir.path().join("nope"))
+        .err()
+        .unwrap();
+    assert!(matches!(missing, IndexError::Missing(_)), "{missing}");
+}
+
+#[test]
+fn the_builder_folds_pending_items_in_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = IndexOptions {
+        idle_build: Duration::from_millis(100),
+        ..IndexOptions::default()
+    };
+    let ix = VectorIndex::open(dir.path(), opts).unwrap();
+    ix.apply(&[upsert("a", vec![chunk("a", 0, "a", unit(D, 1, 1.0), &[])])])
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while ix.stats().unwrap().pending > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "builder never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = ix.stats().unwrap();
+    assert_eq!((s.in_trees, s.builds), (1, 1));
+}
