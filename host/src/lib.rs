@@ -13,6 +13,7 @@
 pub mod index;
 pub mod local;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;

@@ -19,6 +19,8 @@ pub struct RunSummary {
     pub records_in: u64,
     pub records_out: u64,
     pub dead_letters: u64,
+    /// Documents upserted or deleted in the `[sink] index`.
+    pub indexed_docs: u64,
     pub elapsed: Duration,
 }
 
@@ -213,7 +215,14 @@ pub fn run_file(
             break;
         }
         summary.records_in += batch.len() as u64;
-        let outcome = pipeline.process(batch);
+        let mut outcome = pipeline.process(batch);
+        if let Some(ix) = &pipeline.sink_index {
+            let r = crate::index::sink::write(ix, &outcome).with_context(|| {
+                format!("{}: writing to the index", pipeline.manifest.file.display())
+            })?;
+            summary.indexed_docs += r.docs_upserted + r.docs_deleted;
+            outcome.dead.extend(r.dead);
+        }
         for item in &outcome.outputs {
             serde_json::to_writer(&mut out, &output_line(item))?;
             out.write_all(b"\n")?;

@@ -9,8 +9,11 @@ use std::time::Duration;
 use weft::local;
 use weft::stream::kafka::{self, KafkaOptions};
 
+mod airline;
 mod dev;
+mod index_cli;
 mod scaffold;
+use weft::index::{IndexOptions, IndexRegistry};
 use weft::manifest::Manifest;
 use weft::pipeline::Pipeline;
 use weft::plugin::{Runtime, StageShared};
@@ -31,6 +34,9 @@ struct Cli {
     /// Operator policy (TOML) bounding what manifests may grant; built-in default otherwise.
     #[arg(long, global = true)]
     policy: Option<PathBuf>,
+    /// Where tenants' indexes live (`<dir>/index/<tenant>/<name>`).
+    #[arg(long, global = true, default_value = ".weft/data")]
+    data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,26 +85,77 @@ enum Command {
         quiet: bool,
     },
     /// The whole thing on one machine: start a local broker (unless
-    /// --brokers), create the topics, feed the sample data through the
-    /// pipeline, show what comes out, and stop the broker.
+    /// --brokers) and run the airline scenario: index the documents, answer
+    /// the first questions, stream the flight updates, answer the questions
+    /// about them. With --manifest/--input: feed one pipeline instead.
     Dev {
-        /// Where the local broker keeps its data.
+        /// Where the local broker and the indexes keep their data.
         #[arg(long, default_value = ".weft/dev")]
-        data_dir: PathBuf,
+        dir: PathBuf,
         /// Use this broker instead of starting one.
         #[arg(long)]
         brokers: Option<String>,
-        /// The pipeline to run.
-        #[arg(long, default_value = "pipelines/quickstart.toml")]
-        manifest: PathBuf,
-        /// Records to feed its source topic.
-        #[arg(long, default_value = "data/airline/docs.jsonl")]
-        input: PathBuf,
+        /// The airline scenario's files (pipelines and data).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Write every question, answer and figure as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Run this one pipeline instead of the scenario...
+        #[arg(long, requires = "input")]
+        manifest: Option<PathBuf>,
+        /// ...fed with these records.
+        #[arg(long, requires = "manifest")]
+        input: Option<PathBuf>,
+    },
+    /// Look into tenants' indexes: `stats`, `search`, `build`.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
     },
     /// Start a plugin project (`weft plugin new`) or build one (`weft plugin build`).
     Plugin {
         #[command(subcommand)]
         command: scaffold::PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Documents, chunks, pending items, trees and sizes of indexes (all
+    /// under --data-dir when none is named).
+    Stats {
+        /// `tenant/name`.
+        indexes: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed a text with the index's own embedder and show the nearest chunks.
+    Search {
+        /// `tenant/name`.
+        index: String,
+        /// What to look for.
+        text: String,
+        /// How many hits.
+        #[arg(long, default_value_t = 5)]
+        k: u32,
+        /// Metadata equality filters, `key=value` (repeatable).
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Take the embedder from this manifest instead of the one that
+        /// wrote the index.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fold pending items into the trees now (needs the index not to be
+    /// open for writing elsewhere).
+    Build {
+        /// `tenant/name`.
+        index: String,
     },
 }
 
@@ -157,10 +214,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => {
             let runtime = Runtime::new(cli.cache_dir)?;
+            let indexes = IndexRegistry::new(&cli.data_dir, IndexOptions::default());
             let mut pipelines = Vec::new();
             for m in &manifests {
                 let m = load_checked(&policy, m)?;
-                pipelines.push(Pipeline::new(&runtime, m, None)?);
+                pipelines.push(Pipeline::new(&runtime, m, Some(&indexes))?);
             }
             let opts = KafkaOptions {
                 brokers,
@@ -187,7 +245,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let runtime = Runtime::new(cli.cache_dir)?;
             let m = load_checked(&policy, &manifests[0])?;
-            let mut pipeline = Pipeline::new(&runtime, m, None)?;
+            let indexes = IndexRegistry::new(&cli.data_dir, IndexOptions::default());
+            let mut pipeline = Pipeline::new(&runtime, m, Some(&indexes))?;
             let dlq = dead_letter.unwrap_or_else(|| local::default_dead_letter_path(&output));
             let summary = local::run_file(&mut pipeline, &input, &output, &dlq, !quiet)?;
             let secs = summary.elapsed.as_secs_f64();
@@ -211,6 +270,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     s.stats.failures
                 );
             }
+            if let Some(ix) = &pipeline.sink_index {
+                eprintln!(
+                    "  index: {} document(s) written to {}",
+                    summary.indexed_docs,
+                    ix.dir().display()
+                );
+            }
             eprintln!("  output: {}", output.display());
             if summary.dead_letters > 0 {
                 eprintln!("  dead letters: {}", dlq.display());
@@ -222,16 +288,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
              or --input FILE --output FILE to run locally"
         ),
         Command::Dev {
-            data_dir,
+            dir,
             brokers,
+            root,
+            report,
             manifest,
             input,
         } => {
             let runtime = Runtime::new(cli.cache_dir)?;
-            let m = load_checked(&policy, &manifest)?;
-            let pipeline = Pipeline::new(&runtime, m, None)?;
-            dev::run(pipeline, &data_dir, brokers, &input)?;
+            let indexes = IndexRegistry::new(&dir.join("data"), IndexOptions::default());
+            match (manifest, input) {
+                (Some(manifest), Some(input)) => {
+                    let m = load_checked(&policy, &manifest)?;
+                    let pipeline = Pipeline::new(&runtime, m, Some(&indexes))?;
+                    dev::run(pipeline, &dir, brokers, &input)?;
+                }
+                _ => {
+                    let load = |name: &str| -> anyhow::Result<Pipeline> {
+                        let m = load_checked(&policy, &root.join("pipelines/airline").join(name))?;
+                        Pipeline::new(&runtime, m, Some(&indexes))
+                    };
+                    let ingest = load("ingest.toml")?;
+                    let query = load("query.toml")?;
+                    let embedder = index_cli::embedder_pipeline(
+                        &root.join("pipelines/airline/query.toml"),
+                        &runtime,
+                        &policy,
+                    )?;
+                    airline::run(
+                        ingest,
+                        query,
+                        embedder,
+                        &dir,
+                        brokers,
+                        &root.join("data/airline"),
+                        report.as_deref(),
+                    )?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Index { command } => {
+            index_cli::run(command, &cli.data_dir, cli.cache_dir, &policy)
         }
         Command::Plugin { command } => scaffold::run(command),
     }

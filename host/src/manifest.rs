@@ -189,6 +189,9 @@ pub struct RawStage {
     pub name: Spanned<String>,
     pub kind: Spanned<StageKind>,
     pub plugin: Spanned<String>,
+    /// Retriever stages: the name of the tenant's index to search.
+    #[serde(default)]
+    pub index: Option<Spanned<String>>,
     #[serde(default)]
     pub config: Option<Spanned<toml::Table>>,
     #[serde(default)]
@@ -311,6 +314,8 @@ pub struct Stage {
     pub config: BTreeMap<String, String>,
     pub limits: Limits,
     pub grants: Grants,
+    /// The tenant's index a retriever searches.
+    pub index: Option<String>,
     /// Where the stage is declared, for runtime errors that point back at it.
     pub location: Diagnostic,
 }
@@ -630,6 +635,30 @@ impl Manifest {
                     PathBuf::new()
                 }
             };
+            let kind = *s.kind.get_ref();
+            let index = match (&s.index, kind) {
+                (Some(i), StageKind::Retriever) => {
+                    if let Err(m) = check_name("index", i.get_ref(), false) {
+                        r.error(i.span(), format!("stage `{name}`: {m} (an index always belongs to the pipeline's tenant)"));
+                    }
+                    Some(i.get_ref().clone())
+                }
+                (Some(i), _) => {
+                    r.error(
+                        i.span(),
+                        format!("stage `{name}`: `index` is only for retriever stages"),
+                    );
+                    None
+                }
+                (None, StageKind::Retriever) => {
+                    r.error(
+                        s.kind.span(),
+                        format!("stage `{name}`: a retriever needs `index = \"<name>\"`, one of this tenant's indexes"),
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             let mut config = BTreeMap::new();
             if let Some(c) = &s.config {
                 flatten_config("", c.get_ref(), &mut config);
@@ -697,11 +726,12 @@ impl Manifest {
             let location = r.at(s.name.span(), format!("stage `{name}`"));
             stages.push(Stage {
                 name,
-                kind: *s.kind.get_ref(),
+                kind,
                 plugin,
                 config,
                 limits,
                 grants,
+                index,
                 location,
             });
         }

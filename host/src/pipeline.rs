@@ -8,6 +8,7 @@
 //! - a failed item becomes a [`DeadLetter`] carrying the stage, the kind of
 //!   failure, a message and the original record; it never stops the batch.
 
+use crate::index::{IndexRegistry, VectorIndex};
 use crate::manifest::{Format, Manifest, StageKind};
 use crate::plugin::bindings::types::{self, ErrorKind};
 use crate::plugin::{Failure, FailureKind, IndexSearch, Runtime, StagePlugin, StageShared};
@@ -42,32 +43,80 @@ pub const TRANSIENT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Pipeline {
     pub manifest: Manifest,
     pub stages: Vec<StagePlugin>,
+    /// The tenant's index the `[sink] index` names, opened.
+    pub sink_index: Option<Arc<VectorIndex>>,
     embed_dims: Vec<Option<u32>>,
+}
+
+/// What produced an index's vectors: the last embedder before the sink. It
+/// is recorded in the index so a query can be embedded the same way.
+fn embedding_model(manifest: &Manifest) -> serde_json::Value {
+    match manifest
+        .stages
+        .iter()
+        .rev()
+        .find(|s| s.kind == StageKind::Embedder)
+    {
+        Some(s) => serde_json::json!({
+            "plugin": s.plugin.display().to_string(),
+            "config": s.config,
+            "stage": s.name,
+            "manifest": std::fs::canonicalize(&manifest.file)
+                .unwrap_or_else(|_| manifest.file.clone())
+                .display()
+                .to_string(),
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 impl Pipeline {
     /// Prepares every stage (compile, link, type-check). Fails with the stage
-    /// and plugin named if any cannot be prepared.
+    /// and plugin named if any cannot be prepared. Retriever stages get the
+    /// tenant's index they name, opened from `indexes`.
     pub fn new(
         runtime: &Runtime,
         manifest: Manifest,
-        index: Option<Arc<dyn IndexSearch>>,
+        indexes: Option<&IndexRegistry>,
     ) -> anyhow::Result<Pipeline> {
         let mut stages = Vec::new();
         for s in &manifest.stages {
             let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s);
-            if let Some(i) = &index {
-                shared = shared.with_index(i.clone());
+            if let Some(name) = &s.index {
+                let registry = indexes.with_context(|| {
+                    format!(
+                        "{}: searches index `{name}`, but no index directory is open",
+                        s.location
+                    )
+                })?;
+                let index = registry
+                    .open(&manifest.tenant, name)
+                    .with_context(|| format!("{}: opening index `{name}`", s.location))?;
+                shared = shared.with_index(index as Arc<dyn IndexSearch>);
             }
             let plugin = runtime
                 .prepare(s, Arc::new(shared))
                 .with_context(|| format!("{}", s.location))?;
             stages.push(plugin);
         }
+        let sink_index = match &manifest.sink_index {
+            None => None,
+            Some(name) => {
+                let at = || format!("{}: [sink] index `{name}`", manifest.file.display());
+                let registry =
+                    indexes.with_context(|| format!("{}: no index directory is open", at()))?;
+                let index = registry.open(&manifest.tenant, name).with_context(at)?;
+                index
+                    .set_model(&embedding_model(&manifest))
+                    .with_context(at)?;
+                Some(index)
+            }
+        };
         let embed_dims = vec![None; stages.len()];
         Ok(Pipeline {
             manifest,
             stages,
+            sink_index,
             embed_dims,
         })
     }
@@ -317,6 +366,15 @@ fn run_chunker(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) 
                         bad.id, bad.doc_id, doc.id
                     );
                     dead(dl, p, item, Failure::new(FailureKind::BadOutput, msg));
+                    continue;
+                }
+                if chunks.is_empty() {
+                    // A version with nothing to index replaces the old
+                    // version's chunks with none: downstream, a deletion.
+                    let mut item = item;
+                    item.key = Some(doc.id.clone().into_bytes());
+                    item.payload = Payload::Delete(doc.id);
+                    out.push(item);
                     continue;
                 }
                 for c in chunks {

@@ -20,6 +20,7 @@
 
 mod ann;
 mod lmdb;
+pub mod sink;
 mod store;
 
 use crate::plugin::bindings::types::{Hit, Meta};
@@ -415,10 +416,12 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
             return Err(format!("chunk `{}` has no vector", c.chunk_id));
         }
         match *dim {
-            Some(d) if d != n => return Err(format!(
+            Some(d) if d != n => {
+                return Err(format!(
                 "chunk `{}` has a {n}-dimensional vector; this index holds {d}-dimensional vectors",
                 c.chunk_id
-            )),
+            ))
+            }
             Some(_) => {}
             None => *dim = Some(n),
         }

@@ -12,7 +12,10 @@
 //! deterministic key (`<doc id>#<n>`, the question id), the replay overwrites
 //! instead of duplicating. Kafka transactions are not used (tansu has none).
 
-use crate::pipeline::{DeadLetter, Pipeline};
+use crate::index::sink::{self, SinkResult};
+use crate::index::{IndexError, VectorIndex};
+use crate::metrics::Histogram;
+use crate::pipeline::{BatchOutcome, DeadLetter, Pipeline};
 use crate::record::{Item, Origin, Payload};
 use anyhow::{anyhow, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -39,12 +42,35 @@ pub const H_OFFSET: &str = "weft.source.offset";
 pub const H_PIPELINE: &str = "weft.pipeline";
 
 /// Live counters of one running pipeline, for progress displays and metrics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     pub consumed: AtomicU64,
     pub produced: AtomicU64,
     pub dead_letters: AtomicU64,
     pub batches: AtomicU64,
+    /// Documents upserted or deleted by the index sink.
+    pub indexed_docs: AtomicU64,
+    /// Record timestamp to searchable in the index, in ms.
+    pub freshness: Histogram,
+}
+
+/// Writes a batch to the index sink, retrying a failing index (a full disk,
+/// say) with backoff before giving up on the batch.
+fn write_index(index: &VectorIndex, outcome: &BatchOutcome) -> Result<SinkResult, IndexError> {
+    let mut backoff = Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        match sink::write(index, outcome) {
+            Ok(r) => return Ok(r),
+            Err(e) if tries < 5 => {
+                tracing::warn!("index write failed (retrying in {backoff:?}): {e}");
+                std::thread::sleep(backoff);
+                backoff *= 2;
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// How to run a pipeline against a broker.
@@ -281,10 +307,13 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Pipeline> {
     let m = pipeline.manifest.clone();
-    let sink = m
-        .sink_topic
-        .clone()
-        .ok_or_else(|| anyhow!("pipeline `{}` has no sink topic", m.name))?;
+    let sink = m.sink_topic.clone();
+    let sink_desc = match (&sink, &m.sink_index) {
+        (Some(t), Some(i)) => format!("{t} + index {i}"),
+        (Some(t), None) => t.clone(),
+        (None, Some(i)) => format!("index {i}"),
+        (None, None) => return Err(anyhow!("pipeline `{}` has no sink", m.name)),
+    };
     let group = opts
         .group
         .clone()
@@ -309,7 +338,7 @@ pub async fn run(
     let producer = producer(&opts.brokers)?;
     let max = m.batch_records as usize;
     let linger = Duration::from_millis(m.linger_ms);
-    tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink}", m.source_topic);
+    tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink_desc}", m.source_topic);
     let mut last_record = Instant::now();
     loop {
         if *stop.borrow() {
@@ -358,20 +387,42 @@ pub async fn run(
                 .or_insert(0);
             *e = (*e).max(it.origin.offset + 1);
         }
-        let (p, outcome) = tokio::task::spawn_blocking(move || {
+        let (p, outcome, indexed) = tokio::task::spawn_blocking(move || {
             let outcome = pipeline.process(batch);
-            (pipeline, outcome)
+            let indexed = pipeline
+                .sink_index
+                .as_deref()
+                .map(|ix| write_index(ix, &outcome))
+                .transpose();
+            (pipeline, outcome, indexed)
         })
         .await
         .context("pipeline worker panicked")?;
         pipeline = p;
-        let mut outgoing: Vec<Outgoing> = outcome
-            .outputs
-            .iter()
-            .map(|it| output_record(&sink, it))
-            .collect();
+        // The index could not be written even after retries: stop without
+        // committing, so the batch is replayed by whoever runs next.
+        let indexed = indexed.with_context(|| format!("pipeline `{}`: index sink", m.name))?;
+        let mut outgoing: Vec<Outgoing> = match &sink {
+            Some(topic) => outcome
+                .outputs
+                .iter()
+                .map(|it| output_record(topic, it))
+                .collect(),
+            None => Vec::new(),
+        };
         let produced = outgoing.len() as u64;
-        for d in &outcome.dead {
+        let mut dead: Vec<&DeadLetter> = outcome.dead.iter().collect();
+        if let Some(r) = &indexed {
+            dead.extend(r.dead.iter());
+            counters
+                .indexed_docs
+                .fetch_add(r.docs_upserted + r.docs_deleted, Ordering::Relaxed);
+            for f in &r.freshness_ms {
+                counters.freshness.record(*f);
+            }
+        }
+        let n_dead = dead.len() as u64;
+        for d in dead {
             tracing::warn!(
                 pipeline = %m.name, stage = %d.stage, topic = %d.item.origin.topic,
                 partition = d.item.origin.partition, offset = d.item.origin.offset,
@@ -392,9 +443,7 @@ pub async fn run(
         }
         counters.consumed.fetch_add(n, Ordering::Relaxed);
         counters.produced.fetch_add(produced, Ordering::Relaxed);
-        counters
-            .dead_letters
-            .fetch_add(outcome.dead.len() as u64, Ordering::Relaxed);
+        counters.dead_letters.fetch_add(n_dead, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
     }
     Ok(pipeline)
@@ -408,6 +457,68 @@ pub struct ReadRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's Kafka timestamp (ms since the epoch).
+    pub timestamp: Option<i64>,
+}
+
+fn read_record(m: &rdkafka::message::BorrowedMessage<'_>) -> ReadRecord {
+    let it = owned_item(m);
+    ReadRecord {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: it.key,
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: it.headers,
+        timestamp: it.timestamp,
+    }
+}
+
+/// Follows `topic` from its beginning and sends every record as it arrives,
+/// with the wall-clock time (ms since the epoch) it arrived, until the
+/// receiver is dropped. For demos, tests and latency measurements.
+pub fn follow_topic(
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>> {
+    let group = format!(
+        "weft-follower-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let consumer: StreamConsumer = base_config(brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .context("creating a follower")?;
+    consumer.subscribe(&[topic])?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                r = consumer.recv() => match r {
+                    Ok(m) => {
+                        let now = chrono_ms();
+                        if tx.send((read_record(&m), now)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!("follower: {e}"),
+                },
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Now, in ms since the epoch.
+pub fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Reads a topic from the beginning until nothing new arrives for `idle`.
@@ -431,16 +542,7 @@ pub async fn read_topic(
     let mut out = Vec::new();
     loop {
         match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => {
-                let it = owned_item(&m);
-                out.push(ReadRecord {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: it.key,
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers: it.headers,
-                });
-            }
+            Ok(Ok(m)) => out.push(read_record(&m)),
             Ok(Err(e)) => tracing::warn!("reader: {e}"),
             Err(_) => break,
         }

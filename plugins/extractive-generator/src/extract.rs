@@ -109,6 +109,23 @@ pub fn extract_answer(question: &str, hits: &[Source<'_>], max_sentences: usize)
         .filter(|&i| seen.insert(normalise(sentences[i].text)))
         .take(max_sentences)
         .collect();
+    // Too few sentences match: the best one's continuation in its own hit
+    // is the next best evidence ("Flight NW1 from A to B." is followed by
+    // "Current status: delayed.", which shares no word with "Is NW1 on time?").
+    if let Some(&first) = chosen.first() {
+        let (hit, pos) = (sentences[first].hit, sentences[first].pos);
+        let follow: Vec<usize> = (0..sentences.len())
+            .filter(|&i| sentences[i].hit == hit && sentences[i].pos > pos)
+            .collect();
+        for i in follow {
+            if chosen.len() >= max_sentences {
+                break;
+            }
+            if !chosen.contains(&i) && seen.insert(normalise(sentences[i].text)) {
+                chosen.push(i);
+            }
+        }
+    }
     if chosen.is_empty() {
         let best = (0..hits.len())
             .filter(|&h| sentences.iter().any(|s| s.hit == h))
@@ -331,6 +348,20 @@ Pets in the cabin. [2]"
         let e = extract_answer("zebra?", &[src(PETS, 0.3), src(BAGGAGE, 0.7)], 1);
         assert_eq!(e.text, "Checked baggage allowance. [2]");
         assert_eq!(e.cited, vec![1]);
+    }
+
+    #[test]
+    fn too_few_matches_are_followed_by_the_best_sentences_continuation() {
+        let hits = [
+            src(
+                "Flight NW1 from Oslo to Rome. Current status: delayed. Gate B2.",
+                0.9,
+            ),
+            src("Baggage rules apply to every passenger.", 0.1),
+        ];
+        let e = extract_answer("Is NW1 on time?", &hits, 2);
+        assert!(e.text.contains("Current status: delayed."), "{}", e.text);
+        assert!(!e.text.contains("Gate B2"), "{}", e.text);
     }
 
     #[test]

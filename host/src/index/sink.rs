@@ -1,0 +1,169 @@
+//! The index sink: turns a processed batch into document operations, applies
+//! them in one transaction, and says which records could not be indexed.
+//!
+//! One source record (a document version or a tombstone) becomes exactly one
+//! operation, so a new version replaces *all* chunks of the old one. A
+//! document is indexed whole or not at all: if any of its chunks failed in a
+//! stage (and went to the dead-letter topic with the original record), the
+//! index keeps the previous version rather than a partial new one.
+
+use super::{ChunkIn, DocOp, IndexError, VectorIndex};
+use crate::pipeline::{BatchOutcome, DeadLetter};
+use crate::plugin::{Failure, FailureKind};
+use crate::record::{Item, Payload};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a source record sits: (topic, partition, offset).
+type OriginKey = (String, i32, i64);
+
+fn origin_key(it: &Item) -> OriginKey {
+    (
+        it.origin.topic.clone(),
+        it.origin.partition,
+        it.origin.offset,
+    )
+}
+
+/// The name dead letters of the sink carry as their stage.
+pub const SINK_STAGE: &str = "index-sink";
+
+/// What the sink did with one batch.
+#[derive(Debug, Default)]
+pub struct SinkResult {
+    pub docs_upserted: u64,
+    pub docs_deleted: u64,
+    pub chunks_added: u64,
+    pub chunks_removed: u64,
+    /// Milliseconds from each record's Kafka timestamp to the commit that
+    /// made it searchable (records without a timestamp are left out).
+    pub freshness_ms: Vec<f64>,
+    /// Records that could not be indexed, as dead letters.
+    pub dead: Vec<DeadLetter>,
+}
+
+fn sink_dead(item: &Item, kind: FailureKind, message: String) -> DeadLetter {
+    DeadLetter {
+        item: item.clone(),
+        stage: SINK_STAGE.to_string(),
+        failure: Failure::new(kind, message),
+    }
+}
+
+/// Groups a batch's outputs into one operation per source record.
+fn plan(outcome: &BatchOutcome, dead: &mut Vec<DeadLetter>) -> Vec<(DocOp, Item)> {
+    let failed: HashSet<OriginKey> = outcome.dead.iter().map(|d| origin_key(&d.item)).collect();
+    let mut groups: BTreeMap<OriginKey, (Option<DocOp>, Item, Option<String>)> = BTreeMap::new();
+    for it in &outcome.outputs {
+        let key = origin_key(it);
+        if failed.contains(&key) {
+            continue;
+        }
+        let entry = groups
+            .entry(key)
+            .or_insert_with(|| (None, it.clone(), None));
+        if entry.2.is_some() {
+            continue;
+        }
+        let problem = match (&it.payload, &mut entry.0) {
+            (Payload::Delete(id), slot @ None) => {
+                *slot = Some(DocOp::Delete { doc_id: id.clone() });
+                None
+            }
+            (Payload::Chunk(c), slot) => match &c.vector {
+                None => Some(
+                    "a chunk without a vector reached the index sink; put an embedder stage before it"
+                        .to_string(),
+                ),
+                Some(v) => {
+                    let chunk = ChunkIn {
+                        chunk_id: c.chunk.id.clone(),
+                        text: c.chunk.text.clone(),
+                        metadata: c
+                            .chunk
+                            .metadata
+                            .iter()
+                            .map(|m| (m.key.clone(), m.value.clone()))
+                            .collect(),
+                        vector: v.clone(),
+                    };
+                    match slot {
+                        None => {
+                            *slot = Some(DocOp::Upsert {
+                                doc_id: c.chunk.doc_id.clone(),
+                                chunks: vec![chunk],
+                            });
+                            None
+                        }
+                        Some(DocOp::Upsert { doc_id, chunks }) if *doc_id == c.chunk.doc_id => {
+                            chunks.push(chunk);
+                            None
+                        }
+                        Some(_) => Some(format!(
+                            "one record produced chunks of several documents (`{}` and others); the index sink needs one document per record",
+                            c.chunk.doc_id
+                        )),
+                    }
+                }
+            },
+            (Payload::Delete(_), Some(_)) => {
+                Some("one record produced both a deletion and chunks".to_string())
+            }
+            (Payload::Document(_), _) | (Payload::Raw(_), _) => Some(
+                "the index sink takes embedded chunks or tombstones, got a document; add a chunker and an embedder"
+                    .to_string(),
+            ),
+            (Payload::Question(_), _) => {
+                Some("the index sink takes embedded chunks, got a question".to_string())
+            }
+        };
+        if let Some(p) = problem {
+            entry.2 = Some(p);
+        }
+    }
+    let mut ops = Vec::with_capacity(groups.len());
+    for (_, (op, item, problem)) in groups {
+        match (op, problem) {
+            (_, Some(p)) => dead.push(sink_dead(&item, FailureKind::BadRecord, p)),
+            (Some(op), None) => ops.push((op, item)),
+            (None, None) => {}
+        }
+    }
+    ops
+}
+
+/// Writes a batch's outputs to `index`. Returns an error only when the index
+/// itself failed (the batch must then not be committed); per-record
+/// problems come back as dead letters.
+pub fn write(index: &VectorIndex, outcome: &BatchOutcome) -> Result<SinkResult, IndexError> {
+    let mut res = SinkResult::default();
+    let planned = plan(outcome, &mut res.dead);
+    if planned.is_empty() {
+        return Ok(res);
+    }
+    let ops: Vec<DocOp> = planned.iter().map(|(op, _)| op.clone()).collect();
+    let report = index.apply(&ops)?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
+    let rejected: HashSet<usize> = report.rejected.iter().map(|(i, _)| *i).collect();
+    for (i, reason) in &report.rejected {
+        let item = &planned[*i].1;
+        res.dead
+            .push(sink_dead(item, FailureKind::BadOutput, reason.clone()));
+    }
+    for (i, (_, item)) in planned.iter().enumerate() {
+        if rejected.contains(&i) {
+            continue;
+        }
+        if let Some(ts) = item.timestamp.filter(|t| *t > 0) {
+            res.freshness_ms.push((now_ms - ts as f64).max(0.0));
+        }
+    }
+    res.docs_upserted = report.applied.docs_upserted;
+    res.docs_deleted = report.applied.docs_deleted;
+    res.chunks_added = report.applied.items_added;
+    res.chunks_removed = report.applied.items_removed;
+    Ok(res)
+}
