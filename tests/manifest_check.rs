@@ -66,4 +66,17 @@ fn shipped_pipelines_pass_the_check() {
         stdout.contains("ok: pipelines/quickstart.toml (pipeline `quickstart`, tenant `demo`: demo.docs -> chunk [chunker] -> embed [embedder] -> demo.chunks)"),
         "{stdout}"
     );
+    for m in [
+        "pipelines/airline/ingest.toml",
+        "pipelines/airline/query.toml",
+    ] {
+        let (ok, stdout, stderr) = check(&root, m);
+        assert!(ok, "{m}: {stderr}");
+        assert!(stdout.contains("tenant `airline`"), "{stdout}");
+    }
+    let (_, stdout, _) = check(&root, "pipelines/airline/query.toml");
+    assert!(
+        stdout.contains("airline.questions -> tag-flight [transform] -> embed [embedder] -> retrieve [retriever] -> prompt [prompt-builder] -> answer [generator] -> airline.answers"),
+        "{stdout}"
+    );
 }

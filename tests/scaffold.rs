@@ -235,17 +235,14 @@ fn rust_scaffolds_of_the_other_kinds_build_and_run() {
         assert!((norm - 1.0).abs() < 1e-4, "{norm}");
     }
 
-    // Retriever: it calls index.search, which `weft run --input` does not
-    // back with an index, so every question is dead-lettered saying so.
+    // Retriever: it calls index.search on the tenant's index `kb`, created
+    // empty on first use, so every question comes out with no hits.
     let s = scaffold(tmp.path(), "retriever", "index-retriever", "rust");
-    assert!(s.outputs.is_empty(), "{:?}", s.outputs);
-    assert_eq!(s.dead.len(), 3);
-    for d in &s.dead {
-        let e = d["error"].as_str().unwrap();
-        assert!(
-            e.starts_with("index search failed:") && e.contains("no index attached"),
-            "{d}"
-        );
+    assert!(s.dead.is_empty(), "{:?}", s.dead);
+    assert_eq!(s.outputs.len(), 3);
+    for q in &s.outputs {
+        assert!(q["id"].is_string(), "{q}");
+        assert!(q.get("hits").is_none(), "no hits in an empty index: {q}");
     }
 
     // Prompt builder: the same messages as the Python and JS templates.

@@ -407,13 +407,20 @@ fn run_kafka(
 
 fn progress_line(name: &str, c: &kafka::Counters) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    format!(
+    let mut line = format!(
         "{name}: {} consumed, {} produced, {} dead-lettered, {} batches",
         c.consumed.load(Relaxed),
         c.produced.load(Relaxed),
         c.dead_letters.load(Relaxed),
         c.batches.load(Relaxed)
-    )
+    );
+    if let Some(f) = c.freshness.summary() {
+        line.push_str(&format!(
+            ", {} docs indexed, freshness {f}",
+            c.indexed_docs.load(Relaxed)
+        ));
+    }
+    line
 }
 
 async fn wait_for_signal() {

@@ -595,7 +595,10 @@ impl Manifest {
         let sink_topic = raw.sink.topic.as_ref().map(|t| topic_of(&mut r, t));
         let sink_index = raw.sink.index.as_ref().map(|i| {
             if let Err(m) = check_name("index", i.get_ref(), false) {
-                r.error(i.span(), m);
+                r.error(
+                    i.span(),
+                    format!("[sink] {m} (an index always belongs to the pipeline's tenant)"),
+                );
             }
             i.get_ref().clone()
         });

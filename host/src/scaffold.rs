@@ -383,16 +383,20 @@ impl KindInfo {
                 format: "question",
                 format_doc: "questions {\"id\", \"text\"}, here carrying the `vector` an \
                              embedder would have made",
-                config: "config = { k = 3 }".into(),
+                config: "# The tenant's index to search: <--data-dir>/index/<tenant>/kb\n\
+                         index = \"kb\"\n\
+                         config = { k = 3 }"
+                    .into(),
                 sample: include_str!("../templates/samples/retriever.jsonl"),
                 about: "it asks the host's vector index (`index.search`) for the `k` chunks \
                         nearest to the question's vector."
                     .into(),
-                expect: "`weft run --input` attaches no vector index, so every search fails \
-                         and the three questions go to `out.dead-letters.jsonl` with `index \
-                         search failed: pipeline ... has no index attached`; that still shows \
-                         the component builds, links `index` and is called. Where the host \
-                         attaches the tenant's index, the questions come out with `hits`."
+                expect: "the index `kb` under `--data-dir` (`.weft/data` by default) is \
+                         created empty on first use, so the three questions come out in \
+                         `out.jsonl` with no `hits`; that shows the component builds, links \
+                         `index` and is called. Fill the index with a pipeline whose `[sink]` \
+                         is `index = \"kb\"` (same tenant) and the questions come out with \
+                         their nearest chunks."
                     .into(),
             },
             StageKind::PromptBuilder => KindInfo {
