@@ -24,6 +24,7 @@ fn chunk(doc: &str, n: usize, text: &str, vector: Vec<f32>, meta: &[(&str, &str)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         vector,
+        model: None,
     }
 }
 

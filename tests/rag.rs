@@ -583,3 +583,54 @@ index = "kb"
     let ix = VectorIndex::open_read_only(&data.join("index/t2/kb")).unwrap();
     assert_eq!(ix.doc_ids().unwrap(), vec!["b".to_string()]);
 }
+
+#[test]
+fn a_new_version_reuses_the_vectors_of_its_unchanged_chunks() {
+    support::ensure_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let m = ingest_manifest(tmp.path(), "t3");
+    let para = |s: &str| format!("{s} {}", "Words to fill the paragraph up. ".repeat(5));
+    let v1 = json!({"id": "a", "text": format!("{}\n\n{}\n\n{}", para("One."), para("Two."), para("Three."))});
+    let v2 = json!({"id": "a", "text": format!("{}\n\n{}\n\n{}", para("One."), para("Two."), para("Changed."))});
+    let out = tmp.path().join("out.jsonl");
+    let run = |line: &Value| {
+        let input = support::write(tmp.path(), "in.jsonl", &format!("{line}\n"));
+        let o = weft_in(
+            tmp.path(),
+            &[
+                "--data-dir",
+                d,
+                "run",
+                m.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+        );
+        ok(&o, "ingest");
+        (
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            support::read_jsonl(&out),
+        )
+    };
+    let (first, chunks1) = run(&v1);
+    assert_eq!(chunks1.len(), 3, "{chunks1:?}");
+    assert!(!first.contains("reused"), "{first}");
+    let (second, chunks2) = run(&v2);
+    assert!(
+        second.contains("2 embedding(s) reused from the index"),
+        "{second}"
+    );
+    // The reused vectors are the ones the embedder made for the same text.
+    assert_eq!(chunks1[0]["vector"], chunks2[0]["vector"]);
+    assert_eq!(chunks1[1]["vector"], chunks2[1]["vector"]);
+    assert_ne!(chunks1[2]["vector"], chunks2[2]["vector"]);
+    let ix = VectorIndex::open_read_only(&data.join("index/t3/kb")).unwrap();
+    let stored = ix.doc_chunks("a").unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(stored[2].text.starts_with("Changed."), "{}", stored[2].text);
+}

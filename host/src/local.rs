@@ -217,9 +217,10 @@ pub fn run_file(
         summary.records_in += batch.len() as u64;
         let mut outcome = pipeline.process(batch);
         if let Some(ix) = &pipeline.sink_index {
-            let r = crate::index::sink::write(ix, &outcome).with_context(|| {
-                format!("{}: writing to the index", pipeline.manifest.file.display())
-            })?;
+            let r = crate::index::sink::write(ix, &outcome, pipeline.embed_model.as_deref())
+                .with_context(|| {
+                    format!("{}: writing to the index", pipeline.manifest.file.display())
+                })?;
             summary.indexed_docs += r.docs_upserted + r.docs_deleted;
             outcome.dead.extend(r.dead);
         }

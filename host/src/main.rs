@@ -261,13 +261,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             for s in &pipeline.stages {
                 eprintln!(
-                    "  stage {:<12} {:<14} {:>6} calls {:>9.1} ms busy, {} instance(s), {} failed call(s)",
+                    "  stage {:<12} {:<14} {:>6} calls {:>9.1} ms busy, {} instance(s), {} failed call(s){}",
                     s.name,
                     s.kind.to_string(),
                     s.stats.calls,
                     s.stats.busy.as_secs_f64() * 1000.0,
                     s.stats.instantiations,
-                    s.stats.failures
+                    s.stats.failures,
+                    if s.stats.reused > 0 {
+                        format!(", {} embedding(s) reused from the index", s.stats.reused)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             if let Some(ix) = &pipeline.sink_index {

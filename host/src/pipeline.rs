@@ -45,7 +45,27 @@ pub struct Pipeline {
     pub stages: Vec<StagePlugin>,
     /// The tenant's index the `[sink] index` names, opened.
     pub sink_index: Option<Arc<VectorIndex>>,
+    /// Fingerprint of the last embedder stage (component bytes + config),
+    /// stored with every vector the index sink writes.
+    pub embed_model: Option<String>,
     embed_dims: Vec<Option<u32>>,
+}
+
+/// Fingerprint of an embedder stage: the same component with the same
+/// config makes the same vectors.
+fn embedder_fingerprint(stage: &crate::manifest::Stage) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(&stage.plugin)
+        .with_context(|| format!("reading {}", stage.plugin.display()))?;
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    for (k, v) in &stage.config {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([1]);
+    }
+    Ok(hex::encode(&h.finalize()[..12]))
 }
 
 /// What produced an index's vectors: the last embedder before the sink. It
@@ -112,11 +132,23 @@ impl Pipeline {
                 Some(index)
             }
         };
+        let embed_model = match (
+            &sink_index,
+            manifest
+                .stages
+                .iter()
+                .rev()
+                .find(|s| s.kind == StageKind::Embedder),
+        ) {
+            (Some(_), Some(stage)) => Some(embedder_fingerprint(stage)?),
+            _ => None,
+        };
         let embed_dims = vec![None; stages.len()];
         Ok(Pipeline {
             manifest,
             stages,
             sink_index,
+            embed_model,
             embed_dims,
         })
     }
@@ -173,12 +205,25 @@ impl Pipeline {
             let n = items.len();
             items = match self.stages[i].kind {
                 StageKind::Chunker => run_chunker(&mut self.stages[i], items, &mut out.dead),
-                StageKind::Embedder => run_embedder(
-                    &mut self.stages[i],
-                    &mut self.embed_dims[i],
-                    items,
-                    &mut out.dead,
-                ),
+                StageKind::Embedder => {
+                    // Only the embedder whose vectors the index sink stores
+                    // may reuse them.
+                    let last = self
+                        .stages
+                        .iter()
+                        .rposition(|s| s.kind == StageKind::Embedder);
+                    let reuse = match (&self.sink_index, &self.embed_model) {
+                        (Some(ix), Some(m)) if last == Some(i) => Some((ix.as_ref(), m.as_str())),
+                        _ => None,
+                    };
+                    run_embedder(
+                        &mut self.stages[i],
+                        &mut self.embed_dims[i],
+                        items,
+                        reuse,
+                        &mut out.dead,
+                    )
+                }
                 StageKind::Retriever => run_per_question(&mut self.stages[i], items, &mut out.dead),
                 StageKind::PromptBuilder => {
                     run_per_question(&mut self.stages[i], items, &mut out.dead)
@@ -417,10 +462,40 @@ fn check_vector(v: &[f32], dim: Option<u32>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Vectors already in the index for chunks whose text has not changed, by
+/// chunk id (looked up once per document of the batch).
+fn reusable(
+    index: &VectorIndex,
+    model: &str,
+    items: &[(Item, String)],
+) -> std::collections::HashMap<String, Vec<f32>> {
+    // Keyed by chunk id + text: only an identical text may reuse a vector.
+    let mut out = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for (item, _) in items {
+        let Payload::Chunk(c) = &item.payload else {
+            continue;
+        };
+        if seen.insert(c.chunk.doc_id.clone()) {
+            match index.reusable_vectors(&c.chunk.doc_id, model) {
+                Ok(stored) => {
+                    for (chunk_id, (t, v)) in stored {
+                        out.insert(format!("{chunk_id}\u{0}{t}"), v);
+                    }
+                }
+                // Not fatal: the chunk is simply embedded again.
+                Err(e) => tracing::warn!("looking up stored vectors: {e}"),
+            }
+        }
+    }
+    out
+}
+
 fn run_embedder(
     p: &mut StagePlugin,
     dim: &mut Option<u32>,
     items: Vec<Item>,
+    reuse: Option<(&VectorIndex, &str)>,
     dl: &mut Vec<DeadLetter>,
 ) -> Vec<Item> {
     if dim.is_none() {
@@ -469,9 +544,29 @@ fn run_embedder(
         };
         todo.push((item, text));
     }
-    let texts: Vec<String> = todo.iter().map(|(_, t)| t.clone()).collect();
+    // Vectors the index already holds for unchanged chunk texts; the rest
+    // goes to the plugin. Items keep their order either way.
+    let mut known: Vec<Option<Vec<f32>>> = vec![None; todo.len()];
+    if let Some((index, model)) = reuse {
+        let stored = reusable(index, model, &todo);
+        for ((item, text), slot) in todo.iter().zip(known.iter_mut()) {
+            if let Payload::Chunk(c) = &item.payload {
+                *slot = stored
+                    .get(&format!("{}\u{0}{text}", c.chunk.id))
+                    .filter(|v| Some(v.len() as u32) == *dim)
+                    .cloned();
+            }
+        }
+        p.stats.reused += known.iter().filter(|k| k.is_some()).count() as u64;
+    }
+    let texts: Vec<String> = todo
+        .iter()
+        .zip(&known)
+        .filter(|(_, k)| k.is_none())
+        .map(|((_, t), _)| t.clone())
+        .collect();
     let d = *dim;
-    let results = if texts.is_empty() {
+    let mut results = if texts.is_empty() {
         Vec::new()
     } else {
         isolate(p, &texts, |p, slice| match p.embed(slice)? {
@@ -480,15 +575,25 @@ fn run_embedder(
             Err(e) if slice.len() > 1 => Err(plugin_failure(e)),
             Err(e) => Ok(vec![Err(plugin_failure(e))]),
         })
-    };
-    for ((mut item, _), r) in todo.into_iter().zip(results) {
-        let r = r.and_then(|v| {
-            check_vector(&v, d)?;
-            if let Some(f) = over_cap(p, v.len() as u64 * 4) {
-                return Err(f);
-            }
-            Ok(v)
-        });
+    }
+    .into_iter();
+    for ((mut item, _), k) in todo.into_iter().zip(known) {
+        let r = match k {
+            Some(v) => Ok(v),
+            None => match results.next() {
+                Some(r) => r.and_then(|v| {
+                    check_vector(&v, d)?;
+                    if let Some(f) = over_cap(p, v.len() as u64 * 4) {
+                        return Err(f);
+                    }
+                    Ok(v)
+                }),
+                None => Err(Failure::new(
+                    FailureKind::Internal,
+                    "missing embedding result",
+                )),
+            },
+        };
         match r {
             Ok(v) => {
                 match &mut item.payload {

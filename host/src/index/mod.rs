@@ -97,6 +97,9 @@ pub struct ChunkIn {
     pub text: String,
     pub metadata: Vec<(String, String)>,
     pub vector: Vec<f32>,
+    /// Fingerprint of the embedder that made `vector` (see
+    /// [`VectorIndex::reusable_vectors`]).
+    pub model: Option<String>,
 }
 
 /// A change to one document: its full new set of chunks, or its deletion.
@@ -388,6 +391,30 @@ impl VectorIndex {
     pub fn doc_chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>, IndexError> {
         let s = &self.core.store;
         s.lmdb.read(|r| s.doc_chunks(r, doc_id))
+    }
+
+    /// The stored vectors of a document's chunks that embedder `model`
+    /// made, by chunk id with their text: a new version of the document
+    /// whose chunk has the same text needs no new embedding (with a paid
+    /// embedding API, most of an edited document's cost).
+    pub fn reusable_vectors(
+        &self,
+        doc_id: &str,
+        model: &str,
+    ) -> Result<HashMap<String, (String, Vec<f32>)>, IndexError> {
+        let s = &self.core.store;
+        s.lmdb.read(|r| {
+            let mut out = HashMap::new();
+            for (id, c) in s.doc_items(r, doc_id)? {
+                if c.model.as_deref() != Some(model) {
+                    continue;
+                }
+                if let Some(v) = s.vector(r, id)? {
+                    out.insert(c.chunk_id, (c.text, v));
+                }
+            }
+            Ok(out)
+        })
     }
 
     pub fn doc_ids(&self) -> Result<Vec<String>, IndexError> {

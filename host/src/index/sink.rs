@@ -51,7 +51,11 @@ fn sink_dead(item: &Item, kind: FailureKind, message: String) -> DeadLetter {
 }
 
 /// Groups a batch's outputs into one operation per source record.
-fn plan(outcome: &BatchOutcome, dead: &mut Vec<DeadLetter>) -> Vec<(DocOp, Item)> {
+fn plan(
+    outcome: &BatchOutcome,
+    model: Option<&str>,
+    dead: &mut Vec<DeadLetter>,
+) -> Vec<(DocOp, Item)> {
     let failed: HashSet<OriginKey> = outcome.dead.iter().map(|d| origin_key(&d.item)).collect();
     let mut groups: BTreeMap<OriginKey, (Option<DocOp>, Item, Option<String>)> = BTreeMap::new();
     for it in &outcome.outputs {
@@ -86,6 +90,7 @@ fn plan(outcome: &BatchOutcome, dead: &mut Vec<DeadLetter>) -> Vec<(DocOp, Item)
                             .map(|m| (m.key.clone(), m.value.clone()))
                             .collect(),
                         vector: v.clone(),
+                        model: model.map(str::to_string),
                     };
                     match slot {
                         None => {
@@ -134,10 +139,15 @@ fn plan(outcome: &BatchOutcome, dead: &mut Vec<DeadLetter>) -> Vec<(DocOp, Item)
 
 /// Writes a batch's outputs to `index`. Returns an error only when the index
 /// itself failed (the batch must then not be committed); per-record
-/// problems come back as dead letters.
-pub fn write(index: &VectorIndex, outcome: &BatchOutcome) -> Result<SinkResult, IndexError> {
+/// problems come back as dead letters. `model` fingerprints the embedder
+/// that made the vectors.
+pub fn write(
+    index: &VectorIndex,
+    outcome: &BatchOutcome,
+    model: Option<&str>,
+) -> Result<SinkResult, IndexError> {
     let mut res = SinkResult::default();
-    let planned = plan(outcome, &mut res.dead);
+    let planned = plan(outcome, model, &mut res.dead);
     if planned.is_empty() {
         return Ok(res);
     }

@@ -41,6 +41,11 @@ pub struct ChunkRecord {
     /// Digest of text + metadata + vector: an unchanged chunk of a new
     /// document version keeps its item, so the index does no work for it.
     pub digest: String,
+    /// Fingerprint of the embedder (component + config) that made the
+    /// vector: a new version's unchanged chunk text reuses the vector only
+    /// when the same embedder would make it.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 pub struct Store {
@@ -268,6 +273,7 @@ impl Store {
             text: c.text.clone(),
             metadata: c.metadata.clone(),
             digest,
+            model: c.model.clone(),
         };
         let e = self.err("writing a chunk");
         self.chunks.put(wtxn, &id, &rec).map_err(&e)?;
@@ -462,6 +468,19 @@ impl Store {
 
     /// The chunks of one document, in chunk order.
     pub fn doc_chunks(&self, txn: &RoTxn, doc_id: &str) -> Result<Vec<ChunkRecord>, IndexError> {
+        Ok(self
+            .doc_items(txn, doc_id)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    /// The items of one document with their chunks, in chunk order.
+    pub fn doc_items(
+        &self,
+        txn: &RoTxn,
+        doc_id: &str,
+    ) -> Result<Vec<(u32, ChunkRecord)>, IndexError> {
         let ids = self
             .docs
             .get(txn, doc_id)
@@ -470,7 +489,7 @@ impl Store {
         let mut out = Vec::new();
         for id in ids {
             if let Some(c) = self.chunk(txn, id)? {
-                out.push(c);
+                out.push((id, c));
             }
         }
         Ok(out)

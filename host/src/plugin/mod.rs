@@ -327,6 +327,9 @@ struct Live {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StageStats {
     pub calls: u64,
+    /// Embeddings taken from the index instead of computed (unchanged
+    /// chunks of a new document version).
+    pub reused: u64,
     pub instantiations: u64,
     pub failures: u64,
     pub busy: Duration,

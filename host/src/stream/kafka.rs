@@ -56,11 +56,15 @@ pub struct Counters {
 
 /// Writes a batch to the index sink, retrying a failing index (a full disk,
 /// say) with backoff before giving up on the batch.
-fn write_index(index: &VectorIndex, outcome: &BatchOutcome) -> Result<SinkResult, IndexError> {
+fn write_index(
+    index: &VectorIndex,
+    outcome: &BatchOutcome,
+    model: Option<&str>,
+) -> Result<SinkResult, IndexError> {
     let mut backoff = Duration::from_millis(200);
     let mut tries = 0;
     loop {
-        match sink::write(index, outcome) {
+        match sink::write(index, outcome, model) {
             Ok(r) => return Ok(r),
             Err(e) if tries < 5 => {
                 tracing::warn!("index write failed (retrying in {backoff:?}): {e}");
@@ -392,7 +396,7 @@ pub async fn run(
             let indexed = pipeline
                 .sink_index
                 .as_deref()
-                .map(|ix| write_index(ix, &outcome))
+                .map(|ix| write_index(ix, &outcome, pipeline.embed_model.as_deref()))
                 .transpose();
             (pipeline, outcome, indexed)
         })
