@@ -634,3 +634,92 @@ fn a_new_version_reuses_the_vectors_of_its_unchanged_chunks() {
     assert_eq!(stored.len(), 3);
     assert!(stored[2].text.starts_with("Changed."), "{}", stored[2].text);
 }
+
+#[test]
+fn a_query_process_searches_the_index_an_ingest_process_is_writing() {
+    support::ensure_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let b = LocalBroker::start(&tmp.path().join("broker")).expect("start tansu");
+    let brokers = b.address();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(weft::stream::kafka::ensure_topics(
+        &brokers,
+        &[("t4.docs".into(), 3), ("t4.ingest.dead-letters".into(), 3)],
+    ))
+    .unwrap();
+    let data = tmp.path().join("data");
+    let m = ingest_manifest(tmp.path(), "t4");
+    let log = tmp.path().join("ingest.log");
+    let mut ingest = spawn_weft(&m, &brokers, &data, &[], &log);
+    let docs: Vec<(String, Option<String>)> = (0..50)
+        .map(|i| (format!("d{i:04}"), Some(doc(i, 2))))
+        .collect();
+    produce(&brokers, "t4.docs", &docs);
+    let t0 = Instant::now();
+    while consumed(&log) < 50 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The ingest process holds the writer lock; a second process answers
+    // questions from the same index, read-only, meanwhile.
+    let q = support::write(
+        tmp.path(),
+        "q.jsonl",
+        "{\"id\":\"q1\",\"text\":\"Doc 17 version 2 about route R17.\"}\n",
+    );
+    let qm = query_manifest(tmp.path(), "t4");
+    let out = tmp.path().join("answers.jsonl");
+    ok(
+        &weft_in(
+            tmp.path(),
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "run",
+                qm.to_str().unwrap(),
+                "--input",
+                q.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+        ),
+        "query beside a running ingest",
+    );
+    let answers = support::read_jsonl(&out);
+    assert_eq!(answers[0]["hits"][0]["doc_id"], "d0017", "{}", answers[0]);
+    // A second writer is refused with a clear message.
+    let second = weft_in(
+        tmp.path(),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "index",
+            "build",
+            "t4/kb",
+        ],
+    );
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("open for writing by another process"), "{err}");
+    sigterm(&ingest);
+    let status = ingest.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+fn sigterm(c: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}

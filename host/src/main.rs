@@ -215,9 +215,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let runtime = Runtime::new(cli.cache_dir)?;
             let indexes = IndexRegistry::new(&cli.data_dir, IndexOptions::default());
-            let mut pipelines = Vec::new();
+            let mut loaded = Vec::new();
             for m in &manifests {
                 let m = load_checked(&policy, m)?;
+                if let Some(i) = &m.sink_index {
+                    indexes.will_write(&m.tenant, i);
+                }
+                loaded.push(m);
+            }
+            let mut pipelines = Vec::new();
+            for m in loaded {
                 pipelines.push(Pipeline::new(&runtime, m, Some(&indexes))?);
             }
             let opts = KafkaOptions {
@@ -309,12 +316,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dev::run(pipeline, &dir, brokers, &input)?;
                 }
                 _ => {
-                    let load = |name: &str| -> anyhow::Result<Pipeline> {
-                        let m = load_checked(&policy, &root.join("pipelines/airline").join(name))?;
-                        Pipeline::new(&runtime, m, Some(&indexes))
+                    let load = |name: &str| {
+                        load_checked(&policy, &root.join("pipelines/airline").join(name))
                     };
-                    let ingest = load("ingest.toml")?;
-                    let query = load("query.toml")?;
+                    let (ingest, query) = (load("ingest.toml")?, load("query.toml")?);
+                    if let Some(i) = &ingest.sink_index {
+                        indexes.will_write(&ingest.tenant, i);
+                    }
+                    let ingest = Pipeline::new(&runtime, ingest, Some(&indexes))?;
+                    let query = Pipeline::new(&runtime, query, Some(&indexes))?;
                     let embedder = index_cli::embedder_pipeline(
                         &root.join("pipelines/airline/query.toml"),
                         &runtime,

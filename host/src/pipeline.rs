@@ -11,7 +11,7 @@
 use crate::index::{IndexRegistry, VectorIndex};
 use crate::manifest::{Format, Manifest, StageKind};
 use crate::plugin::bindings::types::{self, ErrorKind};
-use crate::plugin::{Failure, FailureKind, IndexSearch, Runtime, StagePlugin, StageShared};
+use crate::plugin::{Failure, FailureKind, Runtime, StagePlugin, StageShared};
 use crate::record::{
     decode_chunk, decode_document, decode_question, looks_like_chunk, EmbeddedChunk, Item, Payload,
     QuestionState,
@@ -110,9 +110,9 @@ impl Pipeline {
                     )
                 })?;
                 let index = registry
-                    .open(&manifest.tenant, name)
+                    .searcher(&manifest.tenant, name)
                     .with_context(|| format!("{}: opening index `{name}`", s.location))?;
-                shared = shared.with_index(index as Arc<dyn IndexSearch>);
+                shared = shared.with_index(index);
             }
             let plugin = runtime
                 .prepare(s, Arc::new(shared))

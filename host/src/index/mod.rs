@@ -726,10 +726,17 @@ pub fn index_dir(data_dir: &Path, tenant: &str, name: &str) -> PathBuf {
 
 /// The open indexes of one process, so pipelines sharing an index (the
 /// ingest and query paths of one tenant) share one handle and one builder.
+///
+/// An index is opened for writing (with its writer lock and builder) only
+/// if a pipeline of this process writes it ([`IndexRegistry::will_write`]);
+/// a process that only searches opens it read-only, so query processes can
+/// scale out beside the one process that ingests.
 pub struct IndexRegistry {
     data_dir: PathBuf,
     opts: IndexOptions,
+    writers: Mutex<std::collections::HashSet<(String, String)>>,
     open: Mutex<HashMap<(String, String), Arc<VectorIndex>>>,
+    readers: Mutex<HashMap<(String, String), Arc<ReadOnlyIndex>>>,
 }
 
 impl IndexRegistry {
@@ -737,7 +744,9 @@ impl IndexRegistry {
         IndexRegistry {
             data_dir: data_dir.to_path_buf(),
             opts,
+            writers: Mutex::new(Default::default()),
             open: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -745,10 +754,22 @@ impl IndexRegistry {
         &self.data_dir
     }
 
-    /// The tenant's index `name`, opened (and created) on first use. A
-    /// tenant can only ever name its own indexes: the tenant is part of the
-    /// path and names cannot contain separators (checked by the manifest).
+    /// Declares that a pipeline of this process writes the index, so
+    /// searches in this process share the writer's handle. Call it for every
+    /// manifest before building pipelines.
+    pub fn will_write(&self, tenant: &str, name: &str) {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.to_string(), name.to_string()));
+    }
+
+    /// The tenant's index `name` for writing, opened (and created) on first
+    /// use. A tenant can only ever name its own indexes: the tenant is part
+    /// of the path and names cannot contain separators (checked by the
+    /// manifest).
     pub fn open(&self, tenant: &str, name: &str) -> Result<Arc<VectorIndex>, IndexError> {
+        self.will_write(tenant, name);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let key = (tenant.to_string(), name.to_string());
         if let Some(i) = open.get(&key) {
@@ -760,5 +781,64 @@ impl IndexRegistry {
         )?);
         open.insert(key, i.clone());
         Ok(i)
+    }
+
+    /// The tenant's index `name` for searching: the writer's handle if this
+    /// process writes it, else a read-only view that opens once the index
+    /// exists (searching an index nobody has written yet finds nothing).
+    pub fn searcher(&self, tenant: &str, name: &str) -> Result<Arc<dyn IndexSearch>, IndexError> {
+        let key = (tenant.to_string(), name.to_string());
+        let writes = self
+            .writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key);
+        if writes {
+            return Ok(self.open(tenant, name)? as Arc<dyn IndexSearch>);
+        }
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let r = readers
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(ReadOnlyIndex {
+                    dir: index_dir(&self.data_dir, tenant, name),
+                    index: Mutex::new(None),
+                })
+            })
+            .clone();
+        Ok(r as Arc<dyn IndexSearch>)
+    }
+}
+
+/// A read-only view of an index another process writes, opened on first
+/// search (and retried until the index exists).
+pub struct ReadOnlyIndex {
+    dir: PathBuf,
+    index: Mutex<Option<Arc<VectorIndex>>>,
+}
+
+impl IndexSearch for ReadOnlyIndex {
+    fn search(
+        &self,
+        vector: &[f32],
+        k: u32,
+        filter: &[(String, String)],
+    ) -> Result<Vec<Hit>, String> {
+        let ix = {
+            let mut slot = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(ix) => ix.clone(),
+                None => match VectorIndex::open_read_only(&self.dir) {
+                    Ok(ix) => {
+                        let ix = Arc::new(ix);
+                        *slot = Some(ix.clone());
+                        ix
+                    }
+                    Err(IndexError::Missing(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        };
+        IndexSearch::search(ix.as_ref(), vector, k, filter)
     }
 }
