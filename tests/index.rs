@@ -338,3 +338,31 @@ fn the_builder_folds_pending_items_in_by_itself() {
     let s = ix.stats().unwrap();
     assert_eq!((s.in_trees, s.builds), (1, 1));
 }
+
+#[test]
+fn builds_are_bounded_so_the_trees_catch_up_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = IndexOptions {
+        max_build: 10,
+        ..manual()
+    };
+    let ix = VectorIndex::open(dir.path(), opts).unwrap();
+    let ops: Vec<DocOp> = (0..35)
+        .map(|d| {
+            upsert(
+                &format!("d{d}"),
+                vec![chunk(
+                    &format!("d{d}"),
+                    0,
+                    "t",
+                    unit(D, d % D, 1.0 + d as f32),
+                    &[],
+                )],
+            )
+        })
+        .collect();
+    ix.apply(&ops).unwrap();
+    ix.build_now().unwrap();
+    let s = ix.stats().unwrap();
+    assert_eq!((s.pending, s.in_trees, s.builds), (0, 35, 4), "{s:?}");
+}

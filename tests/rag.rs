@@ -64,6 +64,10 @@ fn the_airline_scenario_answers_every_question_from_the_freshest_documents() {
     for a in &after {
         assert_eq!(a["gold_cited"], true, "{a}");
         assert_eq!(a["expect_in_answer"], true, "{a}");
+        // Every stage's time is in the answer, the enrichment transform too.
+        for stage in ["tag-flight", "embed", "retrieve", "prompt", "answer"] {
+            assert!(a["timings_ms"][stage].is_number(), "{stage}: {a}");
+        }
     }
     // The index holds one version per document: 312 documents, and the
     // updated flights' chunks replaced rather than added.

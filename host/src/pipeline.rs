@@ -231,10 +231,13 @@ impl Pipeline {
                 StageKind::Generator => run_per_question(&mut self.stages[i], items, &mut out.dead),
                 StageKind::Transform => run_transform(&mut self.stages[i], items, &mut out.dead),
             };
-            // Batch stages charge each question an equal share of the batch time.
-            let share = t0.elapsed().as_secs_f64() * 1000.0 / n.max(1) as f64;
             let name = self.stages[i].name.clone();
             let kind = self.stages[i].kind;
+            if kind == StageKind::Transform && self.manifest.format == Format::Question {
+                items = questions_again(&name, items, &mut out.dead);
+            }
+            // Batch stages charge each question an equal share of the batch time.
+            let share = t0.elapsed().as_secs_f64() * 1000.0 / n.max(1) as f64;
             if matches!(kind, StageKind::Embedder | StageKind::Transform) {
                 for it in &mut items {
                     if let Payload::Question(q) = &mut it.payload {
@@ -246,6 +249,37 @@ impl Pipeline {
         out.outputs = items;
         out
     }
+}
+
+/// In a question pipeline, what a transform returns must be a question
+/// again: decoded right away, so the next stages (and the timings) see it.
+fn questions_again(stage: &str, items: Vec<Item>, dead: &mut Vec<DeadLetter>) -> Vec<Item> {
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in items {
+        let decoded = match &item.payload {
+            Payload::Raw(Some(v)) => decode_question(item.key.as_deref(), v).map_err(|e| e.0),
+            Payload::Raw(None) => Err("a tombstone".to_string()),
+            _ => {
+                out.push(item);
+                continue;
+            }
+        };
+        match decoded {
+            Ok(q) => {
+                item.payload = Payload::Question(q);
+                out.push(item);
+            }
+            Err(m) => dead.push(DeadLetter {
+                item,
+                stage: stage.to_string(),
+                failure: Failure::new(
+                    FailureKind::BadOutput,
+                    format!("the transform's output is not a question: {m}"),
+                ),
+            }),
+        }
+    }
+    out
 }
 
 fn plugin_failure(e: types::PluginError) -> Failure {

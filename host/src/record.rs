@@ -228,6 +228,12 @@ pub fn decode_question(key: Option<&[u8]>, bytes: &[u8]) -> Result<QuestionState
             .map_err(|e| DecodeError(format!("`messages`: {e}")))?;
         qs.messages = msgs.into_iter().map(MessageJson::into_message).collect();
     }
+    if let Some(Value::Object(t)) = o.get("timings_ms") {
+        qs.timings = t
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
+    }
     Ok(qs)
 }
 

@@ -137,6 +137,10 @@ pub struct IndexOptions {
     pub build_threads: usize,
     /// Starting LMDB map size per environment; it doubles whenever full.
     pub initial_map: usize,
+    /// At most this many pending additions go into one build, so after a
+    /// bulk load the trees catch up in steps (and the exact scan of pending
+    /// items shrinks steadily) instead of in one build of minutes.
+    pub max_build: usize,
 }
 
 impl Default for IndexOptions {
@@ -147,6 +151,7 @@ impl Default for IndexOptions {
             max_age: Duration::from_secs(10),
             build_threads: 1,
             initial_map: lmdb::INITIAL_MAP,
+            max_build: 10_000,
         }
     }
 }
@@ -356,7 +361,10 @@ impl VectorIndex {
     /// Folds everything pending into the trees now (tests, benchmarks,
     /// `weft index build`).
     pub fn build_now(&self) -> Result<(), IndexError> {
-        self.core.build()
+        // Builds are bounded by `max_build` additions; a full slice means
+        // there may be more.
+        while self.core.build()? >= self.core.opts.max_build {}
+        Ok(())
     }
 
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
@@ -465,16 +473,18 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
     Ok(())
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
-    for (x, y) in a.iter().zip(b) {
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
+/// Cosine similarity of `q` (norm `qnorm`) and a stored vector, read straight
+/// from its little-endian bytes (no allocation per candidate).
+fn cosine_bytes(q: &[f32], qnorm: f32, b: &[u8]) -> f32 {
+    let (mut dot, mut nn) = (0f32, 0f32);
+    for (x, c) in q.iter().zip(b.chunks_exact(4)) {
+        let y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        dot += x * y;
+        nn += y * y;
     }
-    let n = (aa * bb).sqrt();
+    let n = qnorm * nn.sqrt();
     if n > f32::EPSILON {
-        ab / n
+        dot / n
     } else {
         0.0
     }
@@ -548,16 +558,15 @@ impl Core {
                     heap.pop();
                 }
             };
-            let mut delta = RoaringBitmap::new();
-            for id in adds {
-                delta.insert(id);
-                if allowed.as_ref().is_some_and(|a| !a.contains(id)) {
-                    continue;
-                }
-                if let Some(v) = store.vector(srtxn, id)? {
-                    push(cosine(vector, &v), id, &mut heap);
-                }
-            }
+            let delta: RoaringBitmap = adds.into_iter().collect();
+            let scan = match &allowed {
+                Some(a) => a & &delta,
+                None => delta.clone(),
+            };
+            let qnorm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            store.scan_vectors(srtxn, &scan, |id, bytes| {
+                push(cosine_bytes(vector, qnorm, bytes), id, &mut heap);
+            })?;
             let from_trees = self.ann.lmdb.read(|artxn| {
                 let Some(reader) = self.ann.reader(artxn)? else {
                     return Ok(Vec::new());
@@ -607,17 +616,20 @@ impl Core {
         }
     }
 
-    fn build(&self) -> Result<(), IndexError> {
+    /// One bounded build; returns how many additions it folded in.
+    fn build(&self) -> Result<usize, IndexError> {
         let t0 = Instant::now();
-        let (snap, dim) = self
-            .store
-            .lmdb
-            .read(|r| Ok((self.store.snapshot(r)?, self.store.dimension(r)?)))?;
+        let (snap, dim) = self.store.lmdb.read(|r| {
+            Ok((
+                self.store.snapshot(r, self.opts.max_build)?,
+                self.store.dimension(r)?,
+            ))
+        })?;
         let Some(dim) = dim else {
-            return Ok(());
+            return Ok(0);
         };
         if snap.adds.is_empty() && snap.dels.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.ann.build(dim as usize, &snap, &self.pool)?;
         self.store
@@ -631,7 +643,7 @@ impl Core {
             index = %self.dir.display(),
             "built: +{} -{} in {took:?}", snap.adds.len(), snap.dels.len()
         );
-        Ok(())
+        Ok(snap.adds.len())
     }
 
     /// Waits for writes and folds pending items into the trees per

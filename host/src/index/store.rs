@@ -398,13 +398,16 @@ impl Store {
         self.pending.len(txn).map_err(self.err("counting pending"))
     }
 
-    pub fn snapshot(&self, txn: &RoTxn) -> Result<PendingSnapshot, IndexError> {
+    /// At most `max_adds` of the oldest pending additions (a bounded build
+    /// finishes sooner, so the trees catch up step by step after a bulk
+    /// load), and every pending deletion.
+    pub fn snapshot(&self, txn: &RoTxn, max_adds: usize) -> Result<PendingSnapshot, IndexError> {
         let (adds, dels) = self.pending(txn)?;
         let mut snap = PendingSnapshot {
-            adds: Vec::with_capacity(adds.len()),
+            adds: Vec::with_capacity(adds.len().min(max_adds)),
             dels: dels.iter().collect(),
         };
-        for id in adds {
+        for id in adds.into_iter().take(max_adds) {
             if let Some(v) = self.vector(txn, id)? {
                 snap.adds.push((id, v));
             }
@@ -450,6 +453,38 @@ impl Store {
             }
         }
         Ok(ghosts)
+    }
+
+    /// Calls `f(id, vector bytes)` for every id of `ids`. Pending additions
+    /// are the newest ids, so one cursor over that key range reads them in
+    /// order instead of a B-tree lookup each; a small sparse set is looked
+    /// up one by one.
+    pub fn scan_vectors(
+        &self,
+        txn: &RoTxn,
+        ids: &RoaringBitmap,
+        mut f: impl FnMut(u32, &[u8]),
+    ) -> Result<(), IndexError> {
+        let (Some(lo), Some(hi)) = (ids.min(), ids.max()) else {
+            return Ok(());
+        };
+        let e = self.err("scanning vectors");
+        let span = u64::from(hi - lo) + 1;
+        if ids.len() * 8 < span {
+            for id in ids {
+                if let Some(b) = self.vectors.get(txn, &id).map_err(&e)? {
+                    f(id, b);
+                }
+            }
+            return Ok(());
+        }
+        for r in self.vectors.range(txn, &(lo..=hi)).map_err(&e)? {
+            let (id, b) = r.map_err(&e)?;
+            if ids.contains(id) {
+                f(id, b);
+            }
+        }
+        Ok(())
     }
 
     pub fn vector(&self, txn: &RoTxn, id: u32) -> Result<Option<Vec<f32>>, IndexError> {
