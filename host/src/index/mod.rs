@@ -141,6 +141,10 @@ pub struct IndexOptions {
     /// bulk load the trees catch up in steps (and the exact scan of pending
     /// items shrinks steadily) instead of in one build of minutes.
     pub max_build: usize,
+    /// How many more tree nodes a search visits than arroy's default
+    /// (k x trees). Measured at 100k x 384 on clustered vectors: recall@10
+    /// 0.89 at 1 (466 queries/s), 0.96 at 2 (219/s), 0.997 at 5 (145/s).
+    pub oversampling: usize,
 }
 
 impl Default for IndexOptions {
@@ -152,6 +156,7 @@ impl Default for IndexOptions {
             build_threads: 1,
             initial_map: lmdb::INITIAL_MAP,
             max_build: 10_000,
+            oversampling: 2,
         }
     }
 }
@@ -579,6 +584,9 @@ impl Core {
                     None => Some(reader.item_ids() - &masked),
                 };
                 let mut q = reader.nns(k);
+                if let Some(o) = std::num::NonZeroUsize::new(self.opts.oversampling) {
+                    q.oversampling(o);
+                }
                 if let Some(c) = &candidates {
                     q.candidates(c);
                 }
