@@ -307,7 +307,7 @@ pub fn run(
         );
     }
     println!(
-        "  index freshness (document produced -> searchable): p50 {} ms, p99 {} ms",
+        "  index freshness (document produced -> searchable): p50 {} ms, p99 {} ms (each file is produced in one burst, so this includes queueing; steady-state figures: cargo bench --bench rag)",
         fmt(report.freshness_p50_ms),
         fmt(report.freshness_p99_ms)
     );
