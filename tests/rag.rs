@@ -259,10 +259,12 @@ fn sigkill_during_ingestion_leaves_an_index_that_opens_and_replays_to_the_latest
     let feeder = {
         let (brokers, plan, produced) = (brokers.clone(), plan.clone(), produced.clone());
         std::thread::spawn(move || {
-            for chunk in plan.chunks(100) {
+            // ~10 s of input, so the kill lands mid-stream even when weft
+            // takes seconds to start and join its group on a slow machine.
+            for chunk in plan.chunks(50) {
                 produce(&brokers, "t1.docs", chunk);
                 produced.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(40));
+                std::thread::sleep(Duration::from_millis(250));
             }
         })
     };
