@@ -152,3 +152,94 @@ fn an_endpoint_that_keeps_failing_dead_letters_the_question_with_the_reason() {
     );
     assert_eq!(seen.lock().unwrap().len(), 4, "one try and three retries");
 }
+
+#[test]
+fn the_airline_query_path_answers_with_an_llm_from_the_index() {
+    support::ensure_plugins();
+    let (port, seen) = stand_in(vec![200]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = support::repo_root();
+    let data = dir.path().join("data");
+    let weft = |cwd: &std::path::Path, args: &[&str]| {
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .current_dir(cwd)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env("WEFT_CACHE_DIR", support::cache_dir())
+            .env("OPENAI_API_KEY", "sk-test-key")
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    let chunks = dir.path().join("chunks.jsonl");
+    weft(
+        &root,
+        &[
+            "run",
+            "pipelines/airline/ingest.toml",
+            "--input",
+            "data/airline/docs.jsonl",
+            "--output",
+            chunks.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    // The shipped LLM manifest, pointed at the stand-in instead of OpenAI.
+    let mut m = std::fs::read_to_string(root.join("pipelines/airline/query-openai.toml")).unwrap();
+    m = m
+        .replace(
+            "https://api.openai.com/v1",
+            &format!("http://127.0.0.1:{port}/v1"),
+        )
+        .replace(
+            "https://api.openai.com",
+            &format!("http://127.0.0.1:{port}"),
+        );
+    for p in [
+        "regex-tagger",
+        "hash-embedder",
+        "topk-retriever",
+        "prompt-template",
+        "openai-generator",
+    ] {
+        m = m.replace(
+            &format!("plugin = \"{p}\""),
+            &format!("plugin = \"{}\"", support::plugin(p).display()),
+        );
+    }
+    let manifest = support::write(dir.path(), "query-openai.toml", &m);
+    let q = support::write(
+        dir.path(),
+        "q.jsonl",
+        "{\"id\":\"q1\",\"text\":\"How much does an extra checked bag cost?\"}\n",
+    );
+    let out = dir.path().join("answers.jsonl");
+    weft(
+        dir.path(),
+        &[
+            "run",
+            manifest.to_str().unwrap(),
+            "--input",
+            q.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    let answers = support::read_jsonl(&out);
+    assert_eq!(answers.len(), 1);
+    let a = &answers[0];
+    assert_eq!(a["answer"], "An extra bag costs 60 EUR [1].");
+    // [1] is the first retrieved hit, cited with its document.
+    assert_eq!(a["citations"][0]["doc_id"], a["hits"][0]["doc_id"]);
+    assert_eq!(a["hits"][0]["doc_id"], "policy-baggage", "{a}");
+    assert!(a["timings_ms"]["answer"].is_number());
+    let bodies = seen.lock().unwrap();
+    assert_eq!(bodies.len(), 1);
+    assert!(
+        bodies[0].contains("60 EUR per flight segment"),
+        "the prompt carries the retrieved context: {}",
+        bodies[0]
+    );
+}
