@@ -102,7 +102,16 @@ pub fn run(
             let ix = VectorIndex::open(&dir, IndexOptions::default())?;
             let t0 = std::time::Instant::now();
             let before = ix.stats()?.pending;
-            ix.build_now()?;
+            let bar = indicatif::ProgressBar::new(before);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} pending items folded into the trees",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            ix.build_now_with(|done| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
             println!(
                 "{index}: {before} pending item(s) folded into the trees in {:.2} s",
                 t0.elapsed().as_secs_f64()

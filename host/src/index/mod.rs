@@ -366,10 +366,23 @@ impl VectorIndex {
     /// Folds everything pending into the trees now (tests, benchmarks,
     /// `weft index build`).
     pub fn build_now(&self) -> Result<(), IndexError> {
+        self.build_now_with(|_| {})
+    }
+
+    /// [`VectorIndex::build_now`], calling `progress` with the additions
+    /// folded so far after each bounded build (for progress displays).
+    pub fn build_now_with(&self, mut progress: impl FnMut(usize)) -> Result<(), IndexError> {
         // Builds are bounded by `max_build` additions; a full slice means
         // there may be more.
-        while self.core.build()? >= self.core.opts.max_build {}
-        Ok(())
+        let mut done = 0;
+        loop {
+            let n = self.core.build()?;
+            done += n;
+            progress(done);
+            if n < self.core.opts.max_build {
+                return Ok(());
+            }
+        }
     }
 
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
