@@ -68,6 +68,13 @@ pub struct Applied {
     pub items_unchanged: u64,
 }
 
+/// Items one `apply` added and removed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub added: Vec<(u32, Vec<f32>)>,
+    pub removed: Vec<u32>,
+}
+
 /// The pending list at one moment, as the builder consumes it.
 #[derive(Debug, Default)]
 pub struct PendingSnapshot {
@@ -195,7 +202,14 @@ impl Store {
 
     /// Applies document operations in order, in the caller's transaction.
     /// Operations must already be validated (dimension, finite vectors).
-    pub fn apply(&self, wtxn: &mut RwTxn, ops: &[DocOp]) -> Result<Applied, IndexError> {
+    /// The items added (with their vectors) and removed are pushed to
+    /// `changes`, for the in-memory copy of pending vectors.
+    pub fn apply(
+        &self,
+        wtxn: &mut RwTxn,
+        ops: &[DocOp],
+        changes: &mut Changes,
+    ) -> Result<Applied, IndexError> {
         let mut applied = Applied::default();
         let mut next_id = self.meta_u32(wtxn, "next_id")?.unwrap_or(0);
         for op in ops {
@@ -209,6 +223,7 @@ impl Store {
                 DocOp::Delete { .. } => {
                     for id in &old {
                         self.remove_item(wtxn, *id)?;
+                        changes.removed.push(*id);
                         applied.items_removed += 1;
                     }
                     if !old.is_empty() {
@@ -239,11 +254,13 @@ impl Store {
                             .checked_add(1)
                             .ok_or_else(|| IndexError::Full(self.lmdb.path.clone()))?;
                         self.add_item(wtxn, id, doc_id, c, d)?;
+                        changes.added.push((id, c.vector.clone()));
                         items.push(id);
                         applied.items_added += 1;
                     }
                     for id in keep.into_values() {
                         self.remove_item(wtxn, id)?;
+                        changes.removed.push(id);
                         applied.items_removed += 1;
                     }
                     self.docs
