@@ -18,8 +18,11 @@ use std::sync::RwLock;
 /// At most this many vectors are kept (384-d: ~1.5 KiB each, so ~150 MiB).
 pub const DEFAULT_CAP: usize = 100_000;
 
+/// A vector with its norm, by item id.
+type ById = HashMap<u32, (f32, Box<[f32]>)>;
+
 pub struct HotVectors {
-    map: RwLock<HashMap<u32, (f32, Box<[f32]>)>>,
+    map: RwLock<ById>,
     cap: usize,
 }
 
