@@ -85,6 +85,7 @@ impl Ann {
         dimension: usize,
         snap: &PendingSnapshot,
         pool: &rayon::ThreadPool,
+        cancel: &std::sync::atomic::AtomicBool,
     ) -> Result<(), IndexError> {
         // Room for the new vectors and their share of tree nodes, so a build
         // is not thrown away half-way by a full map.
@@ -112,6 +113,9 @@ impl Ann {
             // depend on it.
             let mut rng = rand10::rngs::StdRng::seed_from_u64(42);
             let mut builder = writer.builder(&mut rng);
+            // Shutting down abandons a build (its transaction aborts, the
+            // items stay pending) instead of waiting seconds for it.
+            builder.cancel(|| cancel.load(std::sync::atomic::Ordering::Relaxed));
             if trees >= KEEP_TREES_FROM {
                 builder.n_trees(trees);
             }

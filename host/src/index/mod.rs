@@ -674,7 +674,8 @@ impl Core {
         if snap.adds.is_empty() && snap.dels.is_empty() {
             return Ok(0);
         }
-        self.ann.build(dim as usize, &snap, &self.pool)?;
+        self.ann
+            .build(dim as usize, &snap, &self.pool, &self.stop)?;
         self.store
             .lmdb
             .write(|w| self.store.finish_build(w, &snap))?;
@@ -728,6 +729,9 @@ impl Core {
                 c.first_pending = None;
             }
             if let Err(e) = self.build() {
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
                 tracing::warn!("index build failed (will retry): {e}");
                 let mut c = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
                 c.first_pending.get_or_insert(Instant::now());
