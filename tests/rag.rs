@@ -750,3 +750,26 @@ fn sigterm(c: &Child) {
         .success();
     assert!(ok);
 }
+
+#[test]
+fn weft_dev_feeds_a_single_index_pipeline_and_reports_the_index() {
+    support::ensure_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weft_in(
+        &support::repo_root(),
+        &[
+            "dev",
+            "--dir",
+            tmp.path().join("dev").to_str().unwrap(),
+            "--manifest",
+            "pipelines/airline/ingest.toml",
+            "--input",
+            "data/airline/docs.jsonl",
+        ],
+    );
+    let stdout = ok(&out, "weft dev --manifest ingest.toml");
+    assert!(
+        stdout.contains("index airline/kb: 312 documents, 312 chunks"),
+        "{stdout}"
+    );
+}

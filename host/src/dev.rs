@@ -40,18 +40,17 @@ pub fn run(
         })
         .collect();
     let m = pipeline.manifest.clone();
-    let sink = m.sink_topic.clone().unwrap_or_default();
+    let index = pipeline.sink_index.clone();
     let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
     rt.block_on(async {
-        kafka::ensure_topics(
-            &brokers,
-            &[
-                (m.source_topic.clone(), 3),
-                (sink.clone(), 3),
-                (m.dead_letter_topic.clone(), 3),
-            ],
-        )
-        .await?;
+        let mut topics = vec![
+            (m.source_topic.clone(), 3),
+            (m.dead_letter_topic.clone(), 3),
+        ];
+        if let Some(t) = &m.sink_topic {
+            topics.push((t.clone(), 3));
+        }
+        kafka::ensure_topics(&brokers, &topics).await?;
         let n = records.len();
         let t0 = Instant::now();
         kafka::produce_values(&brokers, &m.source_topic, records).await?;
@@ -84,28 +83,43 @@ pub fn run(
         task.await.context("pipeline task")??;
         use std::sync::atomic::Ordering::Relaxed;
         eprintln!(
-            "{}: {} consumed -> {} produced to {sink}, {} dead-lettered to {} ({:.2} s incl. 3 s idle wait)",
+            "{}: {} consumed -> {} produced, {} indexed, {} dead-lettered to {} ({:.2} s incl. 3 s idle wait)",
             m.name,
             counters.consumed.load(Relaxed),
             counters.produced.load(Relaxed),
+            counters.indexed_docs.load(Relaxed),
             counters.dead_letters.load(Relaxed),
             m.dead_letter_topic,
             t0.elapsed().as_secs_f64()
         );
-        let out = kafka::read_topic(&brokers, &sink, Duration::from_secs(2)).await?;
-        println!("{} records on {sink}; the first three:", out.len());
-        for r in out.iter().take(3) {
-            let v = r
-                .value
-                .as_deref()
-                .map(|v| String::from_utf8_lossy(v).chars().take(160).collect::<String>())
-                .unwrap_or_else(|| "null".into());
+        if let (Some(ix), Some(name)) = (&index, &m.sink_index) {
+            let s = ix.stats()?;
             println!(
-                "  [p{} @{}] {} => {v}...",
-                r.partition,
-                r.offset,
-                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default())
+                "index {}/{name}: {} documents, {} chunks, {} pending, {} in trees ({})",
+                m.tenant,
+                s.documents,
+                s.chunks,
+                s.pending,
+                s.in_trees,
+                ix.dir().display()
             );
+        }
+        if let Some(sink) = &m.sink_topic {
+            let out = kafka::read_topic(&brokers, sink, Duration::from_secs(2)).await?;
+            println!("{} records on {sink}; the first three:", out.len());
+            for r in out.iter().take(3) {
+                let v = r
+                    .value
+                    .as_deref()
+                    .map(|v| String::from_utf8_lossy(v).chars().take(160).collect::<String>())
+                    .unwrap_or_else(|| "null".into());
+                println!(
+                    "  [p{} @{}] {} => {v}...",
+                    r.partition,
+                    r.offset,
+                    String::from_utf8_lossy(r.key.as_deref().unwrap_or_default())
+                );
+            }
         }
         anyhow::Ok(())
     })?;
