@@ -863,6 +863,7 @@ impl IndexRegistry {
                 Arc::new(ReadOnlyIndex {
                     dir: index_dir(&self.data_dir, tenant, name),
                     index: Mutex::new(None),
+                    warned: AtomicBool::new(false),
                 })
             })
             .clone();
@@ -875,6 +876,9 @@ impl IndexRegistry {
 pub struct ReadOnlyIndex {
     dir: PathBuf,
     index: Mutex<Option<Arc<VectorIndex>>>,
+    /// Said once: searching an index nobody wrote is usually a wrong
+    /// `--data-dir` or index name.
+    warned: AtomicBool,
 }
 
 impl IndexSearch for ReadOnlyIndex {
@@ -894,7 +898,15 @@ impl IndexSearch for ReadOnlyIndex {
                         *slot = Some(ix.clone());
                         ix
                     }
-                    Err(IndexError::Missing(_)) => return Ok(Vec::new()),
+                    Err(IndexError::Missing(_)) => {
+                        if !self.warned.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                "index {} does not exist (yet): searches find nothing until a pipeline writes it; check --data-dir and the index name",
+                                self.dir.display()
+                            );
+                        }
+                        return Ok(Vec::new());
+                    }
                     Err(e) => return Err(e.to_string()),
                 },
             }
