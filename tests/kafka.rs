@@ -174,16 +174,6 @@ fn wait_exit(mut c: Child, within: Duration, log: &Path) {
     }
 }
 
-/// The highest "<pipeline>: N consumed, ..." count in a weft progress log.
-fn consumed(log: &Path) -> u64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
-
 fn docs(n: usize, version: u32) -> Vec<(Option<String>, Option<Vec<u8>>)> {
     (0..n)
         .map(|i| {
@@ -380,7 +370,7 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_duplicates_nothing() {
     };
     let t0 = Instant::now();
     loop {
-        if consumed(&log1) >= 200 {
+        if support::consumed(&log1) >= 200 {
             break;
         }
         assert!(
@@ -456,12 +446,12 @@ fn two_processes_in_one_group_share_partitions_and_one_takes_over_when_the_other
     std::thread::sleep(Duration::from_secs(6));
     produce(&brokers, "t1.docs", &docs(n, 1));
     let t0 = Instant::now();
-    while consumed(&log_a) == 0 || consumed(&log_b) == 0 {
+    while support::consumed(&log_a) == 0 || support::consumed(&log_b) == 0 {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "both members should get partitions: a={} b={}",
-            consumed(&log_a),
-            consumed(&log_b)
+            support::consumed(&log_a),
+            support::consumed(&log_b)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

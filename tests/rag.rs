@@ -23,6 +23,30 @@ fn weft_in(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("running weft")
 }
 
+/// `weft --data-dir DATA run MANIFEST --input IN --output OUT --quiet` in `dir`.
+fn run_local(
+    dir: &Path,
+    data: &Path,
+    manifest: &Path,
+    input: &Path,
+    output: &Path,
+) -> std::process::Output {
+    weft_in(
+        dir,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "run",
+            manifest.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--quiet",
+        ],
+    )
+}
+
 fn ok(out: &std::process::Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -210,15 +234,6 @@ fn spawn_weft(manifest: &Path, brokers: &str, data: &Path, extra: &[&str], log: 
         .expect("spawning weft")
 }
 
-fn consumed(log: &Path) -> u64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn sigkill_during_ingestion_leaves_an_index_that_opens_and_replays_to_the_latest_versions() {
     support::ensure_plugins();
@@ -269,7 +284,7 @@ fn sigkill_during_ingestion_leaves_an_index_that_opens_and_replays_to_the_latest
         })
     };
     let t0 = Instant::now();
-    while consumed(&log1) < 300 {
+    while support::consumed(&log1) < 300 {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "no progress: {}",
@@ -353,7 +368,6 @@ fn tenants_indexes_are_separate_and_queries_see_only_their_own() {
     support::ensure_plugins();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let d = data.to_str().unwrap();
     for (tenant, topic) in [("acme", "anvils"), ("globex", "gadgets")] {
         let docs: String = (0..20)
             .map(|i| {
@@ -365,23 +379,7 @@ fn tenants_indexes_are_separate_and_queries_see_only_their_own() {
         let input = support::write(tmp.path(), &format!("{tenant}.jsonl"), &docs);
         let m = ingest_manifest(tmp.path(), tenant);
         let out = tmp.path().join(format!("{tenant}-chunks.jsonl"));
-        ok(
-            &weft_in(
-                tmp.path(),
-                &[
-                    "--data-dir",
-                    d,
-                    "run",
-                    m.to_str().unwrap(),
-                    "--input",
-                    input.to_str().unwrap(),
-                    "--output",
-                    out.to_str().unwrap(),
-                    "--quiet",
-                ],
-            ),
-            "ingest",
-        );
+        ok(&run_local(tmp.path(), &data, &m, &input, &out), "ingest");
     }
     assert!(data.join("index/acme/kb/store").is_dir());
     assert!(data.join("index/globex/kb/store").is_dir());
@@ -395,23 +393,7 @@ fn tenants_indexes_are_separate_and_queries_see_only_their_own() {
     for tenant in ["acme", "globex"] {
         let m = query_manifest(tmp.path(), tenant);
         let out = tmp.path().join(format!("{tenant}-answers.jsonl"));
-        ok(
-            &weft_in(
-                tmp.path(),
-                &[
-                    "--data-dir",
-                    d,
-                    "run",
-                    m.to_str().unwrap(),
-                    "--input",
-                    q.to_str().unwrap(),
-                    "--output",
-                    out.to_str().unwrap(),
-                    "--quiet",
-                ],
-            ),
-            "query",
-        );
+        ok(&run_local(tmp.path(), &data, &m, &q, &out), "query");
         let answers = support::read_jsonl(&out);
         assert_eq!(answers.len(), 2);
         for a in &answers {
@@ -434,19 +416,12 @@ fn weft_index_stats_and_search_read_an_index_with_its_own_embedder() {
     let d = data.to_str().unwrap();
     let out = tmp.path().join("chunks.jsonl");
     ok(
-        &weft_in(
+        &run_local(
             &root,
-            &[
-                "--data-dir",
-                d,
-                "run",
-                "pipelines/airline/ingest.toml",
-                "--input",
-                "data/airline/docs.jsonl",
-                "--output",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
+            &data,
+            Path::new("pipelines/airline/ingest.toml"),
+            Path::new("data/airline/docs.jsonl"),
+            &out,
         ),
         "ingest",
     );
@@ -541,7 +516,6 @@ fn records_the_index_cannot_take_are_dead_lettered_and_empty_versions_delete() {
     support::ensure_plugins();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let d = data.to_str().unwrap();
     // No embedder: chunks without vectors cannot be indexed.
     let m = support::write(
         tmp.path(),
@@ -568,25 +542,7 @@ index = "kb"
         "{\"id\":\"a\",\"text\":\"Some text.\"}\n",
     );
     let out = tmp.path().join("out.jsonl");
-    let run = |m: &Path, input: &Path| {
-        ok(
-            &weft_in(
-                tmp.path(),
-                &[
-                    "--data-dir",
-                    d,
-                    "run",
-                    m.to_str().unwrap(),
-                    "--input",
-                    input.to_str().unwrap(),
-                    "--output",
-                    out.to_str().unwrap(),
-                    "--quiet",
-                ],
-            ),
-            "run",
-        )
-    };
+    let run = |m: &Path, input: &Path| ok(&run_local(tmp.path(), &data, m, input, &out), "run");
     run(&m, &input);
     let dead = support::read_jsonl(&tmp.path().join("out.dead-letters.jsonl"));
     assert_eq!(dead.len(), 1);
@@ -616,7 +572,6 @@ fn a_new_version_reuses_the_vectors_of_its_unchanged_chunks() {
     support::ensure_plugins();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let d = data.to_str().unwrap();
     let m = ingest_manifest(tmp.path(), "t3");
     let para = |s: &str| format!("{s} {}", "Words to fill the paragraph up. ".repeat(5));
     let v1 = json!({"id": "a", "text": format!("{}\n\n{}\n\n{}", para("One."), para("Two."), para("Three."))});
@@ -624,20 +579,7 @@ fn a_new_version_reuses_the_vectors_of_its_unchanged_chunks() {
     let out = tmp.path().join("out.jsonl");
     let run = |line: &Value| {
         let input = support::write(tmp.path(), "in.jsonl", &format!("{line}\n"));
-        let o = weft_in(
-            tmp.path(),
-            &[
-                "--data-dir",
-                d,
-                "run",
-                m.to_str().unwrap(),
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
-        );
+        let o = run_local(tmp.path(), &data, &m, &input, &out);
         ok(&o, "ingest");
         (
             String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -683,7 +625,7 @@ fn a_query_process_searches_the_index_an_ingest_process_is_writing() {
         .collect();
     produce(&brokers, "t4.docs", &docs);
     let t0 = Instant::now();
-    while consumed(&log) < 50 {
+    while support::consumed(&log) < 50 {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "{}",
@@ -701,20 +643,7 @@ fn a_query_process_searches_the_index_an_ingest_process_is_writing() {
     let qm = query_manifest(tmp.path(), "t4");
     let out = tmp.path().join("answers.jsonl");
     ok(
-        &weft_in(
-            tmp.path(),
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "run",
-                qm.to_str().unwrap(),
-                "--input",
-                q.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
-        ),
+        &run_local(tmp.path(), &data, &qm, &q, &out),
         "query beside a running ingest",
     );
     let answers = support::read_jsonl(&out);

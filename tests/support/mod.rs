@@ -82,3 +82,13 @@ pub fn transform_manifest(dir: &Path, plugin: &Path, stage_extra: &str) -> PathB
         ),
     )
 }
+
+/// The highest "<pipeline>: N consumed, ..." count in a weft progress log.
+pub fn consumed(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
