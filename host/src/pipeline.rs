@@ -51,21 +51,19 @@ pub struct Pipeline {
     embed_dims: Vec<Option<u32>>,
 }
 
-/// Fingerprint of an embedder stage: the same component with the same
-/// config makes the same vectors.
-fn embedder_fingerprint(stage: &crate::manifest::Stage) -> anyhow::Result<String> {
+/// Fingerprint of an embedder stage: the same component (by the digest the
+/// compile cache computed) with the same config makes the same vectors.
+fn embedder_fingerprint(plugin: &StagePlugin, stage: &crate::manifest::Stage) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(&stage.plugin)
-        .with_context(|| format!("reading {}", stage.plugin.display()))?;
     let mut h = Sha256::new();
-    h.update(&bytes);
+    h.update(plugin.digest.as_bytes());
     for (k, v) in &stage.config {
         h.update(k.as_bytes());
         h.update([0]);
         h.update(v.as_bytes());
         h.update([1]);
     }
-    Ok(hex::encode(&h.finalize()[..12]))
+    hex::encode(&h.finalize()[..12])
 }
 
 /// What produced an index's vectors: the last embedder before the sink. It
@@ -137,10 +135,9 @@ impl Pipeline {
             manifest
                 .stages
                 .iter()
-                .rev()
-                .find(|s| s.kind == StageKind::Embedder),
+                .rposition(|s| s.kind == StageKind::Embedder),
         ) {
-            (Some(_), Some(stage)) => Some(embedder_fingerprint(stage)?),
+            (Some(_), Some(i)) => Some(embedder_fingerprint(&stages[i], &manifest.stages[i])),
             _ => None,
         };
         let embed_dims = vec![None; stages.len()];

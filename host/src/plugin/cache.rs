@@ -54,24 +54,25 @@ impl CompileCache {
         &self.dir
     }
 
-    /// The cache file for these component bytes.
-    pub fn path_for(&self, bytes: &[u8]) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(bytes));
+    /// The cache file for component bytes with this SHA-256 (hex).
+    fn path_for(&self, digest: &str) -> PathBuf {
         self.dir
             .join(format!("{}-{}.cwasm", &digest[..32], self.engine_tag))
     }
 
-    /// Loads a component, from the cache when it holds a compatible artifact.
-    /// A cache that cannot be written is not an error: we just compile.
-    pub fn load(&self, engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    /// Loads a component, from the cache when it holds a compatible artifact,
+    /// and returns it with the SHA-256 (hex) of its bytes. A cache that
+    /// cannot be written is not an error: we just compile.
+    pub fn load(&self, engine: &Engine, path: &Path) -> anyhow::Result<(Component, String)> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let cached = self.path_for(&bytes);
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let cached = self.path_for(&digest);
         if cached.is_file() {
             // SAFETY: the file was written by `Component::serialize` of an engine
             // with the same compatibility hash (it is in the file name), into our
             // own cache directory; wasmtime re-checks the header on load.
             match unsafe { Component::deserialize_file(engine, &cached) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, digest)),
                 Err(e) => {
                     tracing::warn!("ignoring unusable cache entry {}: {e:#}", cached.display())
                 }
@@ -83,7 +84,7 @@ impl CompileCache {
         if let Err(e) = self.store(&component, &cached) {
             tracing::warn!("cannot write compile cache {}: {e:#}", cached.display());
         }
-        Ok(component)
+        Ok((component, digest))
     }
 
     fn store(&self, component: &Component, cached: &Path) -> anyhow::Result<()> {

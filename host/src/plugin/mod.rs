@@ -111,14 +111,15 @@ impl Runtime {
     }
 
     /// Loads (from cache, or compiles and caches) the component at `path`.
-    pub fn load_component(&self, path: &Path) -> anyhow::Result<Component> {
+    /// The compiled component and the SHA-256 (hex) of its file.
+    pub fn load_component(&self, path: &Path) -> anyhow::Result<(Component, String)> {
         self.cache.load(&self.engine, path)
     }
 
     /// Compiles, links and type-checks a stage's component against the world
     /// its kind requires, without running any of its code.
     pub fn prepare(&self, stage: &Stage, shared: Arc<StageShared>) -> anyhow::Result<StagePlugin> {
-        let component = self
+        let (component, digest) = self
             .load_component(&stage.plugin)
             .with_context(|| format!("loading plugin {}", display_path(&stage.plugin)))?;
         check_exports(&self.engine, &component, stage)?;
@@ -146,6 +147,7 @@ impl Runtime {
         Ok(StagePlugin {
             name: stage.name.clone(),
             kind: stage.kind,
+            digest,
             limits: stage.limits,
             engine: self.engine.clone(),
             typed,
@@ -340,6 +342,8 @@ pub struct StageStats {
 pub struct StagePlugin {
     pub name: String,
     pub kind: StageKind,
+    /// SHA-256 (hex) of the component file.
+    pub digest: String,
     pub limits: crate::manifest::Limits,
     engine: Engine,
     typed: TypedPre,
