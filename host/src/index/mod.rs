@@ -577,7 +577,8 @@ impl Core {
         let store = &self.store;
         let result = store.lmdb.read(|srtxn| {
             let Some(dim) = store.dimension(srtxn)? else {
-                return Ok(Err(String::new()));
+                // Nothing written yet.
+                return Ok(Ok(Vec::new()));
             };
             if vector.len() != dim as usize {
                 return Ok(Err(format!(
@@ -653,7 +654,6 @@ impl Core {
         });
         match result {
             Ok(Ok(h)) => Ok(h),
-            Ok(Err(m)) if m.is_empty() => Ok(Vec::new()),
             Ok(Err(m)) => Err(m),
             Err(e) => Err(e.to_string()),
         }
