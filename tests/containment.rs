@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft::manifest::Manifest;
 use weft::pipeline::{BatchOutcome, Pipeline};
-use weft::plugin::FailureKind;
 use weft::record::{Item, Origin, Payload};
+use weft::runtime::FailureKind;
 
 fn item(n: i64, value: &str) -> Item {
     Item {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weft::manifest::Manifest;
 use weft::pipeline::Pipeline;
-use weft::plugin::Runtime;
+use weft::runtime::Runtime;
 use weft::stream::broker::LocalBroker;
 use weft::stream::kafka::{self, Counters, KafkaOptions};
 

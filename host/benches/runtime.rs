@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft::manifest::{Manifest, Stage};
-use weft::plugin::bindings::types::{Document, Meta, Record};
-use weft::plugin::{CpuMeter, Runtime, StagePlugin, StageShared};
+use weft::runtime::bindings::types::{Document, Meta, Record};
+use weft::runtime::{CpuMeter, Runtime, StagePlugin, StageShared};
 
 const RECORDS: usize = 100_000;
 const BATCH: usize = 256;

@@ -6,7 +6,9 @@
 //! an embedder, ...). Transform stages see and return raw records, so a typed
 //! payload is encoded to its JSON form on the way into a transform.
 
-use crate::plugin::bindings::types::{Answer, Chunk, Document, Hit, Message, Meta, Question, Role};
+use crate::runtime::bindings::types::{
+    Answer, Chunk, Document, Hit, Message, Meta, Question, Role,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;

@@ -42,8 +42,8 @@ pub fn cache_dir() -> PathBuf {
     repo_root().join("target/test-cache")
 }
 
-pub fn runtime() -> weft::plugin::Runtime {
-    weft::plugin::Runtime::new(Some(cache_dir())).expect("runtime")
+pub fn runtime() -> weft::runtime::Runtime {
+    weft::runtime::Runtime::new(Some(cache_dir())).expect("runtime")
 }
 
 /// Writes `text` as `name` in `dir` and returns its path.

@@ -18,15 +18,16 @@
 //! crash between the two only makes the next build redo work, and items the
 //! trees hold but the store does not are found at open and masked.
 
+mod adapter;
 mod ann;
 mod hot;
 mod lmdb;
+mod registry;
 pub mod sink;
 mod store;
 
-use crate::plugin::bindings::types::{Hit, Meta};
-use crate::plugin::IndexSearch;
 use ann::Ann;
+pub use registry::{IndexRegistry, ReadOnlyIndex, Searcher};
 use roaring::RoaringBitmap;
 use serde::Serialize;
 use std::collections::{BinaryHeap, HashMap};
@@ -753,164 +754,7 @@ impl Core {
     }
 }
 
-impl IndexSearch for VectorIndex {
-    fn search(
-        &self,
-        vector: &[f32],
-        k: u32,
-        filter: &[(String, String)],
-    ) -> Result<Vec<Hit>, String> {
-        Ok(self
-            .core
-            .search(vector, k as usize, filter)?
-            .into_iter()
-            .map(|h| Hit {
-                chunk_id: h.chunk_id,
-                doc_id: h.doc_id,
-                score: h.score,
-                text: h.text,
-                metadata: h
-                    .metadata
-                    .into_iter()
-                    .map(|(key, value)| Meta { key, value })
-                    .collect(),
-            })
-            .collect())
-    }
-}
-
 /// Where a tenant's index lives under a data directory.
 pub fn index_dir(data_dir: &Path, tenant: &str, name: &str) -> PathBuf {
     data_dir.join("index").join(tenant).join(name)
-}
-
-/// The open indexes of one process, so pipelines sharing an index (the
-/// ingest and query paths of one tenant) share one handle and one builder.
-///
-/// An index is opened for writing (with its writer lock and builder) only
-/// if a pipeline of this process writes it ([`IndexRegistry::will_write`]);
-/// a process that only searches opens it read-only, so query processes can
-/// scale out beside the one process that ingests.
-pub struct IndexRegistry {
-    data_dir: PathBuf,
-    opts: IndexOptions,
-    writers: Mutex<std::collections::HashSet<(String, String)>>,
-    open: Mutex<HashMap<(String, String), Arc<VectorIndex>>>,
-    readers: Mutex<HashMap<(String, String), Arc<ReadOnlyIndex>>>,
-}
-
-impl IndexRegistry {
-    pub fn new(data_dir: &Path, opts: IndexOptions) -> IndexRegistry {
-        IndexRegistry {
-            data_dir: data_dir.to_path_buf(),
-            opts,
-            writers: Mutex::new(Default::default()),
-            open: Mutex::new(HashMap::new()),
-            readers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    /// Declares that a pipeline of this process writes the index, so
-    /// searches in this process share the writer's handle. Call it for every
-    /// manifest before building pipelines.
-    pub fn will_write(&self, tenant: &str, name: &str) {
-        self.writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((tenant.to_string(), name.to_string()));
-    }
-
-    /// The tenant's index `name` for writing, opened (and created) on first
-    /// use. A tenant can only ever name its own indexes: the tenant is part
-    /// of the path and names cannot contain separators (checked by the
-    /// manifest).
-    pub fn open(&self, tenant: &str, name: &str) -> Result<Arc<VectorIndex>, IndexError> {
-        self.will_write(tenant, name);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (tenant.to_string(), name.to_string());
-        if let Some(i) = open.get(&key) {
-            return Ok(i.clone());
-        }
-        let i = Arc::new(VectorIndex::open(
-            &index_dir(&self.data_dir, tenant, name),
-            self.opts.clone(),
-        )?);
-        open.insert(key, i.clone());
-        Ok(i)
-    }
-
-    /// The tenant's index `name` for searching: the writer's handle if this
-    /// process writes it, else a read-only view that opens once the index
-    /// exists (searching an index nobody has written yet finds nothing).
-    pub fn searcher(&self, tenant: &str, name: &str) -> Result<Arc<dyn IndexSearch>, IndexError> {
-        let key = (tenant.to_string(), name.to_string());
-        let writes = self
-            .writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key);
-        if writes {
-            return Ok(self.open(tenant, name)? as Arc<dyn IndexSearch>);
-        }
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        let r = readers
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(ReadOnlyIndex {
-                    dir: index_dir(&self.data_dir, tenant, name),
-                    index: Mutex::new(None),
-                    warned: AtomicBool::new(false),
-                })
-            })
-            .clone();
-        Ok(r as Arc<dyn IndexSearch>)
-    }
-}
-
-/// A read-only view of an index another process writes, opened on first
-/// search (and retried until the index exists).
-pub struct ReadOnlyIndex {
-    dir: PathBuf,
-    index: Mutex<Option<Arc<VectorIndex>>>,
-    /// Said once: searching an index nobody wrote is usually a wrong
-    /// `--data-dir` or index name.
-    warned: AtomicBool,
-}
-
-impl IndexSearch for ReadOnlyIndex {
-    fn search(
-        &self,
-        vector: &[f32],
-        k: u32,
-        filter: &[(String, String)],
-    ) -> Result<Vec<Hit>, String> {
-        let ix = {
-            let mut slot = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(ix) => ix.clone(),
-                None => match VectorIndex::open_read_only(&self.dir) {
-                    Ok(ix) => {
-                        let ix = Arc::new(ix);
-                        *slot = Some(ix.clone());
-                        ix
-                    }
-                    Err(IndexError::Missing(_)) => {
-                        if !self.warned.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                "index {} does not exist (yet): searches find nothing until a pipeline writes it; check --data-dir and the index name",
-                                self.dir.display()
-                            );
-                        }
-                        return Ok(Vec::new());
-                    }
-                    Err(e) => return Err(e.to_string()),
-                },
-            }
-        };
-        IndexSearch::search(ix.as_ref(), vector, k, filter)
-    }
 }

@@ -8,10 +8,11 @@
 //! index keeps the previous version rather than a partial new one.
 
 use super::{ChunkIn, DocOp, IndexError, VectorIndex};
-use crate::pipeline::{BatchOutcome, DeadLetter};
-use crate::plugin::{Failure, FailureKind};
+use crate::pipeline::{BatchOutcome, DeadLetter, DocumentSink, SinkError, SinkReport};
 use crate::record::{Item, Payload};
-use std::collections::{BTreeMap, HashSet};
+use crate::runtime::{Failure, FailureKind};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a source record sits: (topic, partition, offset).
@@ -27,20 +28,6 @@ fn origin_key(it: &Item) -> OriginKey {
 
 /// The name dead letters of the sink carry as their stage.
 pub const SINK_STAGE: &str = "index-sink";
-
-/// What the sink did with one batch.
-#[derive(Debug, Default)]
-pub struct SinkResult {
-    pub docs_upserted: u64,
-    pub docs_deleted: u64,
-    pub chunks_added: u64,
-    pub chunks_removed: u64,
-    /// Milliseconds from each record's Kafka timestamp to the commit that
-    /// made it searchable (records without a timestamp are left out).
-    pub freshness_ms: Vec<f64>,
-    /// Records that could not be indexed, as dead letters.
-    pub dead: Vec<DeadLetter>,
-}
 
 fn sink_dead(item: &Item, kind: FailureKind, message: String) -> DeadLetter {
     DeadLetter {
@@ -137,6 +124,36 @@ fn plan(
     ops
 }
 
+/// A tenant's index as a pipeline's sink, with the fingerprint of the
+/// embedder whose vectors it stores.
+pub struct IndexSink {
+    pub index: Arc<VectorIndex>,
+    pub model: Option<String>,
+}
+
+impl DocumentSink for IndexSink {
+    fn write(&self, outcome: &BatchOutcome) -> Result<SinkReport, SinkError> {
+        write(&self.index, outcome, self.model.as_deref()).map_err(SinkError::new)
+    }
+
+    fn reusable_vectors(
+        &self,
+        doc_id: &str,
+    ) -> Result<HashMap<String, (String, Vec<f32>)>, SinkError> {
+        match &self.model {
+            Some(m) => self
+                .index
+                .reusable_vectors(doc_id, m)
+                .map_err(SinkError::new),
+            None => Ok(HashMap::new()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.index.dir().display().to_string()
+    }
+}
+
 /// Writes a batch's outputs to `index`. Returns an error only when the index
 /// itself failed (the batch must then not be committed); per-record
 /// problems come back as dead letters. `model` fingerprints the embedder
@@ -145,8 +162,8 @@ pub fn write(
     index: &VectorIndex,
     outcome: &BatchOutcome,
     model: Option<&str>,
-) -> Result<SinkResult, IndexError> {
-    let mut res = SinkResult::default();
+) -> Result<SinkReport, IndexError> {
+    let mut res = SinkReport::default();
     let planned = plan(outcome, model, &mut res.dead);
     if planned.is_empty() {
         return Ok(res);

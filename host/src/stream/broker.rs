@@ -1,7 +1,7 @@
 //! A managed local Kafka-compatible broker (tansu) for `weft dev` and tests:
 //! loopback only, durable sqlite storage in a data directory, stopped on drop.
 
-use anyhow::{bail, Context};
+use super::{Result, StreamError};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,17 +14,12 @@ pub struct LocalBroker {
 }
 
 /// The tansu binary: `$WEFT_TANSU`, else `tansu` on PATH, else `~/.cargo/bin/tansu`.
-pub fn tansu_binary() -> anyhow::Result<PathBuf> {
+pub fn tansu_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("WEFT_TANSU") {
         return Ok(PathBuf::from(p));
     }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&paths) {
-            let p = d.join("tansu");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
+    if let Ok(p) = which::which("tansu") {
+        return Ok(p);
     }
     if let Some(h) = std::env::var_os("HOME") {
         let p = PathBuf::from(h).join(".cargo/bin/tansu");
@@ -32,29 +27,31 @@ pub fn tansu_binary() -> anyhow::Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("the tansu broker is not installed: run `scripts/setup` (or `cargo install tansu --locked --features libsql,dynostore`), or pass --brokers HOST:PORT")
+    Err(StreamError::Broker("the tansu broker is not installed: run `scripts/setup` (or `cargo install tansu --locked --features libsql,dynostore`), or pass --brokers HOST:PORT".into()))
 }
 
 /// A free TCP port on loopback (racy by nature, good enough for local use).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+pub fn free_port() -> Result<u16> {
+    let what = "finding a free port";
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| StreamError::io(what, e))?;
+    Ok(l.local_addr().map_err(|e| StreamError::io(what, e))?.port())
 }
 
 impl LocalBroker {
     /// Starts a broker on a free port storing into `data_dir/broker.db`.
-    pub fn start(data_dir: &Path) -> anyhow::Result<LocalBroker> {
+    pub fn start(data_dir: &Path) -> Result<LocalBroker> {
         LocalBroker::start_on(data_dir, free_port()?)
     }
 
     /// Starts a broker on `port` (e.g. to restart one on the same address).
-    pub fn start_on(data_dir: &Path, port: u16) -> anyhow::Result<LocalBroker> {
+    pub fn start_on(data_dir: &Path, port: u16) -> Result<LocalBroker> {
         std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+            .map_err(|e| StreamError::io(format!("creating {}", data_dir.display()), e))?;
         let db = data_dir.join("broker.db");
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(data_dir.join("broker.log"))
-            .with_context(|| format!("creating {}/broker.log", data_dir.display()))?;
+        let log = std::fs::File::create(data_dir.join("broker.log")).map_err(|e| {
+            StreamError::io(format!("creating {}/broker.log", data_dir.display()), e)
+        })?;
         let child = Command::new(tansu_binary()?)
             .arg("broker")
             .arg("--listener-url")
@@ -69,7 +66,7 @@ impl LocalBroker {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("starting the tansu broker")?;
+            .map_err(|e| StreamError::io("starting the tansu broker", e))?;
         let mut b = LocalBroker {
             child: Some(child),
             port,
@@ -83,12 +80,18 @@ impl LocalBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, within: Duration) -> Result<()> {
         let t0 = Instant::now();
         while t0.elapsed() < within {
             if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!("the tansu broker exited during start-up ({status}); see broker.log next to {}", self.db.display());
+                let exited = c
+                    .try_wait()
+                    .map_err(|e| StreamError::io("watching the tansu broker", e))?;
+                if let Some(status) = exited {
+                    return Err(StreamError::Broker(format!(
+                        "the tansu broker exited during start-up ({status}); see broker.log next to {}",
+                        self.db.display()
+                    )));
                 }
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -96,10 +99,10 @@ impl LocalBroker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!(
+        Err(StreamError::Broker(format!(
             "the tansu broker did not listen on port {} within {within:?}",
             self.port
-        )
+        )))
     }
 
     /// Stops the broker (SIGKILL: tansu's sqlite storage is crash-safe, and a

@@ -12,12 +12,11 @@
 //! deterministic key (`<doc id>#<n>`, the question id), the replay overwrites
 //! instead of duplicating. Kafka transactions are not used (tansu has none).
 
-use crate::index::sink::{self, SinkResult};
-use crate::index::{IndexError, VectorIndex};
+use super::{Result, StreamError};
 use crate::metrics::Histogram;
-use crate::pipeline::{BatchOutcome, DeadLetter, Pipeline};
+use crate::pipeline::{BatchOutcome, DeadLetter, DocumentSink, Pipeline, SinkError, SinkReport};
 use crate::record::{Item, Origin, Payload};
-use anyhow::{anyhow, Context};
+use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -54,27 +53,19 @@ pub struct Counters {
     pub freshness: Histogram,
 }
 
-/// Writes a batch to the index sink, retrying a failing index (a full disk,
-/// say) with backoff before giving up on the batch.
-fn write_index(
-    index: &VectorIndex,
-    outcome: &BatchOutcome,
-    model: Option<&str>,
-) -> Result<SinkResult, IndexError> {
-    let mut backoff = Duration::from_millis(200);
-    let mut tries = 0;
-    loop {
-        match sink::write(index, outcome, model) {
-            Ok(r) => return Ok(r),
-            Err(e) if tries < 5 => {
-                tracing::warn!("index write failed (retrying in {backoff:?}): {e}");
-                std::thread::sleep(backoff);
-                backoff *= 2;
-                tries += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// Writes a batch to the pipeline's document sink, retrying a failing store
+/// (a full disk, say) with backoff (0.2 s doubling, 5 retries) before giving
+/// up on the batch.
+fn write_sink(sink: &dyn DocumentSink, outcome: &BatchOutcome) -> Result<SinkReport, SinkError> {
+    (|| sink.write(outcome))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_times(5),
+        )
+        .sleep(std::thread::sleep)
+        .notify(|e, after| tracing::warn!("index write failed (retrying in {after:?}): {e}"))
+        .call()
 }
 
 /// How to run a pipeline against a broker.
@@ -99,7 +90,7 @@ fn base_config(brokers: &str) -> ClientConfig {
 
 /// A producer that waits for full acknowledgement and keeps per-partition
 /// order (one request in flight, since tansu has no idempotent producer).
-pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+pub fn producer(brokers: &str) -> Result<FutureProducer> {
     base_config(brokers)
         .set("acks", "all")
         .set("enable.idempotence", "false")
@@ -108,14 +99,14 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .set("message.timeout.ms", "30000")
         .set("message.max.bytes", "8000000")
         .create()
-        .context("creating the Kafka producer")
+        .map_err(|e| StreamError::kafka("creating the Kafka producer", e))
 }
 
 /// Creates the topics that do not exist yet (already-existing is fine).
-pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> anyhow::Result<()> {
+pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(brokers)
         .create()
-        .context("creating the Kafka admin client")?;
+        .map_err(|e| StreamError::kafka("creating the Kafka admin client", e))?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
@@ -124,12 +115,17 @@ pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> anyhow::R
     let results = admin
         .create_topics(new.iter(), &opts)
         .await
-        .with_context(|| format!("creating topics on {brokers}"))?;
+        .map_err(|e| StreamError::kafka(format!("creating topics on {brokers}"), e))?;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => return Err(anyhow!("creating topic {t}: {e}")),
+            Err((topic, e)) => {
+                return Err(StreamError::CreateTopic {
+                    topic,
+                    code: e.to_string(),
+                })
+            }
         }
     }
     Ok(())
@@ -219,9 +215,15 @@ async fn produce_all(
     producer: &FutureProducer,
     records: Vec<Outgoing>,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let mut pending: Vec<Outgoing> = records;
-    let mut backoff = Duration::from_millis(100);
+    // Only the unacknowledged records are sent again; the delays (0.1 s
+    // doubling up to 5 s, for as long as it takes) come from backon.
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build();
     loop {
         let sends = pending.iter().map(|r| {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -257,18 +259,15 @@ async fn produce_all(
             return Ok(());
         }
         if *stop.borrow() {
-            return Err(anyhow!(
-                "stopping with {} unacknowledged records; their batch stays uncommitted and will be replayed",
-                failed.len()
-            ));
+            return Err(StreamError::Unacknowledged(failed.len()));
         }
+        let backoff = delays.next().unwrap_or(Duration::from_secs(5));
         tracing::warn!(
             "{} record(s) not acknowledged ({}); retrying in {backoff:?}",
             failed.len(),
             last_err.map(|e| e.to_string()).unwrap_or_default()
         );
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
         pending = failed;
     }
 }
@@ -309,14 +308,14 @@ pub async fn run(
     opts: KafkaOptions,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Pipeline> {
+) -> Result<Pipeline> {
     let m = pipeline.manifest.clone();
     let sink = m.sink_topic.clone();
     let sink_desc = match (&sink, &m.sink_index) {
         (Some(t), Some(i)) => format!("{t} + index {i}"),
         (Some(t), None) => t.clone(),
         (None, Some(i)) => format!("index {i}"),
-        (None, None) => return Err(anyhow!("pipeline `{}` has no sink", m.name)),
+        (None, None) => return Err(StreamError::NoSink(m.name.clone())),
     };
     let group = opts
         .group
@@ -335,10 +334,10 @@ pub async fn run(
         // 800 ms over two hops at 200 records/s).
         .set("fetch.wait.max.ms", "20")
         .create()
-        .context("creating the Kafka consumer")?;
+        .map_err(|e| StreamError::kafka("creating the Kafka consumer", e))?;
     consumer
         .subscribe(&[&m.source_topic])
-        .with_context(|| format!("subscribing to {}", m.source_topic))?;
+        .map_err(|e| StreamError::kafka(format!("subscribing to {}", m.source_topic), e))?;
     let producer = producer(&opts.brokers)?;
     let max = m.batch_records as usize;
     let linger = Duration::from_millis(m.linger_ms);
@@ -394,18 +393,29 @@ pub async fn run(
         let (p, outcome, indexed) = tokio::task::spawn_blocking(move || {
             let outcome = pipeline.process(batch);
             let indexed = pipeline
-                .sink_index
+                .sink
                 .as_deref()
-                .map(|ix| write_index(ix, &outcome, pipeline.embed_model.as_deref()))
+                .map(|sink| write_sink(sink, &outcome))
                 .transpose();
             (pipeline, outcome, indexed)
         })
         .await
-        .context("pipeline worker panicked")?;
+        .map_err(|e| StreamError::WorkerPanicked {
+            pipeline: m.name.clone(),
+            message: e.to_string(),
+        })?;
         pipeline = p;
         // The index could not be written even after retries: stop without
         // committing, so the batch is replayed by whoever runs next.
-        let indexed = indexed.with_context(|| format!("pipeline `{}`: index sink", m.name))?;
+        let indexed = indexed.map_err(|source| StreamError::Sink {
+            pipeline: m.name.clone(),
+            source,
+        })?;
+        let mut outcome = outcome;
+        if let Some(r) = &indexed {
+            // A record the index refused is a dead letter, not an output too.
+            outcome.drop_outputs_of(&r.dead);
+        }
         let mut outgoing: Vec<Outgoing> = match &sink {
             Some(topic) => outcome
                 .outputs
@@ -438,7 +448,7 @@ pub async fn run(
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &next {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))
-                .context("building the commit")?;
+                .map_err(|e| StreamError::kafka("building the commit", e))?;
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
             // Typically a rebalance took the partition away: the new owner
@@ -483,7 +493,7 @@ fn read_record(m: &rdkafka::message::BorrowedMessage<'_>) -> ReadRecord {
 pub fn follow_topic(
     brokers: &str,
     topic: &str,
-) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>> {
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>> {
     let group = format!(
         "weft-follower-{}-{}",
         std::process::id(),
@@ -495,8 +505,10 @@ pub fn follow_topic(
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "10")
         .create()
-        .context("creating a follower")?;
-    consumer.subscribe(&[topic])?;
+        .map_err(|e| StreamError::kafka("creating a follower", e))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| StreamError::kafka(format!("subscribing to {topic}"), e))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -526,11 +538,7 @@ pub fn chrono_ms() -> i64 {
 }
 
 /// Reads a topic from the beginning until nothing new arrives for `idle`.
-pub async fn read_topic(
-    brokers: &str,
-    topic: &str,
-    idle: Duration,
-) -> anyhow::Result<Vec<ReadRecord>> {
+pub async fn read_topic(brokers: &str, topic: &str, idle: Duration) -> Result<Vec<ReadRecord>> {
     let group = format!(
         "weft-reader-{}-{}",
         std::process::id(),
@@ -541,8 +549,10 @@ pub async fn read_topic(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()
-        .context("creating a reader")?;
-    consumer.subscribe(&[topic])?;
+        .map_err(|e| StreamError::kafka("creating a reader", e))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| StreamError::kafka(format!("subscribing to {topic}"), e))?;
     let mut out = Vec::new();
     loop {
         match tokio::time::timeout(idle, consumer.recv()).await {
@@ -558,11 +568,7 @@ pub async fn read_topic(
 pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Produces `(key, value)` pairs to `topic` and waits for acknowledgement.
-pub async fn produce_values(
-    brokers: &str,
-    topic: &str,
-    records: Vec<KeyValue>,
-) -> anyhow::Result<()> {
+pub async fn produce_values(brokers: &str, topic: &str, records: Vec<KeyValue>) -> Result<()> {
     let p = producer(brokers)?;
     let (_tx, rx) = watch::channel(false);
     let out = records

@@ -141,6 +141,13 @@ fn mix64(mut z: u64) -> u64 {
 }
 
 /// FNV-1a, 64 bit, fed incrementally so features need no allocation.
+///
+/// Hand-written on purpose rather than taken from a crate: the vectors must
+/// stay bit-identical across builds forever (stored vectors are compared
+/// with fresh ones, and a replay must overwrite with identical values), so
+/// the function is pinned here with its reference vectors
+/// (`fnv_matches_the_reference_vectors`) instead of depending on a crate
+/// version's hashing staying the same. It is ten lines.
 #[derive(Debug, Clone, Copy)]
 struct Fnv(u64);
 

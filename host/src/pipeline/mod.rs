@@ -8,17 +8,39 @@
 //! - a failed item becomes a [`DeadLetter`] carrying the stage, the kind of
 //!   failure, a message and the original record; it never stops the batch.
 
-use crate::index::{IndexRegistry, VectorIndex};
+mod sink;
+
+pub use sink::{DocumentSink, EmbeddingModel, Indexes, SinkError, SinkReport};
+
 use crate::manifest::{Format, Manifest, StageKind};
-use crate::plugin::bindings::types::{self, ErrorKind};
-use crate::plugin::{Failure, FailureKind, Runtime, StagePlugin, StageShared};
 use crate::record::{
     decode_chunk, decode_document, decode_question, looks_like_chunk, EmbeddedChunk, Item, Payload,
     QuestionState,
 };
-use anyhow::Context;
+use crate::runtime::bindings::types::{self, ErrorKind};
+use crate::runtime::{Failure, FailureKind, Runtime, StagePlugin, StageShared};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Why a manifest could not be made into a runnable pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}: no index directory is open")]
+    NoIndexes(String),
+    #[error("{at}: opening the index: {source}")]
+    Index {
+        at: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error("{at}: {source:#}")]
+    Stage {
+        at: String,
+        #[source]
+        source: anyhow::Error,
+    },
+}
 
 /// A record that could not be processed, with the reason.
 #[derive(Debug, Clone)]
@@ -35,6 +57,26 @@ pub struct BatchOutcome {
     pub dead: Vec<DeadLetter>,
 }
 
+impl BatchOutcome {
+    /// Drops the outputs of every source record that `dead` dead-letters
+    /// (a sink refused it after the stages), so it is counted and written
+    /// once, as a dead letter.
+    pub fn drop_outputs_of(&mut self, dead: &[DeadLetter]) {
+        if dead.is_empty() {
+            return;
+        }
+        let key = |it: &Item| {
+            (
+                it.origin.topic.clone(),
+                it.origin.partition,
+                it.origin.offset,
+            )
+        };
+        let refused: std::collections::HashSet<_> = dead.iter().map(|d| key(&d.item)).collect();
+        self.outputs.retain(|it| !refused.contains(&key(it)));
+    }
+}
+
 /// How many times a transient failure is retried, and the first backoff.
 pub const TRANSIENT_RETRIES: u32 = 3;
 pub const TRANSIENT_BACKOFF: Duration = Duration::from_millis(100);
@@ -43,11 +85,8 @@ pub const TRANSIENT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Pipeline {
     pub manifest: Manifest,
     pub stages: Vec<StagePlugin>,
-    /// The tenant's index the `[sink] index` names, opened.
-    pub sink_index: Option<Arc<VectorIndex>>,
-    /// Fingerprint of the last embedder stage (component bytes + config),
-    /// stored with every vector the index sink writes.
-    pub embed_model: Option<String>,
+    /// The tenant's index the `[sink] index` names, opened as a sink.
+    pub sink: Option<Arc<dyn DocumentSink>>,
     embed_dims: Vec<Option<u32>>,
 }
 
@@ -95,57 +134,53 @@ impl Pipeline {
     pub fn new(
         runtime: &Runtime,
         manifest: Manifest,
-        indexes: Option<&IndexRegistry>,
-    ) -> anyhow::Result<Pipeline> {
+        indexes: Option<&dyn Indexes>,
+    ) -> Result<Pipeline, PipelineError> {
         let mut stages = Vec::new();
         for s in &manifest.stages {
             let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s);
             if let Some(name) = &s.index {
-                let registry = indexes.with_context(|| {
-                    format!(
-                        "{}: searches index `{name}`, but no index directory is open",
-                        s.location
-                    )
-                })?;
+                let at = || format!("{}: index `{name}`", s.location);
+                let registry = indexes.ok_or_else(|| PipelineError::NoIndexes(at()))?;
                 let index = registry
                     .searcher(&manifest.tenant, name)
-                    .with_context(|| format!("{}: opening index `{name}`", s.location))?;
+                    .map_err(|source| PipelineError::Index { at: at(), source })?;
                 shared = shared.with_index(index);
             }
-            let plugin = runtime
-                .prepare(s, Arc::new(shared))
-                .with_context(|| format!("{}", s.location))?;
+            let plugin =
+                runtime
+                    .prepare(s, Arc::new(shared))
+                    .map_err(|source| PipelineError::Stage {
+                        at: s.location.to_string(),
+                        source,
+                    })?;
             stages.push(plugin);
         }
-        let sink_index = match &manifest.sink_index {
+        let last_embedder = manifest
+            .stages
+            .iter()
+            .rposition(|s| s.kind == StageKind::Embedder);
+        let sink = match &manifest.sink_index {
             None => None,
             Some(name) => {
                 let at = || format!("{}: [sink] index `{name}`", manifest.file.display());
-                let registry =
-                    indexes.with_context(|| format!("{}: no index directory is open", at()))?;
-                let index = registry.open(&manifest.tenant, name).with_context(at)?;
-                index
-                    .set_model(&embedding_model(&manifest))
-                    .with_context(at)?;
-                Some(index)
+                let registry = indexes.ok_or_else(|| PipelineError::NoIndexes(at()))?;
+                let model = EmbeddingModel {
+                    description: embedding_model(&manifest),
+                    fingerprint: last_embedder
+                        .map(|i| embedder_fingerprint(&stages[i], &manifest.stages[i])),
+                };
+                let sink = registry
+                    .sink(&manifest.tenant, name, &model)
+                    .map_err(|source| PipelineError::Index { at: at(), source })?;
+                Some(sink)
             }
-        };
-        let embed_model = match (
-            &sink_index,
-            manifest
-                .stages
-                .iter()
-                .rposition(|s| s.kind == StageKind::Embedder),
-        ) {
-            (Some(_), Some(i)) => Some(embedder_fingerprint(&stages[i], &manifest.stages[i])),
-            _ => None,
         };
         let embed_dims = vec![None; stages.len()];
         Ok(Pipeline {
             manifest,
             stages,
-            sink_index,
-            embed_model,
+            sink,
             embed_dims,
         })
     }
@@ -209,8 +244,8 @@ impl Pipeline {
                         .stages
                         .iter()
                         .rposition(|s| s.kind == StageKind::Embedder);
-                    let reuse = match (&self.sink_index, &self.embed_model) {
-                        (Some(ix), Some(m)) if last == Some(i) => Some((ix.as_ref(), m.as_str())),
+                    let reuse = match &self.sink {
+                        Some(sink) if last == Some(i) => Some(sink.as_ref()),
                         _ => None,
                     };
                     run_embedder(
@@ -315,8 +350,14 @@ fn isolate<I, O>(
             }
         }
     };
-    let mut backoff = TRANSIENT_BACKOFF;
-    for _ in 0..TRANSIENT_RETRIES {
+    // Only the inputs that failed transiently are retried, so the loop is
+    // ours; the delays (0.1 s, x4 each time) come from backon.
+    let delays = ExponentialBuilder::default()
+        .with_min_delay(TRANSIENT_BACKOFF)
+        .with_factor(4.0)
+        .with_max_times(TRANSIENT_RETRIES as usize)
+        .build();
+    for delay in delays {
         let retry: Vec<usize> = results
             .iter()
             .enumerate()
@@ -326,8 +367,7 @@ fn isolate<I, O>(
         if retry.is_empty() {
             break;
         }
-        std::thread::sleep(backoff);
-        backoff *= 4;
+        std::thread::sleep(delay);
         for i in retry {
             results[i] = call_one(p, &inputs[i], &mut call);
         }
@@ -496,8 +536,7 @@ fn check_vector(v: &[f32], dim: Option<u32>) -> Result<(), Failure> {
 /// Vectors already in the index for chunks whose text has not changed, by
 /// chunk id (looked up once per document of the batch).
 fn reusable(
-    index: &VectorIndex,
-    model: &str,
+    sink: &dyn DocumentSink,
     items: &[(Item, String)],
 ) -> std::collections::HashMap<String, Vec<f32>> {
     // Keyed by chunk id + text: only an identical text may reuse a vector.
@@ -508,7 +547,7 @@ fn reusable(
             continue;
         };
         if seen.insert(c.chunk.doc_id.clone()) {
-            match index.reusable_vectors(&c.chunk.doc_id, model) {
+            match sink.reusable_vectors(&c.chunk.doc_id) {
                 Ok(stored) => {
                     for (chunk_id, (t, v)) in stored {
                         out.insert(format!("{chunk_id}\u{0}{t}"), v);
@@ -526,7 +565,7 @@ fn run_embedder(
     p: &mut StagePlugin,
     dim: &mut Option<u32>,
     items: Vec<Item>,
-    reuse: Option<(&VectorIndex, &str)>,
+    reuse: Option<&dyn DocumentSink>,
     dl: &mut Vec<DeadLetter>,
 ) -> Vec<Item> {
     if dim.is_none() {
@@ -578,8 +617,8 @@ fn run_embedder(
     // Vectors the index already holds for unchanged chunk texts; the rest
     // goes to the plugin. Items keep their order either way.
     let mut known: Vec<Option<Vec<f32>>> = vec![None; todo.len()];
-    if let Some((index, model)) = reuse {
-        let stored = reusable(index, model, &todo);
+    if let Some(sink) = reuse {
+        let stored = reusable(sink, &todo);
         for ((item, text), slot) in todo.iter().zip(known.iter_mut()) {
             if let Payload::Chunk(c) = &item.payload {
                 *slot = stored

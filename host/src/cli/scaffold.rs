@@ -1,5 +1,5 @@
-//! `weft plugin new` and `weft plugin build`: start a plugin project for one
-//! stage kind in Rust, Python or JavaScript, and build it into a component.
+//! What `weft plugin new` and `weft plugin build` do: start a plugin project
+//! for one stage kind in Rust, Python or JavaScript, and build it into a component.
 //!
 //! A project from `new` stands alone, outside any weft checkout: it carries a
 //! copy of the contract (`wit/weft.wit`, embedded in this binary), a
@@ -27,49 +27,21 @@
 //! binary was built from.
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Subcommand, ValueEnum};
+use clap::ValueEnum;
 use serde::Deserialize;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::Command;
 use weft::manifest::StageKind;
 
 /// The plugin contract, copied into every new project.
-const WIT: &str = include_str!("../../wit/weft.wit");
+const WIT: &str = include_str!("../../../wit/weft.wit");
 
 /// The file `new` writes to say what the project is; `build` reads it.
 const PROJECT_FILE: &str = "weft-plugin.toml";
 
 /// Where cargo puts a release build for wasm32-wasip2, under its target dir.
 const RUST_OUT: &str = "wasm32-wasip2/release";
-
-/// What `weft plugin` does.
-#[derive(Subcommand)]
-pub enum PluginCommand {
-    /// Write a new plugin project for one stage kind into <DIR>/<NAME>: the
-    /// plugin, the contract (wit/), a one-stage pipeline.toml, sample.jsonl
-    /// and a README with the build and smoke-test commands.
-    New {
-        /// Stage kind: chunker, embedder, retriever, prompt-builder, generator or transform.
-        kind: String,
-        /// Project name: lower-case ASCII letters, digits, `-` and `_`, starting with a letter.
-        name: String,
-        /// Language of the plugin (python and js: transform, chunker, prompt-builder).
-        #[arg(long, value_enum)]
-        lang: Lang,
-        /// Where to create the project directory (default: the current directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Build a plugin project into a component with its language's toolchain
-    /// (cargo, componentize-py or componentize-js) and say where it went.
-    Build {
-        /// The project directory.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-    },
-}
 
 /// A plugin language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -93,7 +65,7 @@ impl Lang {
         }
     }
 
-    fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Lang::Rust => "Rust",
             Lang::Python => "Python",
@@ -102,69 +74,10 @@ impl Lang {
     }
 }
 
-/// Runs `weft plugin ...`.
-pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
-    match cmd {
-        PluginCommand::New {
-            kind,
-            name,
-            lang,
-            dir,
-        } => {
-            let kind = parse_kind(&kind)?;
-            let root = new_project(kind, &name, lang, dir.as_deref())?;
-            let shown = display_path(&root);
-            println!(
-                "created {shown}/: a {} {kind} stage (world `{}`)",
-                lang.title(),
-                kind.world()
-            );
-            println!("next:");
-            println!("  cd {shown}");
-            println!("  weft plugin build .");
-            println!("  weft run pipeline.toml --input sample.jsonl --output out.jsonl");
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Build { dir } => {
-            let project = Project::detect(&dir)?;
-            let t0 = Instant::now();
-            let built = match project.lang {
-                Lang::Rust => build_rust(&project)?,
-                Lang::Python => build_python(&project)?,
-                Lang::Js => build_js(&project)?,
-            };
-            let size = std::fs::metadata(&built.component)
-                .map(|m| m.len())
-                .unwrap_or(0);
-            println!(
-                "built {} ({}, {:.1} s)",
-                display_path(&built.component),
-                human_size(size),
-                t0.elapsed().as_secs_f64()
-            );
-            if let Some(from) = &built.copied_from {
-                println!(
-                    "  copied from {}, where cargo put it, to where pipeline.toml looks",
-                    display_path(from)
-                );
-            }
-            if project.dir.join("pipeline.toml").is_file()
-                && project.dir.join("sample.jsonl").is_file()
-            {
-                println!(
-                    "try it (in {}): weft run pipeline.toml --input sample.jsonl --output out.jsonl",
-                    display_path(&project.dir)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
 // --- weft plugin new ----------------------------------------------------------
 
 /// A stage kind by its manifest name (`transform`) or world name (`transformer`).
-fn parse_kind(s: &str) -> Result<StageKind> {
+pub(crate) fn parse_kind(s: &str) -> Result<StageKind> {
     StageKind::ALL
         .into_iter()
         .find(|k| k.as_str() == s || k.world() == s)
@@ -258,7 +171,12 @@ fn check_name(name: &str, lang: Lang) -> Result<()> {
 
 /// Creates `<dir>/<name>` and writes the project into it; never touches an
 /// existing directory. Returns the project's path.
-fn new_project(kind: StageKind, name: &str, lang: Lang, dir: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn new_project(
+    kind: StageKind,
+    name: &str,
+    lang: Lang,
+    dir: Option<&Path>,
+) -> Result<PathBuf> {
     check_name(name, lang)?;
     let files = project_files(kind, name, lang)?;
     let parent = dir.unwrap_or(Path::new("."));
@@ -297,22 +215,24 @@ fn new_project(kind: StageKind, name: &str, lang: Lang, dir: Option<&Path>) -> R
 /// The plugin source for a kind in a language.
 fn source_template(kind: StageKind, lang: Lang) -> Result<&'static str> {
     let text = match (lang, kind) {
-        (Lang::Rust, StageKind::Chunker) => include_str!("../templates/rust/chunker.rs"),
-        (Lang::Rust, StageKind::Embedder) => include_str!("../templates/rust/embedder.rs"),
-        (Lang::Rust, StageKind::Retriever) => include_str!("../templates/rust/retriever.rs"),
+        (Lang::Rust, StageKind::Chunker) => include_str!("../../templates/rust/chunker.rs"),
+        (Lang::Rust, StageKind::Embedder) => include_str!("../../templates/rust/embedder.rs"),
+        (Lang::Rust, StageKind::Retriever) => include_str!("../../templates/rust/retriever.rs"),
         (Lang::Rust, StageKind::PromptBuilder) => {
-            include_str!("../templates/rust/prompt-builder.rs")
+            include_str!("../../templates/rust/prompt-builder.rs")
         }
-        (Lang::Rust, StageKind::Generator) => include_str!("../templates/rust/generator.rs"),
-        (Lang::Rust, StageKind::Transform) => include_str!("../templates/rust/transform.rs"),
-        (Lang::Python, StageKind::Chunker) => include_str!("../templates/python/chunker.py"),
+        (Lang::Rust, StageKind::Generator) => include_str!("../../templates/rust/generator.rs"),
+        (Lang::Rust, StageKind::Transform) => include_str!("../../templates/rust/transform.rs"),
+        (Lang::Python, StageKind::Chunker) => include_str!("../../templates/python/chunker.py"),
         (Lang::Python, StageKind::PromptBuilder) => {
-            include_str!("../templates/python/prompt-builder.py")
+            include_str!("../../templates/python/prompt-builder.py")
         }
-        (Lang::Python, StageKind::Transform) => include_str!("../templates/python/transform.py"),
-        (Lang::Js, StageKind::Chunker) => include_str!("../templates/js/chunker.js"),
-        (Lang::Js, StageKind::PromptBuilder) => include_str!("../templates/js/prompt-builder.js"),
-        (Lang::Js, StageKind::Transform) => include_str!("../templates/js/transform.js"),
+        (Lang::Python, StageKind::Transform) => include_str!("../../templates/python/transform.py"),
+        (Lang::Js, StageKind::Chunker) => include_str!("../../templates/js/chunker.js"),
+        (Lang::Js, StageKind::PromptBuilder) => {
+            include_str!("../../templates/js/prompt-builder.js")
+        }
+        (Lang::Js, StageKind::Transform) => include_str!("../../templates/js/transform.js"),
         (lang, kind) => bail!(
             "the {kind} kind is not yet templated for {}; use --lang rust (python and js \
              have transform, chunker and prompt-builder)",
@@ -347,7 +267,7 @@ impl KindInfo {
                 format: "record",
                 format_doc: "raw records: envelopes {\"key\", \"value\", \"headers\"} or any JSON",
                 config: format!("# config = {{ header = \"processed-by\", value = \"{name}\" }}"),
-                sample: include_str!("../templates/samples/transform.jsonl"),
+                sample: include_str!("../../templates/samples/transform.jsonl"),
                 about: format!(
                     "it passes every record through and adds the header `processed-by: {name}`."
                 ),
@@ -360,7 +280,7 @@ impl KindInfo {
                 format: "document",
                 format_doc: DOCS,
                 config: String::new(),
-                sample: include_str!("../templates/samples/chunker.jsonl"),
+                sample: include_str!("../../templates/samples/chunker.jsonl"),
                 about: "one chunk per paragraph, with ids `<doc id>#<n>`.".into(),
                 expect: "`out.jsonl` has six chunks, one per paragraph: `baggage#0` to \
                          `baggage#2`, `pets#0`, `pets#1` and `refunds#0`, each with its \
@@ -371,7 +291,7 @@ impl KindInfo {
                 format: "record",
                 format_doc: "chunks {\"id\", \"doc_id\", \"seq\", \"text\"} (or questions)",
                 config: "config = { dimension = 64 }".into(),
-                sample: include_str!("../templates/samples/embedder.jsonl"),
+                sample: include_str!("../../templates/samples/embedder.jsonl"),
                 about: "a tiny deterministic bag-of-words hash embedding, of dimension \
                         `dimension` from the config (64 by default)."
                     .into(),
@@ -387,7 +307,7 @@ impl KindInfo {
                          index = \"kb\"\n\
                          config = { k = 3 }"
                     .into(),
-                sample: include_str!("../templates/samples/retriever.jsonl"),
+                sample: include_str!("../../templates/samples/retriever.jsonl"),
                 about: "it asks the host's vector index (`index.search`) for the `k` chunks \
                         nearest to the question's vector."
                     .into(),
@@ -403,7 +323,7 @@ impl KindInfo {
                 format: "question",
                 format_doc: QUESTIONS,
                 config: "# config = { system = \"You answer from the context only.\" }".into(),
-                sample: include_str!("../templates/samples/questions.jsonl"),
+                sample: include_str!("../../templates/samples/questions.jsonl"),
                 about: "a system message, then a user message with the hits as numbered \
                         context (`[1]`, `[2]`, ...) and the question."
                     .into(),
@@ -417,7 +337,7 @@ impl KindInfo {
                 format: "question",
                 format_doc: QUESTIONS,
                 config: String::new(),
-                sample: include_str!("../templates/samples/questions.jsonl"),
+                sample: include_str!("../../templates/samples/questions.jsonl"),
                 about: "no model: it answers with the text of the best hit, cited as `[n]`.".into(),
                 expect: "`out.jsonl` has three answers: `q1` and `q2` quote their best hit, \
                          with `[n]` in the text and the hit in `citations`; `q3`, without \
@@ -484,7 +404,7 @@ fn project_files(kind: StageKind, name: &str, lang: Lang) -> Result<Vec<(String,
         ),
     };
     let readme = fill(
-        include_str!("../templates/common/README.md"),
+        include_str!("../../templates/common/README.md"),
         &[
             ("lang", lang.title()),
             ("about", &info.about),
@@ -511,7 +431,7 @@ fn project_files(kind: StageKind, name: &str, lang: Lang) -> Result<Vec<(String,
         ("README.md".to_string(), fill(&readme, &vars)),
         (
             ".gitignore".to_string(),
-            include_str!("../templates/common/gitignore").to_string(),
+            include_str!("../../templates/common/gitignore").to_string(),
         ),
     ];
     let source = fill(source, &vars);
@@ -519,7 +439,7 @@ fn project_files(kind: StageKind, name: &str, lang: Lang) -> Result<Vec<(String,
         Lang::Rust => {
             files.push((
                 "Cargo.toml".into(),
-                fill(include_str!("../templates/rust/Cargo.toml.tmpl"), &vars),
+                fill(include_str!("../../templates/rust/Cargo.toml.tmpl"), &vars),
             ));
             files.push(("src/lib.rs".into(), source));
         }
@@ -528,11 +448,11 @@ fn project_files(kind: StageKind, name: &str, lang: Lang) -> Result<Vec<(String,
             files.push(("component.js".into(), source));
             files.push((
                 "build.mjs".into(),
-                fill(include_str!("../templates/js/build.mjs"), &vars),
+                fill(include_str!("../../templates/js/build.mjs"), &vars),
             ));
             files.push((
                 "package.json".into(),
-                fill(include_str!("../templates/js/package.json.tmpl"), &vars),
+                fill(include_str!("../../templates/js/package.json.tmpl"), &vars),
             ));
         }
     }
@@ -585,14 +505,14 @@ struct ProjectFile {
 }
 
 /// A project to build.
-struct Project {
+pub(crate) struct Project {
     /// Absolute.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     name: String,
     /// Known from weft-plugin.toml or the Python source; Rust and JavaScript
     /// projects name their world in their own sources.
     kind: Option<StageKind>,
-    lang: Lang,
+    pub(crate) lang: Lang,
     /// Whether it has weft-plugin.toml, i.e. came from `weft plugin new`.
     scaffolded: bool,
 }
@@ -600,7 +520,7 @@ struct Project {
 impl Project {
     /// Reads weft-plugin.toml, or else tells the language by its files:
     /// Cargo.toml (Rust), app.py (Python), package.json (JavaScript).
-    fn detect(dir: &Path) -> Result<Project> {
+    pub(crate) fn detect(dir: &Path) -> Result<Project> {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("cannot open plugin project {}", display_path(dir)))?;
@@ -691,16 +611,25 @@ fn python_kind(app: &Path) -> Result<Option<StageKind>> {
 }
 
 /// Where a build left the component.
-struct Built {
+pub(crate) struct Built {
     /// Where pipeline.toml looks (for a Rust crate not from `weft plugin
     /// new`, where cargo put it).
-    component: PathBuf,
+    pub(crate) component: PathBuf,
     /// Where the toolchain wrote it, when it was copied from elsewhere.
-    copied_from: Option<PathBuf>,
+    pub(crate) copied_from: Option<PathBuf>,
 }
 
 const INSTALL_RUST: &str =
     "install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`";
+
+/// Builds a project with its language's toolchain.
+pub(crate) fn build(p: &Project) -> Result<Built> {
+    match p.lang {
+        Lang::Rust => build_rust(p),
+        Lang::Python => build_python(p),
+        Lang::Js => build_js(p),
+    }
+}
 
 fn build_rust(p: &Project) -> Result<Built> {
     let manifest = p.dir.join("Cargo.toml");
@@ -1031,10 +960,7 @@ fn find_node_modules(project: &Path) -> Result<PathBuf> {
 
 /// An executable called `name` in PATH.
 fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
+    which::which(name).ok()
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -1052,7 +978,7 @@ fn is_executable(p: &Path) -> bool {
 
 /// A path as a person would type it (relative to the current directory when
 /// under it), `.` for the current directory itself.
-fn display_path(p: &Path) -> String {
+pub(crate) fn display_path(p: &Path) -> String {
     let shown = weft::manifest::display_path(p);
     if shown.is_empty() {
         ".".to_string()
@@ -1074,14 +1000,6 @@ fn tool_error(e: std::io::Error, tool: &str, install: &str) -> anyhow::Error {
         anyhow!("{tool} not found: {install}")
     } else {
         anyhow!("running {tool}: {e}")
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    if bytes >= 1_000_000 {
-        format!("{:.1} MB", bytes as f64 / 1e6)
-    } else {
-        format!("{} kB", bytes.div_ceil(1000))
     }
 }
 

@@ -9,7 +9,7 @@ mod failure;
 mod http;
 
 pub use cache::CompileCache;
-pub use ctx::{IndexSearch, StageCtx, StageShared};
+pub use ctx::{IndexHit, IndexSearch, SearchError, StageCtx, StageShared};
 pub use failure::{Failure, FailureKind};
 
 use crate::manifest::{display_path, Stage, StageKind};

@@ -15,14 +15,41 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Vector search the host offers retriever stages, scoped to one tenant's index.
+/// One result of an index search, in the runtime's own terms (the WIT
+/// `hit` is made from it at the guest boundary), so an index implementation
+/// never depends on the generated bindings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexHit {
+    pub chunk_id: String,
+    pub doc_id: String,
+    /// Cosine similarity, a finite number in [-1, 1].
+    pub score: f32,
+    pub text: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Why an index search failed; the message reaches the plugin as its
+/// `index.search` error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SearchError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl SearchError {
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SearchError {
+        SearchError(e.into())
+    }
+}
+
+/// Vector search the host offers retriever stages, scoped to one tenant's
+/// index. Implemented by the index layer (an adapter there), so the runtime
+/// points at no layer above it.
 pub trait IndexSearch: Send + Sync {
     fn search(
         &self,
         vector: &[f32],
         k: u32,
         filter: &[(String, String)],
-    ) -> Result<Vec<Hit>, String>;
+    ) -> Result<Vec<IndexHit>, SearchError>;
 }
 
 /// Bounds of the per-stage key-value state.
@@ -296,6 +323,22 @@ impl index::Host for StageCtx {
             ));
         };
         let filter: Vec<(String, String)> = filter.into_iter().map(|m| (m.key, m.value)).collect();
-        index.search(&vector, k.min(1000), &filter)
+        let hits = index
+            .search(&vector, k.min(1000), &filter)
+            .map_err(|e| e.to_string())?;
+        Ok(hits
+            .into_iter()
+            .map(|h| Hit {
+                chunk_id: h.chunk_id,
+                doc_id: h.doc_id,
+                score: h.score,
+                text: h.text,
+                metadata: h
+                    .metadata
+                    .into_iter()
+                    .map(|(key, value)| Meta { key, value })
+                    .collect(),
+            })
+            .collect())
     }
 }

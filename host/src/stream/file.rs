@@ -3,9 +3,9 @@
 //! progress on large inputs, a summary at the end, and every failed record in
 //! a dead-letter file with its reason and line number.
 
+use super::{Result, StreamError};
 use crate::pipeline::{DeadLetter, Pipeline};
 use crate::record::{Item, Origin, Payload};
-use anyhow::Context;
 use serde_json::{Map, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -162,17 +162,19 @@ pub fn run_file(
     output: &Path,
     dead_letters: &Path,
     progress: bool,
-) -> anyhow::Result<RunSummary> {
+) -> Result<RunSummary> {
     let t0 = Instant::now();
-    let file = File::open(input).with_context(|| format!("opening input {}", input.display()))?;
+    let file = File::open(input)
+        .map_err(|e| StreamError::io(format!("opening input {}", input.display()), e))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = BufReader::new(file);
     let mut out = BufWriter::new(
-        File::create(output).with_context(|| format!("creating {}", output.display()))?,
+        File::create(output)
+            .map_err(|e| StreamError::io(format!("creating {}", output.display()), e))?,
     );
     let mut dlq = BufWriter::new(
         File::create(dead_letters)
-            .with_context(|| format!("creating {}", dead_letters.display()))?,
+            .map_err(|e| StreamError::io(format!("creating {}", dead_letters.display()), e))?,
     );
     let bar = if progress {
         let b = indicatif::ProgressBar::new(total);
@@ -198,7 +200,7 @@ pub fn run_file(
             buf.clear();
             let n = reader
                 .read_until(b'\n', &mut buf)
-                .with_context(|| format!("reading {}", input.display()))?;
+                .map_err(|e| StreamError::io(format!("reading {}", input.display()), e))?;
             if n == 0 {
                 break;
             }
@@ -216,22 +218,34 @@ pub fn run_file(
         }
         summary.records_in += batch.len() as u64;
         let mut outcome = pipeline.process(batch);
-        if let Some(ix) = &pipeline.sink_index {
-            let r = crate::index::sink::write(ix, &outcome, pipeline.embed_model.as_deref())
-                .with_context(|| {
-                    format!("{}: writing to the index", pipeline.manifest.file.display())
-                })?;
+        if let Some(sink) = &pipeline.sink {
+            let r = sink.write(&outcome).map_err(|source| StreamError::Sink {
+                pipeline: pipeline.manifest.name.clone(),
+                source,
+            })?;
             summary.indexed_docs += r.docs_upserted + r.docs_deleted;
+            // A record the sink refused is a dead letter, not an output too.
+            outcome.drop_outputs_of(&r.dead);
             outcome.dead.extend(r.dead);
         }
+        let write = |w: &mut BufWriter<File>, v: &Value, path: &Path| {
+            serde_json::to_writer(&mut *w, v)
+                .map_err(std::io::Error::from)
+                .and_then(|_| w.write_all(b"\n"))
+                .map_err(|e| StreamError::io(format!("writing {}", path.display()), e))
+        };
         for item in &outcome.outputs {
-            serde_json::to_writer(&mut out, &output_line(item))?;
-            out.write_all(b"\n")?;
+            write(&mut out, &output_line(item), output)?;
         }
         for d in &outcome.dead {
-            serde_json::to_writer(&mut dlq, &dead_letter_line(d))?;
-            dlq.write_all(b"\n")?;
+            write(&mut dlq, &dead_letter_line(d), dead_letters)?;
         }
+        // Each finished batch reaches the files before the next is read, so
+        // a killed run loses at most the batch in flight.
+        out.flush()
+            .map_err(|e| StreamError::io(format!("writing {}", output.display()), e))?;
+        dlq.flush()
+            .map_err(|e| StreamError::io(format!("writing {}", dead_letters.display()), e))?;
         summary.records_out += outcome.outputs.len() as u64;
         summary.dead_letters += outcome.dead.len() as u64;
         bar.set_position(read_bytes);
@@ -240,8 +254,6 @@ pub fn run_file(
             summary.records_in, summary.records_out, summary.dead_letters
         ));
     }
-    out.flush()?;
-    dlq.flush()?;
     bar.finish_and_clear();
     summary.elapsed = t0.elapsed();
     Ok(summary)

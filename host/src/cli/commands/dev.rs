@@ -1,0 +1,267 @@
+//! `weft dev`: a scenario (default: the airline example) or one pipeline,
+//! end to end on one machine.
+
+use crate::cli::Globals;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use weft::service::dev::{run_one, DevEvent};
+use weft::service::eval::{Asked, Figures};
+use weft::service::scenario::{self, Event, Scenario};
+use weft::service::Host;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A scenario directory (with scenario.toml) or file.
+    #[arg(default_value = "pipelines/airline")]
+    scenario: PathBuf,
+    /// Where the local broker and the indexes keep their data.
+    #[arg(long, default_value = ".weft/dev")]
+    dir: PathBuf,
+    /// Use this broker instead of starting one.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Write every question, answer and figure as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Run this one pipeline instead of a scenario...
+    #[arg(long, requires = "input")]
+    manifest: Option<PathBuf>,
+    /// ...fed with these records.
+    #[arg(long, requires = "manifest")]
+    input: Option<PathBuf>,
+}
+
+pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
+    let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &a.dir.join("data"))?;
+    match (&a.manifest, &a.input) {
+        (Some(manifest), Some(input)) => one(&host, &a, manifest, input),
+        _ => scenario(&host, &a),
+    }
+}
+
+fn bar(template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn one(host: &Host, a: &Args, manifest: &PathBuf, input: &Path) -> anyhow::Result<ExitCode> {
+    let pipeline = host.pipelines(std::slice::from_ref(manifest))?.remove(0);
+    let progress = bar("{spinner} {pos}/{len} records {msg}");
+    let r = run_one(
+        host,
+        pipeline,
+        &a.dir,
+        a.brokers.clone(),
+        input,
+        &mut |e| match e {
+            DevEvent::BrokerStarting { dir } => {
+                eprintln!("starting a local broker (tansu, data in {})", dir.display())
+            }
+            DevEvent::BrokerStarted { address } => eprintln!("broker listening on {address}"),
+            DevEvent::Produced {
+                records,
+                topic,
+                took,
+            } => {
+                eprintln!(
+                    "produced {records} records to {topic} in {:.2} s",
+                    took.as_secs_f64()
+                );
+                progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                progress.set_length(records as u64);
+            }
+            DevEvent::Progress(s, _) => {
+                progress.set_position(s.consumed);
+                progress.set_message(format!(
+                    "-> {} produced, {} dead-lettered",
+                    s.produced, s.dead_letters
+                ));
+            }
+        },
+    )?;
+    progress.finish_and_clear();
+    let s = &r.status;
+    let m = host.load(manifest)?;
+    eprintln!(
+        "{}: {} consumed -> {} produced, {} indexed, {} dead-lettered to {} ({:.2} s incl. 3 s idle wait)",
+        s.pipeline,
+        s.consumed,
+        s.produced,
+        s.indexed_docs,
+        s.dead_letters,
+        m.dead_letter_topic,
+        r.elapsed.as_secs_f64()
+    );
+    if let Some((name, st)) = &r.index {
+        println!(
+            "index {name}: {} documents, {} chunks, {} pending, {} in trees ({})",
+            st.documents, st.chunks, st.pending, st.in_trees, st.path
+        );
+    }
+    if let (Some(out), Some(sink)) = (&r.outputs, &m.sink_topic) {
+        println!("{} records on {sink}; the first three:", out.len());
+        for rec in out.iter().take(3) {
+            let v = rec
+                .value
+                .as_deref()
+                .map(|v| {
+                    String::from_utf8_lossy(v)
+                        .chars()
+                        .take(160)
+                        .collect::<String>()
+                })
+                .unwrap_or_else(|| "null".into());
+            println!(
+                "  [p{} @{}] {} => {v}...",
+                rec.partition,
+                rec.offset,
+                String::from_utf8_lossy(rec.key.as_deref().unwrap_or_default())
+            );
+        }
+    }
+    eprintln!("stopping the local broker");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_answer(a: &Asked) {
+    println!("Q {}  {}", a.id, a.question);
+    match &a.answer {
+        None => println!("  (no answer: dead-lettered)"),
+        Some(text) => {
+            println!("A {}", text.replace('\n', " "));
+            println!(
+                "  cites {}   [gold {}: {}]",
+                a.citations.join(", "),
+                a.gold_doc,
+                match (a.gold_cited, a.gold_rank) {
+                    (true, _) => "cited".to_string(),
+                    (false, Some(r)) => format!("hit #{r}, not cited"),
+                    (false, None) => "missed".to_string(),
+                }
+            );
+        }
+    }
+    println!();
+}
+
+fn print_figures(name: &str, f: &Figures) {
+    println!(
+        "  {name:<22} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  MRR {:.2}  gold cited {:.2}  expected text in answer {:.2}{}",
+        f.questions,
+        f.hit_at_1,
+        f.hit_at_3,
+        f.mrr,
+        f.gold_cited,
+        f.expect_in_answer,
+        if f.unanswered > 0 {
+            format!("  ({} unanswered, counted as misses)", f.unanswered)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into())
+}
+
+fn scenario(host: &Host, a: &Args) -> anyhow::Result<ExitCode> {
+    let sc = Scenario::load(&a.scenario)?;
+    let progress = bar("{spinner} {msg} {pos}/{len}");
+    let report = scenario::run(host, &sc, a.brokers.clone(), &a.dir, &mut |e| match e {
+        Event::BrokerStarting { dir } => {
+            eprintln!("starting a local broker (tansu, data in {})", dir.display())
+        }
+        Event::BrokerStarted { address } => eprintln!("broker listening on {address}"),
+        Event::Progress { what, done, total } => {
+            if progress.is_hidden() && done < total {
+                progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            progress.set_message(what.to_string());
+            progress.set_length(total);
+            progress.set_position(done);
+        }
+        Event::Produced {
+            label,
+            records,
+            pipeline,
+            index,
+            freshness,
+        } => {
+            progress.finish_and_clear();
+            progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            match index {
+                Some((name, s)) => eprintln!(
+                    "{pipeline}: {records} {label} indexed: {} documents, {} chunks in {name} ({} pending, {} in trees); freshness (produced -> searchable) {}",
+                    s.documents,
+                    s.chunks,
+                    s.pending,
+                    s.in_trees,
+                    freshness.unwrap_or_else(|| "-".into())
+                ),
+                None => eprintln!("{pipeline}: {records} {label} consumed"),
+            }
+        }
+        Event::Asking { phase, questions } => {
+            println!("\n== questions, {phase} ({questions})\n")
+        }
+        Event::Answered(q) => print_answer(q),
+        Event::Finished => {}
+    })?;
+    println!("\n== summary ({})\n", report.scenario);
+    // Phases in the order they were asked.
+    let mut order: Vec<&str> = Vec::new();
+    for a in &report.asked {
+        if !order.contains(&a.phase.as_str()) {
+            order.push(&a.phase);
+        }
+    }
+    for phase in order {
+        if let Some(f) = report.evaluation.phases.get(phase) {
+            print_figures(phase, f);
+        }
+    }
+    print_figures("about updated docs", &report.evaluation.about_updated_docs);
+    print_figures("all", &report.evaluation.all);
+    for e in &report.embedder_alone {
+        println!(
+            "  {:<22} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  (pipeline `{}`: its embedder alone, no metadata filter)",
+            "embedder alone", e.questions, e.hit_at_1, e.hit_at_3, e.pipeline
+        );
+    }
+    println!(
+        "  index freshness (document produced -> searchable): p50 {} ms, p99 {} ms (each file is produced in one burst, so this includes queueing; steady-state figures: cargo bench --bench rag)",
+        ms(report.freshness_p50_ms),
+        ms(report.freshness_p99_ms)
+    );
+    println!(
+        "  question -> answer on the topic: p50 {} ms, p99 {} ms",
+        ms(report.answer_latency_p50_ms),
+        ms(report.answer_latency_p99_ms)
+    );
+    println!(
+        "  {} of {} questions concern a document updated before they were asked",
+        report.evaluation.about_updated_docs.questions, report.evaluation.all.questions
+    );
+    if let Some(n) = &report.note {
+        println!("  note: {n}");
+    }
+    if report.dead_letters > 0 {
+        eprintln!(
+            "warning: {} record(s) were dead-lettered (see the *.dead-letters topics)",
+            report.dead_letters
+        );
+    }
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("report written to {}", p.display());
+    }
+    eprintln!("stopping the local broker");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,7 @@
+//! One module per `weft` command.
+
+pub mod check;
+pub mod dev;
+pub mod index;
+pub mod plugin;
+pub mod run;

@@ -1,0 +1,153 @@
+//! `weft run`: between Kafka topics, or over a JSON Lines file.
+
+use crate::cli::Globals;
+use anyhow::bail;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use weft::service::run::{run_file, run_kafka, KafkaRun, PipelineStatus, RunEvent};
+use weft::service::Host;
+use weft::stream::file as local;
+use weft::stream::kafka::KafkaOptions;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Manifest files (one with --input; any number with --brokers).
+    #[arg(required = true)]
+    manifests: Vec<PathBuf>,
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long, conflicts_with_all = ["input", "output"])]
+    brokers: Option<String>,
+    /// Consumer group (default: weft.<tenant>.<pipeline>).
+    #[arg(long, requires = "brokers")]
+    group: Option<String>,
+    /// Partitions for topics weft creates when they are missing.
+    #[arg(long, default_value_t = 3, requires = "brokers")]
+    partitions: i32,
+    /// Exit after this many seconds without a new record (default: run until Ctrl-C).
+    #[arg(long, requires = "brokers")]
+    idle_exit_secs: Option<u64>,
+    /// Seconds between progress lines on stderr.
+    #[arg(long, default_value_t = 5, requires = "brokers")]
+    progress_secs: u64,
+    /// Input records, one JSON value per line.
+    #[arg(long, requires = "output")]
+    input: Option<PathBuf>,
+    /// Output records, one JSON value per line.
+    #[arg(long, requires = "input")]
+    output: Option<PathBuf>,
+    /// Where failed records go (default: <output stem>.dead-letters.jsonl).
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
+    match (a.brokers.clone(), a.input.clone(), a.output.clone()) {
+        (Some(brokers), _, _) => kafka(g, a, brokers),
+        (None, Some(input), Some(output)) => file(g, a, input, output),
+        _ => bail!(
+            "say where records come from: --brokers HOST:PORT to run between Kafka topics, \
+             or --input FILE --output FILE to run locally"
+        ),
+    }
+}
+
+/// One progress line per pipeline; tests and operators read these.
+pub fn progress_line(s: &PipelineStatus) -> String {
+    let mut line = format!(
+        "{}: {} consumed, {} produced, {} dead-lettered, {} batches",
+        s.pipeline, s.consumed, s.produced, s.dead_letters, s.batches
+    );
+    if let Some(f) = &s.freshness {
+        line.push_str(&format!(", {} docs indexed, freshness {f}", s.indexed_docs));
+    }
+    line
+}
+
+fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
+    let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &g.data_dir)?;
+    let pipelines = host.pipelines(&a.manifests)?;
+    let run = KafkaRun {
+        options: KafkaOptions {
+            brokers,
+            group: a.group,
+            idle_exit: a.idle_exit_secs.map(Duration::from_secs),
+        },
+        partitions: a.partitions,
+        progress_every: (!a.quiet).then(|| Duration::from_secs(a.progress_secs.max(1))),
+        stop_on_signals: true,
+    };
+    let quiet = a.quiet;
+    let last = run_kafka(pipelines, &run, move |e| match e {
+        RunEvent::Stopping => eprintln!("stopping: finishing the batch in flight and committing"),
+        RunEvent::Progress(all) => {
+            if !quiet {
+                for s in all {
+                    eprintln!("{}", progress_line(s));
+                }
+            }
+        }
+    })?;
+    if quiet {
+        for s in &last {
+            eprintln!("{}", progress_line(s));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file(g: &Globals, a: Args, input: PathBuf, output: PathBuf) -> anyhow::Result<ExitCode> {
+    if a.manifests.len() != 1 {
+        bail!(
+            "--input runs exactly one manifest (got {})",
+            a.manifests.len()
+        );
+    }
+    let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &g.data_dir)?;
+    let mut pipeline = host.pipelines(&a.manifests)?.remove(0);
+    let dlq = a
+        .dead_letter
+        .unwrap_or_else(|| local::default_dead_letter_path(&output));
+    let summary = run_file(&mut pipeline, &input, &output, &dlq, !a.quiet)?;
+    let secs = summary.elapsed.as_secs_f64();
+    eprintln!(
+        "{}: {} records in, {} out, {} dead-lettered, {:.2} s ({:.0} records/s)",
+        pipeline.manifest.name,
+        summary.records_in,
+        summary.records_out,
+        summary.dead_letters,
+        secs,
+        summary.records_in as f64 / secs.max(1e-9)
+    );
+    for s in &pipeline.stages {
+        eprintln!(
+            "  stage {:<12} {:<14} {:>6} calls {:>9.1} ms busy, {} instance(s), {} failed call(s){}",
+            s.name,
+            s.kind.to_string(),
+            s.stats.calls,
+            s.stats.busy.as_secs_f64() * 1000.0,
+            s.stats.instantiations,
+            s.stats.failures,
+            if s.stats.reused > 0 {
+                format!(", {} embedding(s) reused from the index", s.stats.reused)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(sink) = &pipeline.sink {
+        eprintln!(
+            "  index: {} document(s) written to {}",
+            summary.indexed_docs,
+            sink.describe()
+        );
+    }
+    eprintln!("  output: {}", output.display());
+    if summary.dead_letters > 0 {
+        eprintln!("  dead letters: {}", dlq.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,138 @@
+//! The open indexes of one process, and read-only views of indexes another
+//! process writes.
+
+use super::{index_dir, IndexError, IndexOptions, VectorIndex};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The open indexes of one process, so pipelines sharing an index (the
+/// ingest and query paths of one tenant) share one handle and one builder.
+///
+/// An index is opened for writing (with its writer lock and builder) only
+/// if a pipeline of this process writes it ([`IndexRegistry::will_write`]);
+/// a process that only searches opens it read-only, so query processes can
+/// scale out beside the one process that ingests.
+pub struct IndexRegistry {
+    data_dir: PathBuf,
+    opts: IndexOptions,
+    writers: Mutex<HashSet<(String, String)>>,
+    open: Mutex<HashMap<(String, String), Arc<VectorIndex>>>,
+    readers: Mutex<HashMap<(String, String), Arc<ReadOnlyIndex>>>,
+}
+
+/// An index handle for searching: the writer's own, or a read-only view.
+pub enum Searcher {
+    Writer(Arc<VectorIndex>),
+    Reader(Arc<ReadOnlyIndex>),
+}
+
+impl IndexRegistry {
+    pub fn new(data_dir: &Path, opts: IndexOptions) -> IndexRegistry {
+        IndexRegistry {
+            data_dir: data_dir.to_path_buf(),
+            opts,
+            writers: Mutex::new(HashSet::new()),
+            open: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Declares that a pipeline of this process writes the index, so
+    /// searches in this process share the writer's handle. Call it for every
+    /// manifest before building pipelines.
+    pub fn will_write(&self, tenant: &str, name: &str) {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.to_string(), name.to_string()));
+    }
+
+    /// The tenant's index `name` for writing, opened (and created) on first
+    /// use. A tenant can only ever name its own indexes: the tenant is part
+    /// of the path and names cannot contain separators (checked by the
+    /// manifest).
+    pub fn open(&self, tenant: &str, name: &str) -> Result<Arc<VectorIndex>, IndexError> {
+        self.will_write(tenant, name);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (tenant.to_string(), name.to_string());
+        if let Some(i) = open.get(&key) {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(VectorIndex::open(
+            &index_dir(&self.data_dir, tenant, name),
+            self.opts.clone(),
+        )?);
+        open.insert(key, i.clone());
+        Ok(i)
+    }
+
+    /// The tenant's index `name` for searching: the writer's handle if this
+    /// process writes it, else a read-only view that opens once the index
+    /// exists (searching an index nobody has written yet finds nothing).
+    pub fn searcher(&self, tenant: &str, name: &str) -> Result<Searcher, IndexError> {
+        let key = (tenant.to_string(), name.to_string());
+        let writes = self
+            .writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key);
+        if writes {
+            return Ok(Searcher::Writer(self.open(tenant, name)?));
+        }
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let r = readers
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(ReadOnlyIndex {
+                    dir: index_dir(&self.data_dir, tenant, name),
+                    index: Mutex::new(None),
+                    warned: AtomicBool::new(false),
+                })
+            })
+            .clone();
+        Ok(Searcher::Reader(r))
+    }
+}
+
+/// A read-only view of an index another process writes, opened on first
+/// search (and retried until the index exists).
+pub struct ReadOnlyIndex {
+    dir: PathBuf,
+    index: Mutex<Option<Arc<VectorIndex>>>,
+    /// Said once: searching an index nobody wrote is usually a wrong
+    /// `--data-dir` or index name.
+    warned: AtomicBool,
+}
+
+impl ReadOnlyIndex {
+    /// The index, opened now if it exists; `None` while nobody has written it.
+    pub fn index(&self) -> Result<Option<Arc<VectorIndex>>, IndexError> {
+        let mut slot = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ix) = &*slot {
+            return Ok(Some(ix.clone()));
+        }
+        match VectorIndex::open_read_only(&self.dir) {
+            Ok(ix) => {
+                let ix = Arc::new(ix);
+                *slot = Some(ix.clone());
+                Ok(Some(ix))
+            }
+            Err(IndexError::Missing(_)) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "index {} does not exist (yet): searches find nothing until a pipeline writes it; check --data-dir and the index name",
+                        self.dir.display()
+                    );
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

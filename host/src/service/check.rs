@@ -1,0 +1,82 @@
+//! `weft check`: every problem of a manifest, located.
+
+use super::{Result, ServiceError};
+use crate::manifest::Manifest;
+use crate::policy::Policy;
+use crate::runtime::{Runtime, StageShared};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads a manifest and checks it against the policy; every problem is a
+/// `file:line:col: message` line of the error.
+pub fn load_checked(policy: &Policy, path: &Path) -> Result<Manifest> {
+    let m = Manifest::load(path).map_err(|e| {
+        ServiceError::Manifest(e.diagnostics.iter().map(|d| d.to_string()).collect())
+    })?;
+    let denied = policy.check(&m);
+    if !denied.is_empty() {
+        return Err(ServiceError::Manifest(
+            denied.iter().map(|d| d.to_string()).collect(),
+        ));
+    }
+    Ok(m)
+}
+
+/// A manifest that passed every check.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub manifest: Manifest,
+    /// `name [kind]` of each stage, in order.
+    pub stages: Vec<String>,
+}
+
+impl Checked {
+    /// One line: file, pipeline, tenant, source -> stages -> sink.
+    pub fn summary(&self) -> String {
+        let m = &self.manifest;
+        format!(
+            "{} (pipeline `{}`, tenant `{}`: {} -> {} -> {})",
+            m.file.display(),
+            m.name,
+            m.tenant,
+            m.source_topic,
+            self.stages.join(" -> "),
+            m.sink_topic
+                .clone()
+                .or(m.sink_index.as_ref().map(|i| format!("index {i}")))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Checks one manifest completely: syntax, keys and types, the policy, and
+/// every stage's plugin (compiled and type-checked against its world).
+/// `Err` holds every problem found, one printable line each.
+pub fn check_manifest(
+    runtime: &Runtime,
+    policy: &Policy,
+    path: &Path,
+) -> std::result::Result<Checked, Vec<String>> {
+    let m = Manifest::load(path).map_err(|e| {
+        e.diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+    })?;
+    let mut problems: Vec<String> = policy.check(&m).iter().map(|d| d.to_string()).collect();
+    let mut stages = Vec::new();
+    for s in &m.stages {
+        let shared = Arc::new(StageShared::new(&m.tenant, &m.name, s));
+        match runtime.prepare(s, shared) {
+            Ok(_) => stages.push(format!("{} [{}]", s.name, s.kind)),
+            Err(e) => problems.push(format!("{}: {e:#}", s.location)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Checked {
+        manifest: m,
+        stages,
+    })
+}

@@ -1,0 +1,120 @@
+//! The service layer: what the `weft` commands do, as library functions
+//! with typed results, so tests, benches and other hosts drive them
+//! in-process and the CLI only parses arguments and prints.
+//!
+//! - [`Host`]: a runtime, the operator's policy and the index registry of
+//!   one process; turns manifests into checked, runnable pipelines;
+//! - [`run`]: pipelines between Kafka topics or over a JSON Lines file;
+//! - [`check`]: every problem of a manifest, for `weft check`;
+//! - [`scenario`] and [`eval`]: a scenario directory (manifests, data files,
+//!   questions with gold documents) run end to end and scored;
+//! - [`indexes`]: looking into tenants' indexes (`weft index`);
+//! - [`dev`]: one pipeline fed from a file through a local broker.
+
+pub mod check;
+pub mod dev;
+pub mod eval;
+pub mod indexes;
+pub mod run;
+pub mod scenario;
+
+use crate::index::{IndexError, IndexOptions, IndexRegistry};
+use crate::manifest::Manifest;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::policy::Policy;
+use crate::runtime::Runtime;
+use crate::stream::StreamError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a service call failed. Every variant names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A manifest is malformed or exceeds the policy: one `file:line:col:
+    /// message` line per problem.
+    #[error("{}", .0.join("\n"))]
+    Manifest(Vec<String>),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The Wasm runtime could not start (engine, compile cache).
+    #[error("starting the Wasm runtime: {0:#}")]
+    Runtime(#[source] anyhow::Error),
+    /// The broker, a topic or a running pipeline failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// A run did not complete: a pipeline stopped early or a step timed out.
+    #[error("{0}")]
+    Run(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input file (documents, questions, a scenario) is not what it must be.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl ServiceError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> ServiceError {
+        ServiceError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// One process's plugin host: the Wasm runtime, the operator's policy and
+/// the tenants' indexes under one data directory.
+pub struct Host {
+    pub runtime: Runtime,
+    pub policy: Policy,
+    pub indexes: Arc<IndexRegistry>,
+}
+
+impl Host {
+    /// `cache_dir`: the compiled-component cache (default
+    /// `$WEFT_CACHE_DIR` or `~/.cache/weft`); `data_dir`: where indexes live.
+    pub fn new(cache_dir: Option<PathBuf>, policy: Policy, data_dir: &Path) -> Result<Host> {
+        Ok(Host {
+            runtime: Runtime::new(cache_dir).map_err(ServiceError::Runtime)?,
+            policy,
+            indexes: Arc::new(IndexRegistry::new(data_dir, IndexOptions::default())),
+        })
+    }
+
+    /// Loads a manifest and checks it against the policy.
+    pub fn load(&self, path: &Path) -> Result<Manifest> {
+        check::load_checked(&self.policy, path)
+    }
+
+    /// Loads, checks and prepares the pipelines of `manifests`, declaring
+    /// first every index one of them writes, so that searches in this
+    /// process share the writer's handle.
+    pub fn pipelines(&self, manifests: &[PathBuf]) -> Result<Vec<Pipeline>> {
+        let loaded = manifests
+            .iter()
+            .map(|m| self.load(m))
+            .collect::<Result<Vec<_>>>()?;
+        for m in &loaded {
+            if let Some(i) = &m.sink_index {
+                self.indexes.will_write(&m.tenant, i);
+            }
+        }
+        loaded.into_iter().map(|m| self.pipeline(m)).collect()
+    }
+
+    /// Prepares one loaded manifest.
+    pub fn pipeline(&self, manifest: Manifest) -> Result<Pipeline> {
+        Ok(Pipeline::new(
+            &self.runtime,
+            manifest,
+            Some(self.indexes.as_ref()),
+        )?)
+    }
+}

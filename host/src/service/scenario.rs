@@ -1,0 +1,623 @@
+//! A scenario is data: a directory with `scenario.toml`, which names the
+//! pipelines (manifests) to run side by side and the steps to feed them
+//! (records to produce, questions to ask, with gold documents). `weft dev
+//! <dir>` runs it against a local broker and scores the answers with
+//! [`super::eval`]. The airline example is `pipelines/airline/`.
+//!
+//! ```toml
+//! name = "airline"
+//! pipelines = ["ingest.toml", "query.toml"]   # relative to this file
+//!
+//! [[step]]
+//! produce = "../../data/airline/docs.jsonl"   # one JSON document per line, keyed by its `id`
+//! into = "ingest"                             # a pipeline's name: its source topic
+//! label = "documents"
+//!
+//! [[step]]
+//! ask = "../../data/airline/questions.jsonl"  # {"id","text","gold_doc","expect","phase"}
+//! into = "query"                              # answers come from its sink topic
+//! phase = "before-updates"                    # only the questions of this phase
+//! ```
+
+use super::eval::{self, Asked, Evaluation, Question};
+use super::{indexes, Host, Result, ServiceError};
+use crate::index::{IndexStats, VectorIndex};
+use crate::manifest::{Manifest, StageKind};
+use crate::metrics::Histogram;
+use crate::pipeline::Pipeline;
+use crate::stream::broker::LocalBroker;
+use crate::stream::kafka::{self, Counters, KafkaOptions, KeyValue, ReadRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The file a scenario directory holds.
+pub const SCENARIO_FILE: &str = "scenario.toml";
+
+/// How long a step may wait for its records to be consumed or answered.
+const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    note: Option<String>,
+    pipelines: Vec<PathBuf>,
+    #[serde(rename = "step", default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    produce: Option<PathBuf>,
+    ask: Option<PathBuf>,
+    into: String,
+    label: Option<String>,
+    phase: Option<String>,
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Produce every line of `file` (JSON with an `id`, the key) to the
+    /// source topic of pipeline `into`, and wait until it consumed them.
+    Produce {
+        file: PathBuf,
+        into: String,
+        label: String,
+    },
+    /// Ask the questions of `file` (of `phase`, if given) on the source
+    /// topic of pipeline `into` and collect its answers.
+    Ask {
+        file: PathBuf,
+        into: String,
+        phase: Option<String>,
+    },
+}
+
+/// A loaded scenario, paths resolved.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    /// Printed with the figures: what they do and do not show.
+    pub note: Option<String>,
+    pub file: PathBuf,
+    pub pipelines: Vec<PathBuf>,
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Loads `dir/scenario.toml` (or `dir` itself if it is a file).
+    pub fn load(dir: &Path) -> Result<Scenario> {
+        let file = if dir.is_dir() {
+            dir.join(SCENARIO_FILE)
+        } else {
+            dir.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| ServiceError::io(format!("reading scenario {}", file.display()), e))?;
+        let raw: RawScenario = toml::from_str(&text)
+            .map_err(|e| ServiceError::Input(format!("{}: {e}", file.display())))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut steps = Vec::new();
+        for (i, s) in raw.steps.into_iter().enumerate() {
+            let at = || format!("{}: step {}", file.display(), i + 1);
+            steps.push(match (s.produce, s.ask) {
+                (Some(f), None) => Step::Produce {
+                    label: s.label.unwrap_or_else(|| {
+                        f.file_stem()
+                            .map(|x| x.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    }),
+                    file: base.join(f),
+                    into: s.into,
+                },
+                (None, Some(f)) => Step::Ask {
+                    file: base.join(f),
+                    into: s.into,
+                    phase: s.phase,
+                },
+                _ => {
+                    return Err(ServiceError::Input(format!(
+                        "{}: give exactly one of `produce` and `ask`",
+                        at()
+                    )))
+                }
+            });
+        }
+        Ok(Scenario {
+            name: raw.name,
+            note: raw.note,
+            pipelines: raw.pipelines.iter().map(|p| base.join(p)).collect(),
+            steps,
+            file,
+        })
+    }
+}
+
+/// What a scenario run reports as it goes (the CLI prints these).
+#[derive(Debug)]
+pub enum Event<'a> {
+    BrokerStarting {
+        dir: &'a Path,
+    },
+    BrokerStarted {
+        address: &'a str,
+    },
+    /// Records of a step consumed so far.
+    Progress {
+        what: &'a str,
+        done: u64,
+        total: u64,
+    },
+    Produced {
+        label: &'a str,
+        records: usize,
+        pipeline: &'a str,
+        /// The pipeline's sink index after the step, if it has one.
+        index: Option<(&'a str, &'a IndexStats)>,
+        freshness: Option<String>,
+    },
+    Asking {
+        phase: &'a str,
+        questions: usize,
+    },
+    Answered(&'a Asked),
+    Finished,
+}
+
+/// Retrieval with a query pipeline's embedder alone, no metadata filter.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedderAlone {
+    pub pipeline: String,
+    pub questions: usize,
+    pub hit_at_1: f64,
+    pub hit_at_3: f64,
+}
+
+/// Everything a scenario run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub note: Option<String>,
+    /// Records produced, by step label.
+    pub produced: BTreeMap<String, usize>,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+    pub freshness_p50_ms: Option<f64>,
+    pub freshness_p99_ms: Option<f64>,
+    pub answer_latency_p50_ms: Option<f64>,
+    pub answer_latency_p99_ms: Option<f64>,
+    /// Records dead-lettered by any pipeline.
+    pub dead_letters: u64,
+    /// The sink indexes at the end, by `tenant/name`.
+    pub indexes: BTreeMap<String, IndexStats>,
+    pub embedder_alone: Vec<EmbedderAlone>,
+    pub asked: Vec<Asked>,
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ServiceError::io(format!("reading {}", path.display()), e))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Records keyed by their `id`, the value being the line itself.
+fn keyed_records(path: &Path) -> Result<Vec<(String, KeyValue)>> {
+    read_lines(path)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let at = || format!("{} line {}", path.display(), i + 1);
+            let v: serde_json::Value = serde_json::from_str(&l)
+                .map_err(|e| ServiceError::Input(format!("{}: {e}", at())))?;
+            let id = v["id"]
+                .as_str()
+                .ok_or_else(|| ServiceError::Input(format!("{}: no `id`", at())))?
+                .to_string();
+            let kv = (Some(id.as_bytes().to_vec()), Some(l.into_bytes()));
+            Ok((id, kv))
+        })
+        .collect()
+}
+
+fn questions(path: &Path, phase: Option<&str>) -> Result<Vec<Question>> {
+    let all = read_lines(path)?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str::<Question>(l)
+                .map_err(|e| ServiceError::Input(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(all
+        .into_iter()
+        .filter(|q| phase.is_none_or(|p| q.phase == p))
+        .collect())
+}
+
+/// A pipeline of the scenario, running.
+struct Running {
+    manifest: Manifest,
+    counters: Arc<Counters>,
+    /// Records produced to its source so far.
+    fed: u64,
+    sink_index: Option<(String, Arc<VectorIndex>)>,
+    task: tokio::task::JoinHandle<crate::stream::Result<Pipeline>>,
+}
+
+/// Runs `scenario` on `host` against `brokers`, or a local broker started in
+/// `broker_dir`. Pipelines run side by side in this process, as they would
+/// in production; `on_event` sees every step.
+pub fn run(
+    host: &Host,
+    scenario: &Scenario,
+    brokers: Option<String>,
+    broker_dir: &Path,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report> {
+    let pipelines = host.pipelines(&scenario.pipelines)?;
+    // Every step names a pipeline of the scenario: say so before starting
+    // anything.
+    for s in &scenario.steps {
+        let (Step::Produce { into, .. } | Step::Ask { into, .. }) = s;
+        if !pipelines.iter().any(|p| p.manifest.name == *into) {
+            return Err(unknown_pipeline(scenario, into));
+        }
+    }
+    let (_broker, brokers) = match brokers {
+        Some(b) => (None, b),
+        None => {
+            on_event(Event::BrokerStarting { dir: broker_dir });
+            let b = LocalBroker::start(broker_dir).map_err(ServiceError::Stream)?;
+            let addr = b.address();
+            on_event(Event::BrokerStarted { address: &addr });
+            (Some(b), addr)
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
+    let mut report = rt.block_on(run_steps(host, scenario, pipelines, &brokers, on_event))?;
+    report.embedder_alone = embedder_alone(host, scenario, &report.asked)?;
+    on_event(Event::Finished);
+    Ok(report)
+}
+
+async fn run_steps(
+    host: &Host,
+    scenario: &Scenario,
+    pipelines: Vec<Pipeline>,
+    brokers: &str,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report> {
+    let stream = ServiceError::Stream;
+    let manifests: Vec<&Manifest> = pipelines.iter().map(|p| &p.manifest).collect();
+    kafka::ensure_topics(brokers, &super::run::topics_of(&manifests, 3))
+        .await
+        .map_err(stream)?;
+    // Answers are followed from the start, before any question is asked.
+    let mut answers: HashMap<String, tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>> =
+        HashMap::new();
+    for s in &scenario.steps {
+        if let Step::Ask { into, .. } = s {
+            let m = manifests
+                .iter()
+                .find(|m| m.name == *into)
+                .ok_or_else(|| unknown_pipeline(scenario, into))?;
+            let topic = m.sink_topic.clone().ok_or_else(|| {
+                ServiceError::Input(format!(
+                    "{}: pipeline `{into}` is asked questions but has no sink topic for its answers",
+                    scenario.file.display()
+                ))
+            })?;
+            if !answers.contains_key(into) {
+                answers.insert(
+                    into.clone(),
+                    kafka::follow_topic(brokers, &topic).map_err(stream)?,
+                );
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let opts = KafkaOptions {
+        brokers: brokers.to_string(),
+        group: None,
+        idle_exit: None,
+    };
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    for p in pipelines {
+        let counters = Arc::new(Counters::default());
+        let manifest = p.manifest.clone();
+        let sink_index = match &manifest.sink_index {
+            Some(i) => Some((
+                format!("{}/{i}", manifest.tenant),
+                host.indexes.open(&manifest.tenant, i)?,
+            )),
+            None => None,
+        };
+        let task = tokio::spawn(kafka::run(
+            p,
+            opts.clone(),
+            counters.clone(),
+            stop_rx.clone(),
+        ));
+        running.insert(
+            manifest.name.clone(),
+            Running {
+                manifest,
+                counters,
+                fed: 0,
+                sink_index,
+                task,
+            },
+        );
+    }
+    let mut produced = BTreeMap::new();
+    let mut seen_docs: HashSet<String> = HashSet::new();
+    let mut updated: HashSet<String> = HashSet::new();
+    let latency = Histogram::default();
+    let mut asked = Vec::new();
+    for step in &scenario.steps {
+        match step {
+            Step::Produce { file, into, label } => {
+                let records = keyed_records(file)?;
+                let r = running
+                    .get_mut(into)
+                    .ok_or_else(|| unknown_pipeline(scenario, into))?;
+                let n = records.len();
+                let mut values = Vec::with_capacity(n);
+                for (id, kv) in records {
+                    if !seen_docs.insert(id.clone()) {
+                        updated.insert(id);
+                    }
+                    values.push(kv);
+                }
+                kafka::produce_values(brokers, &r.manifest.source_topic, values)
+                    .await
+                    .map_err(stream)?;
+                r.fed += n as u64;
+                wait_consumed(r, label, on_event).await?;
+                *produced.entry(label.clone()).or_insert(0) += n;
+                let stats = match &r.sink_index {
+                    Some((name, ix)) => Some((name.as_str(), ix.stats()?)),
+                    None => None,
+                };
+                on_event(Event::Produced {
+                    label,
+                    records: n,
+                    pipeline: into,
+                    index: stats.as_ref().map(|(n, s)| (*n, s)),
+                    freshness: r.counters.freshness.summary(),
+                });
+            }
+            Step::Ask { file, into, phase } => {
+                let qs = questions(file, phase.as_deref())?;
+                let r = running
+                    .get(into)
+                    .ok_or_else(|| unknown_pipeline(scenario, into))?;
+                let rx = answers
+                    .get_mut(into)
+                    .ok_or_else(|| unknown_pipeline(scenario, into))?;
+                on_event(Event::Asking {
+                    phase: phase.as_deref().unwrap_or("all"),
+                    questions: qs.len(),
+                });
+                let got = ask(brokers, r, &qs, rx).await?;
+                for q in &qs {
+                    let mut a = match got.get(&q.id) {
+                        Some((v, lat)) => {
+                            latency.record(*lat as f64);
+                            eval::score(q, Some(v), Some(*lat), &updated)
+                        }
+                        None => eval::score(q, None, None, &updated),
+                    };
+                    a.pipeline = into.clone();
+                    on_event(Event::Answered(&a));
+                    asked.push(a);
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let mut dead_letters = 0;
+    let mut indexes = BTreeMap::new();
+    let mut freshness = Histogram::default();
+    for (name, r) in running {
+        r.task
+            .await
+            .map_err(|e| ServiceError::Run(format!("pipeline `{name}`: {e}")))?
+            .map_err(stream)?;
+        dead_letters += r.counters.dead_letters.load(Relaxed);
+        if let Some((n, ix)) = &r.sink_index {
+            indexes.insert(n.clone(), ix.stats()?);
+        }
+        if r.counters.freshness.count() > 0 {
+            freshness = Arc::try_unwrap(r.counters)
+                .map(|c| c.freshness)
+                .unwrap_or_default();
+        }
+    }
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        note: scenario.note.clone(),
+        produced,
+        evaluation: eval::evaluate(&asked),
+        freshness_p50_ms: freshness.quantile(0.5),
+        freshness_p99_ms: freshness.quantile(0.99),
+        answer_latency_p50_ms: latency.quantile(0.5),
+        answer_latency_p99_ms: latency.quantile(0.99),
+        dead_letters,
+        indexes,
+        embedder_alone: Vec::new(),
+        asked,
+    })
+}
+
+fn unknown_pipeline(scenario: &Scenario, name: &str) -> ServiceError {
+    ServiceError::Input(format!(
+        "{}: no pipeline named `{name}` among {}",
+        scenario.file.display(),
+        scenario
+            .pipelines
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Waits until the pipeline consumed (and so committed) all it was fed.
+async fn wait_consumed(r: &Running, what: &str, on_event: &mut dyn FnMut(Event<'_>)) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let done = r.counters.consumed.load(Relaxed);
+        on_event(Event::Progress {
+            what,
+            done,
+            total: r.fed,
+        });
+        if done >= r.fed {
+            return Ok(());
+        }
+        if r.task.is_finished() {
+            return Err(ServiceError::Run(format!(
+                "pipeline `{}` stopped while consuming {what}",
+                r.manifest.name
+            )));
+        }
+        if t0.elapsed() > STEP_TIMEOUT {
+            return Err(ServiceError::Run(format!(
+                "{what}: pipeline `{}` consumed only {done} of {} records within {STEP_TIMEOUT:?}",
+                r.manifest.name, r.fed
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Produces the questions, then collects one answer per question id from
+/// the answers topic (value and question -> answer latency in ms), until
+/// every question is answered or dead-lettered.
+async fn ask(
+    brokers: &str,
+    r: &Running,
+    qs: &[Question],
+    answers: &mut tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>,
+) -> Result<HashMap<String, (serde_json::Value, i64)>> {
+    let records: Vec<KeyValue> = qs
+        .iter()
+        .map(|q| {
+            (
+                Some(q.id.clone().into_bytes()),
+                Some(q.record().to_string().into_bytes()),
+            )
+        })
+        .collect();
+    let wanted: HashSet<&str> = qs.iter().map(|q| q.id.as_str()).collect();
+    let dead_before = r.counters.dead_letters.load(Relaxed);
+    kafka::produce_values(brokers, &r.manifest.source_topic, records)
+        .await
+        .map_err(ServiceError::Stream)?;
+    let mut got: HashMap<String, (serde_json::Value, i64)> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    while got.len() < qs.len() {
+        let dead = r.counters.dead_letters.load(Relaxed) - dead_before;
+        if dead > 0 && got.len() as u64 + dead >= qs.len() as u64 {
+            break;
+        }
+        let next = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
+            answers.recv(),
+        )
+        .await;
+        let (rec, arrived) = match next {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                return Err(ServiceError::Run(format!(
+                    "the answers topic of `{}` stopped being read",
+                    r.manifest.name
+                )))
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(ServiceError::Run(format!(
+                    "only {} of {} answers arrived within {STEP_TIMEOUT:?}",
+                    got.len(),
+                    qs.len()
+                )))
+            }
+            Err(_) => continue,
+        };
+        let Some(key) = rec
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+        else {
+            continue;
+        };
+        if !wanted.contains(key.as_str()) {
+            continue;
+        }
+        let v: serde_json::Value = rec
+            .value
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        got.insert(key, (v, arrived - rec.timestamp.unwrap_or(arrived)));
+    }
+    Ok(got)
+}
+
+/// For each pipeline that was asked questions and retrieves from an index:
+/// top-3 search with its embedder alone (no metadata filter), over the
+/// questions it was asked. Says what the embedder itself is worth.
+fn embedder_alone(host: &Host, scenario: &Scenario, asked: &[Asked]) -> Result<Vec<EmbedderAlone>> {
+    let mut out = Vec::new();
+    for path in &scenario.pipelines {
+        let m = host.load(path)?;
+        let Some(index) = m
+            .stages
+            .iter()
+            .find(|s| s.kind == StageKind::Retriever)
+            .and_then(|s| s.index.clone())
+        else {
+            continue;
+        };
+        if !m.stages.iter().any(|s| s.kind == StageKind::Embedder) {
+            continue;
+        }
+        let asked_here: Vec<&Asked> = asked.iter().filter(|a| a.pipeline == m.name).collect();
+        if asked_here.is_empty() {
+            continue;
+        }
+        let mut embedder = indexes::embedder_pipeline(path, &host.runtime, &host.policy)?;
+        let texts: Vec<String> = asked_here.iter().map(|a| a.question.clone()).collect();
+        let vectors = indexes::embed_texts(&mut embedder, &texts)?;
+        let ix = host.indexes.open(&m.tenant, &index)?;
+        let mut ranks = Vec::new();
+        for (a, v) in asked_here.iter().zip(&vectors) {
+            let hits = ix
+                .search(v, 3, &[])
+                .map_err(|e| ServiceError::Input(format!("searching {}/{index}: {e}", m.tenant)))?;
+            ranks.push(
+                hits.iter()
+                    .position(|h| h.doc_id == a.gold_doc)
+                    .map(|p| p + 1),
+            );
+        }
+        let n = ranks.len().max(1) as f64;
+        out.push(EmbedderAlone {
+            pipeline: m.name.clone(),
+            questions: ranks.len(),
+            hit_at_1: ranks.iter().filter(|r| **r == Some(1)).count() as f64 / n,
+            hit_at_3: ranks.iter().filter(|r| r.is_some()).count() as f64 / n,
+        });
+    }
+    Ok(out)
+}
