@@ -207,6 +207,7 @@ pub struct RawLimits {
     pub memory_mb: Option<Spanned<u64>>,
     pub timeout_ms: Option<Spanned<u64>>,
     pub max_output_kb: Option<Spanned<u64>>,
+    pub max_outputs: Option<Spanned<u64>>,
 }
 
 /// Capabilities a stage asks for. Nothing is granted by default.
@@ -236,6 +237,9 @@ pub struct RawFileGrant {
 pub const DEFAULT_MEMORY_MB: u64 = 128;
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_OUTPUT_KB: u64 = 4_096;
+/// Records one input may turn into (a 10 MB document cut into 600-character
+/// chunks makes about 17k; a million empty records is an attack).
+pub const DEFAULT_MAX_OUTPUTS: u64 = 20_000;
 pub const DEFAULT_BATCH_RECORDS: u32 = 256;
 
 /// Effective limits of one stage.
@@ -244,6 +248,8 @@ pub struct Limits {
     pub memory_bytes: u64,
     pub timeout_ms: u64,
     pub max_output_bytes: u64,
+    /// Records one input may produce at this stage.
+    pub max_outputs: u64,
 }
 
 impl Default for Limits {
@@ -252,6 +258,7 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_MB << 20,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_KB << 10,
+            max_outputs: DEFAULT_MAX_OUTPUTS,
         }
     }
 }
@@ -687,6 +694,9 @@ impl Manifest {
                 }
                 if let Some(o) = pos(&l.max_output_kb, "max_output_kb") {
                     limits.max_output_bytes = o << 10;
+                }
+                if let Some(o) = pos(&l.max_outputs, "max_outputs") {
+                    limits.max_outputs = o;
                 }
             }
             let mut grants = Grants::default();

@@ -18,6 +18,8 @@ pub struct Policy {
     pub max_timeout_ms: u64,
     /// Largest output per item.
     pub max_output_kb: u64,
+    /// Most records one input may produce at a stage.
+    pub max_outputs: u64,
     /// Hosts a stage may be granted (`*` = any public host name). Exact host
     /// names; link-local and cloud metadata addresses are always refused.
     pub allowed_outbound_hosts: Vec<String>,
@@ -34,6 +36,7 @@ impl Default for Policy {
             max_memory_mb: 1024,
             max_timeout_ms: 120_000,
             max_output_kb: 65_536,
+            max_outputs: 100_000,
             allowed_outbound_hosts: vec!["*".into()],
             allowed_env: vec!["WEFT_*".into(), "OPENAI_*".into()],
             allowed_file_roots: Vec::new(),
@@ -41,12 +44,33 @@ impl Default for Policy {
     }
 }
 
+/// Why a policy file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("reading policy {}: {source}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing policy {}: {source}", .path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
 impl Policy {
-    pub fn load(path: &Path) -> anyhow::Result<Policy> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading policy {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing policy {}", path.display()))
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| PolicyError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Every way in which `m` asks for more than this policy allows.
@@ -89,6 +113,12 @@ impl Policy {
                     "limits.max_output_kb {} exceeds the maximum {}",
                     s.limits.max_output_bytes >> 10,
                     self.max_output_kb
+                ));
+            }
+            if s.limits.max_outputs > self.max_outputs {
+                deny(format!(
+                    "limits.max_outputs {} exceeds the maximum {}",
+                    s.limits.max_outputs, self.max_outputs
                 ));
             }
             for h in &s.grants.outbound_hosts {

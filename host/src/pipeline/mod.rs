@@ -338,11 +338,16 @@ fn isolate<I, O>(
         match call(p, inputs) {
             Ok(rs) if rs.len() == inputs.len() => rs,
             Ok(rs) => {
-                let msg = format!("returned {} results for {} inputs", rs.len(), inputs.len());
-                inputs
-                    .iter()
-                    .map(|_| Err(Failure::new(FailureKind::BadOutput, msg.clone())))
-                    .collect()
+                // Which result belongs to which input is unknown, so none is
+                // trusted: each input is replayed alone, as after a trap,
+                // and only one that still gets a wrong count fails.
+                tracing::warn!(
+                    stage = %p.name,
+                    "returned {} results for {} inputs; replaying them one by one",
+                    rs.len(),
+                    inputs.len()
+                );
+                inputs.iter().map(|i| call_one(p, i, &mut call)).collect()
             }
             Err(f) => {
                 tracing::debug!(stage = %p.name, "batch of {} failed ({f}); isolating", inputs.len());
@@ -408,12 +413,29 @@ fn meta_size(m: &[types::Meta]) -> u64 {
     m.iter().map(|m| (m.key.len() + m.value.len()) as u64).sum()
 }
 
-fn over_cap(p: &StagePlugin, size: u64) -> Option<Failure> {
+/// Bytes an output record is charged on top of its contents, so that many
+/// tiny records cannot slip under the byte cap.
+const RECORD_OVERHEAD: u64 = 64;
+
+/// The output of one input, `count` records of `size` bytes, against the
+/// stage's `max_outputs` and `max_output_kb`.
+fn over_cap(p: &StagePlugin, count: usize, size: u64) -> Option<Failure> {
+    let count = count as u64;
+    if count > p.limits.max_outputs {
+        return Some(Failure::new(
+            FailureKind::OutputTooLarge,
+            format!(
+                "{count} output records exceed limits.max_outputs = {}",
+                p.limits.max_outputs
+            ),
+        ));
+    }
+    let size = size.saturating_add(count.saturating_mul(RECORD_OVERHEAD));
     (size > p.limits.max_output_bytes).then(|| {
         Failure::new(
             FailureKind::OutputTooLarge,
             format!(
-                "output of {size} bytes exceeds limits.max_output_kb = {}",
+                "output of {size} bytes (counting {RECORD_OVERHEAD} per record) exceeds limits.max_output_kb = {}",
                 p.limits.max_output_bytes >> 10
             ),
         )
@@ -472,7 +494,7 @@ fn run_chunker(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) 
                     .iter()
                     .map(|c| text_size(&c.text) + text_size(&c.id) + meta_size(&c.metadata))
                     .sum();
-                if let Some(f) = over_cap(p, size) {
+                if let Some(f) = over_cap(p, chunks.len(), size) {
                     dead(dl, p, item, f);
                     continue;
                 }
@@ -528,6 +550,18 @@ fn check_vector(v: &[f32], dim: Option<u32>) -> Result<(), Failure> {
         return Err(Failure::new(
             FailureKind::BadOutput,
             "vector is empty or has a non-finite value",
+        ));
+    }
+    // Cosine similarity divides by the norm: a zero or denormal norm makes
+    // every score 1.0 or NaN, and components near f32::MAX overflow the
+    // squares. The norm is computed in f64 so the check itself cannot
+    // overflow.
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let squares_fit = v.iter().all(|x| x.abs() < 1e18);
+    if !(norm.is_normal() && norm as f32 > f32::MIN_POSITIVE && squares_fit) {
+        return Err(Failure::new(
+            FailureKind::BadOutput,
+            format!("vector norm {norm:e} cannot be scored by cosine similarity (zero, denormal or overflowing)"),
         ));
     }
     Ok(())
@@ -653,7 +687,7 @@ fn run_embedder(
             None => match results.next() {
                 Some(r) => r.and_then(|v| {
                     check_vector(&v, d)?;
-                    if let Some(f) = over_cap(p, v.len() as u64 * 4) {
+                    if let Some(f) = over_cap(p, 1, v.len() as u64 * 4) {
                         return Err(f);
                     }
                     Ok(v)
@@ -735,7 +769,7 @@ fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), 
                 .iter()
                 .map(|h| text_size(&h.text) + meta_size(&h.metadata))
                 .sum();
-            if let Some(f) = over_cap(p, size) {
+            if let Some(f) = over_cap(p, hits.len(), size) {
                 return Err(f);
             }
             q.hits = hits;
@@ -748,7 +782,7 @@ fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), 
             });
             let msgs = r.pop().unwrap_or_else(|| Err(missing()))?;
             let size: u64 = msgs.iter().map(|m| text_size(&m.content)).sum();
-            if let Some(f) = over_cap(p, size) {
+            if let Some(f) = over_cap(p, msgs.len(), size) {
                 return Err(f);
             }
             q.messages = msgs;
@@ -760,7 +794,7 @@ fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), 
                     .map_err(plugin_failure)])
             });
             let answer = r.pop().unwrap_or_else(|| Err(missing()))?;
-            if let Some(f) = over_cap(p, text_size(&answer.text)) {
+            if let Some(f) = over_cap(p, 1, text_size(&answer.text)) {
                 return Err(f);
             }
             q.answer = Some(answer);
@@ -814,7 +848,7 @@ fn run_transform(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>
                                 .sum::<usize>()) as u64
                     })
                     .sum();
-                if let Some(f) = over_cap(p, size) {
+                if let Some(f) = over_cap(p, recs.len(), size) {
                     dead(dl, p, item, f);
                     continue;
                 }
@@ -832,4 +866,25 @@ fn run_transform(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_that_cosine_cannot_score_are_refused() {
+        assert!(check_vector(&[0.6, 0.8], Some(2)).is_ok());
+        for bad in [
+            vec![0.0, 0.0],
+            vec![f32::from_bits(1), 0.0],
+            vec![f32::MAX, 1.0],
+            vec![f32::NAN, 1.0],
+            vec![],
+        ] {
+            let e = check_vector(&bad, None).expect_err("refused");
+            assert_eq!(e.kind, FailureKind::BadOutput, "{bad:?}: {e}");
+        }
+        assert!(check_vector(&[1.0], Some(2)).is_err(), "wrong dimension");
+    }
 }

@@ -4,8 +4,9 @@
 use super::bindings::imports::weft::plugin::{config, index, log, state};
 use super::bindings::types::{Hit, Meta};
 use super::http::OutboundPolicy;
+use super::logs::{loggable, LogBudget};
+use super::state::{PendingWrites, StateMap};
 use crate::manifest::Stage;
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -52,18 +53,16 @@ pub trait IndexSearch: Send + Sync {
     ) -> Result<Vec<IndexHit>, SearchError>;
 }
 
-/// Bounds of the per-stage key-value state.
-pub const STATE_MAX_ENTRIES: usize = 10_000;
-pub const STATE_MAX_VALUE_BYTES: usize = 64 * 1024;
-
 /// What every instance of one stage shares: identity, config, grants, state.
 /// Instances come and go (a trap recycles one); this outlives them.
 pub struct StageShared {
     pub tenant: String,
     pub pipeline: String,
     pub stage: Stage,
-    pub state: Mutex<BTreeMap<String, Vec<u8>>>,
+    pub state: Mutex<StateMap>,
     pub index: Option<Arc<dyn IndexSearch>>,
+    /// How much this stage may still log, and how much it could not.
+    pub logs: LogBudget,
 }
 
 impl StageShared {
@@ -72,8 +71,9 @@ impl StageShared {
             tenant: tenant.to_string(),
             pipeline: pipeline.to_string(),
             stage: stage.clone(),
-            state: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(StateMap::default()),
             index: None,
+            logs: LogBudget::default(),
         }
     }
 
@@ -161,7 +161,7 @@ pub struct StageCtx {
     /// State writes of the call in progress (`None` = delete). They reach the
     /// shared state only when the call returns normally, so a call that traps
     /// and is replayed does not apply its side effects twice.
-    pending: BTreeMap<String, Option<Vec<u8>>>,
+    pending: PendingWrites,
 }
 
 impl StageCtx {
@@ -200,7 +200,7 @@ impl StageCtx {
             limits,
             stderr,
             shared,
-            pending: BTreeMap::new(),
+            pending: PendingWrites::default(),
         }
     }
 
@@ -210,12 +210,7 @@ impl StageCtx {
             return;
         }
         if let Ok(mut st) = self.shared.state.lock() {
-            for (k, v) in std::mem::take(&mut self.pending) {
-                match v {
-                    Some(v) => st.insert(k, v),
-                    None => st.remove(&k),
-                };
-            }
+            st.apply(std::mem::take(&mut self.pending));
         }
     }
 }
@@ -244,22 +239,27 @@ impl super::bindings::types::Host for StageCtx {}
 impl log::Host for StageCtx {
     fn log(&mut self, level: log::Level, message: String) {
         let s = &self.shared;
-        let message: String = message.chars().take(4096).collect();
+        if !s.logs.admit() {
+            return;
+        }
+        // One line, at most LOG_MAX_CHARS, control characters escaped: a
+        // plugin cannot forge a host log line with an embedded newline.
+        let message = loggable(&message);
         match level {
             log::Level::Trace => {
-                tracing::trace!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+                tracing::trace!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "plugin: {message}")
             }
             log::Level::Debug => {
-                tracing::debug!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+                tracing::debug!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "plugin: {message}")
             }
             log::Level::Info => {
-                tracing::info!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+                tracing::info!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "plugin: {message}")
             }
             log::Level::Warn => {
-                tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+                tracing::warn!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "plugin: {message}")
             }
             log::Level::Error => {
-                tracing::error!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "{message}")
+                tracing::error!(tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name, "plugin: {message}")
             }
         }
     }
@@ -289,28 +289,18 @@ impl state::Host for StageCtx {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        if value.len() > STATE_MAX_VALUE_BYTES {
-            return Err(format!(
-                "state value of {} bytes exceeds the {STATE_MAX_VALUE_BYTES}-byte limit",
-                value.len()
-            ));
-        }
         let st = self
             .shared
             .state
             .lock()
             .map_err(|_| "state store poisoned".to_string())?;
-        let is_new = !st.contains_key(&key) && !self.pending.contains_key(&key);
-        if is_new && st.len() + self.pending.len() >= STATE_MAX_ENTRIES {
-            return Err(format!("state is full ({STATE_MAX_ENTRIES} entries)"));
-        }
-        drop(st);
-        self.pending.insert(key, Some(value));
-        Ok(())
+        self.pending.set(&st, key, value)
     }
 
     fn delete(&mut self, key: String) {
-        self.pending.insert(key, None);
+        if let Ok(st) = self.shared.state.lock() {
+            self.pending.delete(&st, key);
+        }
     }
 }
 

@@ -82,11 +82,33 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// Longest failure message kept. Messages often come from plugins (their
+/// error text, what they printed), and a failure is stored in dead-letter
+/// headers and files and printed in logs, so it is cut here, once, for
+/// every sink.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `s` cut to at most `max` bytes on a character boundary, saying how long
+/// it was.
+pub fn truncate_message(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let total = s.len();
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str(&format!("... (truncated, {total} bytes in all)"));
+    s
+}
+
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
         Failure {
             kind,
-            message: message.into(),
+            message: truncate_message(message.into(), MAX_MESSAGE_BYTES),
         }
     }
 
@@ -131,10 +153,22 @@ impl Failure {
                 ),
             );
         }
-        // Keep the first line only: wasm backtraces belong in the log, not in a header.
+        // Keep the first line only: wasm backtraces belong in the log, not in
+        // a header. But that line is sometimes only wasmtime's "error while
+        // executing at wasm backtrace:", and the cause (a guest's
+        // `process::exit`, a failed host call) is the root of the chain.
         let first = chain.lines().next().unwrap_or_default().to_string();
+        let root = e.root_cause().to_string();
+        let root = root.lines().next().unwrap_or_default();
+        let said = if first.contains("wasm backtrace") || first.trim().is_empty() {
+            root.to_string()
+        } else if !root.is_empty() && !first.contains(root) {
+            format!("{first}: {root}")
+        } else {
+            first
+        };
         tracing::debug!("{what} failed: {chain}");
-        Failure::new(FailureKind::Trap, format!("{what} failed: {first}"))
+        Failure::new(FailureKind::Trap, format!("{what} failed: {said}"))
     }
 
     /// Appends what the guest last wrote to stderr (a Rust panic message, say).

@@ -7,6 +7,8 @@ mod cache;
 mod ctx;
 mod failure;
 mod http;
+pub mod logs;
+pub mod state;
 
 pub use cache::CompileCache;
 pub use ctx::{IndexHit, IndexSearch, SearchError, StageCtx, StageShared};
@@ -358,6 +360,22 @@ pub struct StagePlugin {
 }
 
 pub type PluginResult<T> = Result<T, types::PluginError>;
+
+impl StagePlugin {
+    /// Log lines this stage's plugin tried to write past its rate limit.
+    pub fn logs_dropped(&self) -> u64 {
+        self.shared.logs.dropped()
+    }
+
+    /// Entries and bytes (keys + values) of this stage's committed state.
+    pub fn state_size(&self) -> (usize, usize) {
+        self.shared
+            .state
+            .lock()
+            .map(|s| (s.len(), s.bytes()))
+            .unwrap_or_default()
+    }
+}
 
 impl StagePlugin {
     fn live(&mut self) -> Result<&mut Live, Failure> {

@@ -137,6 +137,12 @@ fn file(g: &Globals, a: Args, input: PathBuf, output: PathBuf) -> anyhow::Result
                 String::new()
             }
         );
+        if s.logs_dropped() > 0 {
+            eprintln!(
+                "    {} plugin log line(s) dropped (over the per-stage log rate limit)",
+                s.logs_dropped()
+            );
+        }
     }
     if let Some(sink) = &pipeline.sink {
         eprintln!(

@@ -1,0 +1,225 @@
+//! Attacks on the host through the published contract, one per class of
+//! resource a plugin can reach (issue 14). Each ran unbounded before the
+//! fix; each must now fail only its own record, with a clear reason, while
+//! the host stays within its bounds. Real components from
+//! tests/fixtures/hostile.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft::manifest::Manifest;
+use weft::pipeline::{BatchOutcome, Pipeline};
+use weft::record::{Item, Origin, Payload};
+use weft::runtime::state::STATE_MAX_BYTES;
+use weft::runtime::FailureKind;
+
+/// This process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn item(n: i64, value: &str) -> Item {
+    Item {
+        key: Some(format!("k{n}").into_bytes()),
+        headers: Vec::new(),
+        timestamp: None,
+        origin: Arc::new(Origin {
+            topic: "attack".into(),
+            partition: 0,
+            offset: n,
+            key: None,
+            value: Some(value.as_bytes().to_vec()),
+        }),
+        payload: Payload::Raw(Some(value.as_bytes().to_vec())),
+    }
+}
+
+fn pipeline(dir: &std::path::Path) -> Pipeline {
+    let m = support::transform_manifest(
+        dir,
+        &support::plugin("hostile"),
+        "limits = { timeout_ms = 20000, memory_mb = 256 }",
+    );
+    Pipeline::new(
+        &support::runtime(),
+        Manifest::load(&m).expect("manifest"),
+        None,
+    )
+    .expect("pipeline")
+}
+
+fn run(p: &mut Pipeline, bad: &str) -> BatchOutcome {
+    p.process(vec![
+        item(1, "ok-before"),
+        item(2, bad),
+        item(3, "ok-after"),
+    ])
+}
+
+fn out_values(o: &BatchOutcome) -> Vec<String> {
+    o.outputs
+        .iter()
+        .map(|i| match &i.payload {
+            Payload::Raw(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// The neighbours flowed and exactly the bad record failed, of `kind`.
+fn only_bad_failed(o: &BatchOutcome, kind: FailureKind, words: &str) {
+    assert_eq!(out_values(o), vec!["ok-before", "ok-after"]);
+    assert_eq!(o.dead.len(), 1, "{:?}", o.dead);
+    let f = &o.dead[0].failure;
+    assert_eq!(o.dead[0].item.origin.offset, 2);
+    assert_eq!(f.kind, kind, "{f}");
+    assert!(f.message.contains(words), "{words:?} not in {f}");
+}
+
+#[test]
+fn state_keys_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    // 64 sets of 1 MiB keys in one call: was 64 MiB of host memory kept for
+    // the pipeline's life; now the first is refused and the call fails.
+    let o = run(&mut p, "state-keys");
+    only_bad_failed(&o, FailureKind::InvalidInput, "exceeds the 1024-byte limit");
+    let (entries, bytes) = p.stages[0].state_size();
+    assert_eq!(entries, 0, "nothing of the failed call was kept");
+    assert!(bytes <= STATE_MAX_BYTES);
+}
+
+#[test]
+fn state_deletes_of_keys_nobody_stored_hold_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    // 1,000 deletes of 1 MiB keys in one call: was 1 GiB of pending deletes
+    // held by the host until the call returned.
+    let peak_before = peak_rss_mib();
+    let o = run(&mut p, "state-deletes");
+    assert_eq!(
+        out_values(&o),
+        vec!["ok-before", "state-deletes", "ok-after"]
+    );
+    assert_eq!(p.stages[0].state_size(), (0, 0));
+    // Other tests of this binary run alongside and may raise the peak a
+    // little; the attack alone used to raise it by a GiB.
+    let grew = peak_rss_mib() - peak_before;
+    assert!(grew < 600, "peak RSS grew by {grew} MiB");
+}
+
+#[test]
+fn a_million_empty_records_from_one_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    let o = run(&mut p, "many-outputs");
+    only_bad_failed(
+        &o,
+        FailureKind::OutputTooLarge,
+        "exceed limits.max_outputs = 20000",
+    );
+}
+
+#[test]
+fn a_log_flood_is_rate_limited_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    let t0 = Instant::now();
+    let o = run(&mut p, "log-flood");
+    assert_eq!(out_values(&o).len(), 3, "logging is not a failure");
+    let dropped = p.stages[0].logs_dropped();
+    assert!(
+        dropped >= 199_000,
+        "only {dropped} of 200,000 lines dropped"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_plugin_cannot_forge_a_host_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = support::transform_manifest(dir.path(), &support::plugin("hostile"), "");
+    let input = support::write(dir.path(), "in.jsonl", "log-forge\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .args([
+            "--output",
+            dir.path().join("out.jsonl").to_str().unwrap(),
+            "--quiet",
+        ])
+        .env("WEFT_CACHE_DIR", support::cache_dir())
+        .env("WEFT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run weft");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("FORGED"),
+        "the plugin's line is logged: {stderr}"
+    );
+    for line in stderr.lines() {
+        assert!(
+            !line.trim_start().starts_with("2026-11-30T10:00:00"),
+            "a forged line reached the log on its own: {line}"
+        );
+        if line.contains("FORGED") {
+            assert!(line.contains("plugin:") && line.contains("stage"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn a_50_mb_error_message_is_cut_before_any_sink_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    let o = run(&mut p, "huge-error");
+    only_bad_failed(
+        &o,
+        FailureKind::InvalidInput,
+        "truncated, 52428800 bytes in all",
+    );
+    assert!(o.dead[0].failure.message.len() < 5000);
+    // And through the file runner: the dead-letter file stays small.
+    let m = support::transform_manifest(dir.path(), &support::plugin("hostile"), "");
+    let input = support::write(dir.path(), "in.jsonl", "huge-error\n");
+    let dlq = dir.path().join("out.dead-letters.jsonl");
+    let out = support::weft(&[
+        "run",
+        m.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("out.jsonl").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&dlq).expect("dead letters").len();
+    assert!(size < 20_000, "dead-letter file is {size} bytes");
+}
+
+#[test]
+fn a_wrong_result_count_does_not_take_the_neighbours_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    // The batch call returns 2 results for 3 inputs; replayed one by one,
+    // every input succeeds (it was the batch answer that was wrong).
+    let o = run(&mut p, "short-count");
+    assert!(o.dead.is_empty(), "{:?}", o.dead);
+    assert_eq!(out_values(&o), vec!["ok-before", "short-count", "ok-after"]);
+}
