@@ -223,3 +223,64 @@ fn a_wrong_result_count_does_not_take_the_neighbours_down() {
     assert!(o.dead.is_empty(), "{:?}", o.dead);
     assert_eq!(out_values(&o), vec!["ok-before", "short-count", "ok-after"]);
 }
+
+/// A transform component, written against the published contract in the
+/// component text format, whose every call grows a funcref table by 100
+/// million entries (800 MB of host memory) before it traps.
+const TABLE_BOMB: &str = r#"
+(component
+  (core module $m
+    (table $t 1 funcref)
+    (memory (export "memory") 1)
+    (global $bump (mut i32) (i32.const 1024))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.const 7)) (i32.const -8)))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (local.get $p))
+    (func (export "transform") (param i32 i32) (result i32)
+      (drop (table.grow $t (ref.null func) (i32.const 100000000)))
+      unreachable))
+  (core instance $i (instantiate $m))
+  (type $header-def (record (field "key" string) (field "value" (list u8))))
+  (export $header "header" (type $header-def))
+  (type $record-def (record (field "key" (option (list u8))) (field "value" (option (list u8))) (field "headers" (list $header))))
+  (export $record "record" (type $record-def))
+  (type $kind-def (enum "invalid-input" "config" "transient" "internal"))
+  (export $kind "error-kind" (type $kind-def))
+  (type $error-def (record (field "kind" $kind) (field "message" string)))
+  (export $error "plugin-error" (type $error-def))
+  (type $ty (func (param "records" (list $record)) (result (list (result (list $record) (error $error))))))
+  (func $transform (type $ty)
+    (canon lift (core func $i "transform") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
+  (instance $exports
+    (export "header" (type $header))
+    (export "record" (type $record))
+    (export "error-kind" (type $kind))
+    (export "plugin-error" (type $error))
+    (export "transform" (func $transform)))
+  (export "weft:plugin/transform@0.1.0" (instance $exports)))
+"#;
+
+#[test]
+fn tables_count_as_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = wat::parse_str(TABLE_BOMB).expect("the attack component parses");
+    let plugin = dir.path().join("table_bomb.wasm");
+    std::fs::write(&plugin, wasm).unwrap();
+    let m = support::transform_manifest(dir.path(), &plugin, "limits = { memory_mb = 128 }");
+    let mut p = Pipeline::new(
+        &support::runtime(),
+        Manifest::load(&m).expect("manifest"),
+        None,
+    )
+    .expect("the component is a transform");
+    let peak_before = peak_rss_mib();
+    let o = p.process(vec![item(1, "anything")]);
+    let grew = peak_rss_mib() - peak_before;
+    assert_eq!(o.dead.len(), 1);
+    let f = &o.dead[0].failure;
+    assert_eq!(f.kind, FailureKind::MemoryLimit, "{f}");
+    assert!(f.message.contains("table"), "{f}");
+    assert!(grew < 600, "peak RSS grew by {grew} MiB");
+}

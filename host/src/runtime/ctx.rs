@@ -4,6 +4,7 @@
 use super::bindings::imports::weft::plugin::{config, index, log, state};
 use super::bindings::types::{Hit, Meta};
 use super::http::OutboundPolicy;
+use super::limits::Budget;
 use super::logs::{loggable, LogBudget};
 use super::state::{PendingWrites, StateMap};
 use crate::manifest::Stage;
@@ -11,7 +12,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -155,7 +155,7 @@ pub struct StageCtx {
     http: WasiHttpCtx,
     outbound: OutboundPolicy,
     table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: Budget,
     pub shared: Arc<StageShared>,
     pub stderr: StderrTail,
     /// State writes of the call in progress (`None` = delete). They reach the
@@ -185,13 +185,7 @@ impl StageCtx {
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(stage.limits.memory_bytes as usize)
-            .instances(32)
-            .tables(64)
-            .memories(16)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = Budget::new(stage.limits.memory_bytes);
         StageCtx {
             wasi: b.build(),
             http: WasiHttpCtx::new(),

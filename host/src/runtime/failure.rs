@@ -153,6 +153,15 @@ impl Failure {
                 ),
             );
         }
+        if chain.contains("forcing trap when growing a table") {
+            return Failure::new(
+                FailureKind::MemoryLimit,
+                format!(
+                    "{what} tried to grow a table past limits.memory_mb = {} (tables count as memory)",
+                    limits.memory_bytes >> 20
+                ),
+            );
+        }
         // Keep the first line only: wasm backtraces belong in the log, not in
         // a header. But that line is sometimes only wasmtime's "error while
         // executing at wasm backtrace:", and the cause (a guest's

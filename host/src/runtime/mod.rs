@@ -7,6 +7,7 @@ mod cache;
 mod ctx;
 mod failure;
 mod http;
+pub mod limits;
 pub mod logs;
 pub mod state;
 
