@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use weft::stream::broker::LocalBroker;
 use weft::stream::kafka::ensure_topics;
 
+#[derive(Debug)]
 struct Record {
     partition: i32,
     offset: i64,
@@ -480,4 +481,65 @@ fn two_processes_in_one_group_share_partitions_and_one_takes_over_when_the_other
     wait_exit(bproc, Duration::from_secs(240), &log_b);
     let out = read_all(&brokers, "t1.chunks", Duration::from_secs(3));
     assert_complete_without_conflicts(&out, n);
+}
+
+#[test]
+fn an_output_the_broker_refuses_for_good_is_dead_lettered_and_the_partition_flows_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let brokers = b.address();
+    create_topics(&brokers, &["t2.in", "t2.out", "t2.t.dead-letters"], 1);
+    // `huge` makes a 6 MB output: within this stage's raised max_output_kb,
+    // over the producer's message limit. It used to be retried every 5 s
+    // forever, and the records behind it never flowed.
+    let input: Vec<_> = ["ok-1", "huge", "ok-2"]
+        .iter()
+        .map(|v| (Some(v.to_string()), Some(v.as_bytes().to_vec())))
+        .collect();
+    produce(&brokers, "t2.in", &input);
+    let m = support::write(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "name = \"t\"\ntenant = \"t2\"\n[source]\ntopic = \"in\"\n[[stage]]\nname = \"s\"\n\
+             kind = \"transform\"\nplugin = \"{}\"\nlimits = {{ max_output_kb = 16384 }}\n\
+             [sink]\ntopic = \"out\"\n",
+            support::plugin("hostile").display()
+        ),
+    );
+    let log = dir.path().join("weft.log");
+    wait_exit(
+        spawn_weft(&m, &brokers, &["--idle-exit-secs", "3"], &log),
+        Duration::from_secs(90),
+        &log,
+    );
+    let out: Vec<String> = read_all(&brokers, "t2.out", Duration::from_secs(3))
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(out, vec!["ok-1", "ok-2"], "the records behind it flowed");
+    let dead = read_all(&brokers, "t2.t.dead-letters", Duration::from_secs(2));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = &dead[0];
+    assert_eq!(
+        d.value.as_deref(),
+        Some(b"huge".as_slice()),
+        "the source record"
+    );
+    assert_eq!(
+        d.headers["weft.error.kind"], "output-too-large",
+        "{:?}",
+        d.headers
+    );
+    assert_eq!(d.headers["weft.error.stage"], "kafka-sink");
+    assert!(
+        d.headers["weft.error.message"].contains("refused"),
+        "{:?}",
+        d.headers
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("2 produced, 1 dead-lettered"),
+        "the summary counts it once, as a dead letter: {log_text}"
+    );
 }

@@ -4,6 +4,7 @@ use super::{Result, ServiceError};
 use crate::manifest::Manifest;
 use crate::policy::Policy;
 use crate::runtime::{Runtime, StageShared};
+use crate::stream::kafka::MAX_MESSAGE_BYTES;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct Checked {
     pub manifest: Manifest,
     /// `name [kind]` of each stage, in order.
     pub stages: Vec<String>,
+    /// Accepted, but likely not what was meant (`file:line:col: message`).
+    pub warnings: Vec<String>,
 }
 
 impl Checked {
@@ -65,7 +68,16 @@ pub fn check_manifest(
     })?;
     let mut problems: Vec<String> = policy.check(&m).iter().map(|d| d.to_string()).collect();
     let mut stages = Vec::new();
+    let mut warnings = Vec::new();
     for s in &m.stages {
+        if s.limits.max_output_bytes > MAX_MESSAGE_BYTES as u64 {
+            warnings.push(format!(
+                "{}: stage `{}`: limits.max_output_kb = {} allows outputs over the producer's message limit of {MAX_MESSAGE_BYTES} bytes; larger outputs will be dead-lettered as output-too-large",
+                s.location,
+                s.name,
+                s.limits.max_output_bytes >> 10
+            ));
+        }
         let shared = Arc::new(StageShared::new(&m.tenant, &m.name, s));
         match runtime.prepare(s, shared) {
             Ok(_) => stages.push(format!("{} [{}]", s.name, s.kind)),
@@ -78,5 +90,6 @@ pub fn check_manifest(
     Ok(Checked {
         manifest: m,
         stages,
+        warnings,
     })
 }

@@ -16,6 +16,7 @@ use super::{Result, StreamError};
 use crate::metrics::Histogram;
 use crate::pipeline::{BatchOutcome, DeadLetter, DocumentSink, Pipeline, SinkError, SinkReport};
 use crate::record::{Item, Origin, Payload};
+use crate::runtime::{Failure, FailureKind};
 use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -97,7 +98,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer> {
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
-        .set("message.max.bytes", "8000000")
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .create()
         .map_err(|e| StreamError::kafka("creating the Kafka producer", e))
 }
@@ -167,7 +168,48 @@ struct Outgoing {
     value: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
     timestamp: Option<i64>,
+    /// What to do when the broker refuses it for good.
+    role: Role,
 }
+
+/// Where an outgoing record came from, which decides what happens when the
+/// broker refuses it permanently (too large, invalid, not authorised).
+enum Role {
+    /// An output of `item`: it becomes a dead letter of `item` instead.
+    Output(Box<Item>),
+    /// A dead letter: it is sent again with its value cut to
+    /// [`TRIMMED_VALUE_BYTES`] (and a header saying so).
+    DeadLetter,
+    /// A dead letter already trimmed, or a record produced by a tool:
+    /// nothing smaller can be sent, so the batch fails uncommitted.
+    Final,
+}
+
+/// Where the dead letters of refused outputs go.
+struct DeadLetters<'a> {
+    topic: &'a str,
+    pipeline: &'a str,
+}
+
+/// The stage named in the dead letter of an output the broker refused.
+pub const KAFKA_SINK_STAGE: &str = "kafka-sink";
+
+/// Outputs the broker refused for good (sent as dead letters instead).
+#[derive(Debug, Default)]
+struct Refused {
+    outputs: u64,
+}
+
+/// Bytes of the original value a trimmed dead letter keeps.
+pub const TRIMMED_VALUE_BYTES: usize = 1024;
+
+/// Header of a trimmed dead letter: the original value's length in bytes.
+pub const H_VALUE_BYTES: &str = "weft.error.value-bytes";
+
+/// The largest record weft produces (`message.max.bytes` of its
+/// producers). Below 5 MiB on purpose: tansu 0.6 acknowledges a record of
+/// 5 MiB or more and then never delivers it, stalling the topic.
+pub const MAX_MESSAGE_BYTES: usize = 4_900_000;
 
 fn output_record(topic: &str, item: &Item) -> Outgoing {
     Outgoing {
@@ -176,7 +218,26 @@ fn output_record(topic: &str, item: &Item) -> Outgoing {
         value: item.payload.to_value_bytes(),
         headers: item.headers.clone(),
         timestamp: item.timestamp,
+        role: Role::Output(Box::new(item.clone())),
     }
+}
+
+/// Whether the broker (or the producer itself) will never accept this
+/// record as it is, however often it is retried.
+fn permanent(e: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidTopic
+        )
+    )
 }
 
 fn dead_letter_record(topic: &str, pipeline: &str, d: &DeadLetter) -> Outgoing {
@@ -205,6 +266,50 @@ fn dead_letter_record(topic: &str, pipeline: &str, d: &DeadLetter) -> Outgoing {
         value: o.value.clone(),
         headers,
         timestamp: d.item.timestamp,
+        role: Role::DeadLetter,
+    }
+}
+
+/// What to send instead of a record the broker refused for good, or `None`
+/// when nothing smaller is possible.
+fn instead_of(
+    mut r: Outgoing,
+    e: &rdkafka::error::KafkaError,
+    dl: Option<&DeadLetters<'_>>,
+) -> Option<Outgoing> {
+    match (std::mem::replace(&mut r.role, Role::Final), dl) {
+        (Role::Output(item), Some(dl)) => {
+            let kind = match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::MessageSizeTooLarge)
+                | Some(RDKafkaErrorCode::InvalidMessageSize) => FailureKind::OutputTooLarge,
+                _ => FailureKind::BadOutput,
+            };
+            let d = DeadLetter {
+                item: *item,
+                stage: KAFKA_SINK_STAGE.to_string(),
+                failure: Failure::new(
+                    kind,
+                    format!(
+                        "the broker refused the output for {} ({} bytes): {e}",
+                        r.topic,
+                        r.value.as_ref().map_or(0, Vec::len)
+                    ),
+                ),
+            };
+            tracing::warn!(pipeline = %dl.pipeline, "dead letter ({}): {}", d.failure.kind, d.failure.message);
+            Some(dead_letter_record(dl.topic, dl.pipeline, &d))
+        }
+        (Role::DeadLetter, _) => {
+            let len = r.value.as_ref().map_or(0, Vec::len);
+            if let Some(v) = &mut r.value {
+                v.truncate(TRIMMED_VALUE_BYTES);
+            }
+            r.headers
+                .push((H_VALUE_BYTES.to_string(), len.to_string().into_bytes()));
+            tracing::warn!("dead letter refused by the broker ({e}); sending it with its value cut to {TRIMMED_VALUE_BYTES} of {len} bytes");
+            Some(r)
+        }
+        _ => None,
     }
 }
 
@@ -215,7 +320,9 @@ async fn produce_all(
     producer: &FutureProducer,
     records: Vec<Outgoing>,
     stop: &watch::Receiver<bool>,
-) -> Result<()> {
+    dead_letters: Option<&DeadLetters<'_>>,
+) -> Result<Refused> {
+    let mut refused = Refused::default();
     let mut pending: Vec<Outgoing> = records;
     // Only the unacknowledged records are sent again; the delays (0.1 s
     // doubling up to 5 s, for as long as it takes) come from backon.
@@ -250,18 +357,37 @@ async fn produce_all(
         let mut failed = Vec::new();
         let mut last_err = None;
         for (r, res) in pending.into_iter().zip(results) {
-            if let Err((e, _)) = res {
-                last_err = Some(e);
-                failed.push(r);
+            let Err((e, _)) = res else { continue };
+            if permanent(&e) {
+                // Retrying cannot help and would stop the partition for
+                // good: send what stands in for it instead (at once).
+                let topic = r.topic.clone();
+                let was_output = matches!(r.role, Role::Output(_));
+                match instead_of(r, &e, dead_letters) {
+                    Some(other) => {
+                        if was_output {
+                            refused.outputs += 1;
+                        }
+                        failed.push(other);
+                    }
+                    None => return Err(StreamError::kafka(format!("producing to {topic}"), e)),
+                }
+                continue;
             }
+            last_err = Some(e);
+            failed.push(r);
         }
         if failed.is_empty() {
-            return Ok(());
+            return Ok(refused);
         }
         if *stop.borrow() {
             return Err(StreamError::Unacknowledged(failed.len()));
         }
-        let backoff = delays.next().unwrap_or(Duration::from_secs(5));
+        let backoff = if last_err.is_none() {
+            Duration::ZERO // only stand-ins for refused records to send
+        } else {
+            delays.next().unwrap_or(Duration::from_secs(5))
+        };
         tracing::warn!(
             "{} record(s) not acknowledged ({}); retrying in {backoff:?}",
             failed.len(),
@@ -444,7 +570,11 @@ pub async fn run(
             );
             outgoing.push(dead_letter_record(&m.dead_letter_topic, &m.name, d));
         }
-        produce_all(&producer, outgoing, &stop).await?;
+        let dl = DeadLetters {
+            topic: &m.dead_letter_topic,
+            pipeline: &m.name,
+        };
+        let refused = produce_all(&producer, outgoing, &stop, Some(&dl)).await?;
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &next {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))
@@ -456,8 +586,12 @@ pub async fn run(
             tracing::warn!(pipeline = %m.name, "commit failed (batch will be replayed): {e}");
         }
         counters.consumed.fetch_add(n, Ordering::Relaxed);
-        counters.produced.fetch_add(produced, Ordering::Relaxed);
-        counters.dead_letters.fetch_add(n_dead, Ordering::Relaxed);
+        counters
+            .produced
+            .fetch_add(produced - refused.outputs, Ordering::Relaxed);
+        counters
+            .dead_letters
+            .fetch_add(n_dead + refused.outputs, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
     }
     Ok(pipeline)
@@ -579,7 +713,8 @@ pub async fn produce_values(brokers: &str, topic: &str, records: Vec<KeyValue>) 
             value,
             headers: Vec::new(),
             timestamp: None,
+            role: Role::Final,
         })
         .collect();
-    produce_all(&p, out, &rx).await
+    produce_all(&p, out, &rx, None).await.map(|_| ())
 }

@@ -18,7 +18,12 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for m in &a.manifests {
         match check_manifest(&runtime, &g.policy, m) {
-            Ok(checked) => println!("ok: {}", checked.summary()),
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("ok: {}", checked.summary());
+            }
             Err(problems) => {
                 failed += 1;
                 for p in problems {
