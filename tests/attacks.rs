@@ -284,3 +284,17 @@ fn tables_count_as_memory() {
     assert!(f.message.contains("table"), "{f}");
     assert!(grew < 600, "peak RSS grew by {grew} MiB");
 }
+
+#[test]
+fn a_plugin_path_naming_a_host_file_does_not_echo_its_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = support::write(dir.path(), "secret.txt", "root:x:0:0:hunter2\n");
+    let m = support::transform_manifest(dir.path(), &secret, "");
+    let out = support::weft(&["check", m.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is not a WebAssembly file"), "{stderr}");
+    for leak in ["root", "hunter2", "0x72", "0x6f"] {
+        assert!(!stderr.contains(leak), "the error quotes the file ({leak}): {stderr}");
+    }
+}

@@ -65,6 +65,21 @@ impl CompileCache {
     /// cannot be written is not an error: we just compile.
     pub fn load(&self, engine: &Engine, path: &Path) -> anyhow::Result<(Component, String)> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // Say what the file is not without quoting it: a plugin path may name
+        // any file, and its first bytes are nobody's business.
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            anyhow::bail!(
+                "{} is not a WebAssembly file (no `\\0asm` header)",
+                path.display()
+            );
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            anyhow::bail!(
+                "{} is a core WebAssembly module, not a component: build it for wasm32-wasip2, \
+                 or wrap it with `wasm-tools component new`",
+                path.display()
+            );
+        }
         let digest = hex::encode(Sha256::digest(&bytes));
         let cached = self.path_for(&digest);
         if cached.is_file() {
