@@ -295,6 +295,77 @@ fn a_plugin_path_naming_a_host_file_does_not_echo_its_contents() {
     assert!(!out.status.success());
     assert!(stderr.contains("is not a WebAssembly file"), "{stderr}");
     for leak in ["root", "hunter2", "0x72", "0x6f"] {
-        assert!(!stderr.contains(leak), "the error quotes the file ({leak}): {stderr}");
+        assert!(
+            !stderr.contains(leak),
+            "the error quotes the file ({leak}): {stderr}"
+        );
     }
+}
+
+/// A transform component whose start function never returns.
+const SLOW_START: &str = r#"
+(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func $spin (loop $l (br $l)))
+    (start $spin)
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8))
+    (func (export "transform") (param i32 i32) (result i32) unreachable))
+  (core instance $i (instantiate $m))
+  (type $header-def (record (field "key" string) (field "value" (list u8))))
+  (export $header "header" (type $header-def))
+  (type $record-def (record (field "key" (option (list u8))) (field "value" (option (list u8))) (field "headers" (list $header))))
+  (export $record "record" (type $record-def))
+  (type $kind-def (enum "invalid-input" "config" "transient" "internal"))
+  (export $kind "error-kind" (type $kind-def))
+  (type $error-def (record (field "kind" $kind) (field "message" string)))
+  (export $error "plugin-error" (type $error-def))
+  (type $ty (func (param "records" (list $record)) (result (list (result (list $record) (error $error))))))
+  (func $transform (type $ty)
+    (canon lift (core func $i "transform") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
+  (instance $exports
+    (export "header" (type $header))
+    (export "record" (type $record))
+    (export "error-kind" (type $kind))
+    (export "plugin-error" (type $error))
+    (export "transform" (func $transform)))
+  (export "weft:plugin/transform@0.1.0" (instance $exports)))
+"#;
+
+#[test]
+fn a_start_function_that_never_returns_is_caught_by_check_and_bounded_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("slow_start.wasm");
+    std::fs::write(&plugin, wat::parse_str(SLOW_START).expect("parses")).unwrap();
+    let m = support::transform_manifest(dir.path(), &plugin, "limits = { timeout_ms = 300 }");
+    let t0 = Instant::now();
+    let out = support::weft(&["check", m.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "weft check accepted it: {stderr}");
+    assert!(
+        stderr.contains("cannot start") && stderr.contains("timeout_ms = 300"),
+        "{stderr}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    // At run time each record fails within the deadline, and is counted.
+    let mut p = Pipeline::new(
+        &support::runtime(),
+        Manifest::load(&m).expect("manifest"),
+        None,
+    )
+    .expect("prepares");
+    let o = p.process(vec![item(1, "a")]);
+    assert_eq!(o.dead.len(), 1);
+    assert_eq!(
+        o.dead[0].failure.kind,
+        FailureKind::Timeout,
+        "{}",
+        o.dead[0].failure
+    );
+    assert!(
+        o.dead[0].failure.message.contains("instantiating"),
+        "{}",
+        o.dead[0].failure
+    );
+    assert!(p.stages[0].stats.failures >= 1, "the failure is counted");
 }

@@ -393,10 +393,19 @@ impl StagePlugin {
                     .set_fuel(self.limits.timeout_ms.saturating_mul(FUEL_PER_MS))
                     .map_err(|e| Failure::new(FailureKind::Internal, format!("{e}")))?,
             }
-            let bindings = self
-                .typed
-                .instantiate(&mut store)
-                .map_err(|e| Failure::from_wasm(e, "instantiating the plugin", &self.limits))?;
+            // Under the same deadline as a call: a start function that
+            // never returns fails here, counted, instead of hanging.
+            let bindings = match self.typed.instantiate(&mut store) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.stats.failures += 1;
+                    return Err(Failure::from_wasm(
+                        e,
+                        "instantiating the plugin",
+                        &self.limits,
+                    ));
+                }
+            };
             self.stats.instantiations += 1;
             self.stats.instantiate_time += t0.elapsed();
             self.live = Some(Live { store, bindings });

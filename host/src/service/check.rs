@@ -79,8 +79,17 @@ pub fn check_manifest(
             ));
         }
         let shared = Arc::new(StageShared::new(&m.tenant, &m.name, s));
+        // Prepared (compiled, linked, type-checked) and instantiated once
+        // under the stage's limits, so a plugin whose start-up traps or
+        // never returns is caught here rather than on every record.
         match runtime.prepare(s, shared) {
-            Ok(_) => stages.push(format!("{} [{}]", s.name, s.kind)),
+            Ok(mut plugin) => match plugin.warm_up() {
+                Ok(()) => stages.push(format!("{} [{}]", s.name, s.kind)),
+                Err(f) => problems.push(format!(
+                    "{}: stage `{}`: the plugin cannot start: {f}",
+                    s.location, s.name
+                )),
+            },
             Err(e) => problems.push(format!("{}: {e:#}", s.location)),
         }
     }
