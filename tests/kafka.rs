@@ -543,3 +543,88 @@ fn an_output_the_broker_refuses_for_good_is_dead_lettered_and_the_partition_flow
         "the summary counts it once, as a dead letter: {log_text}"
     );
 }
+
+#[test]
+fn a_shorter_version_or_a_tombstone_removes_the_chunk_keys_it_no_longer_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let brokers = b.address();
+    create_topics(
+        &brokers,
+        &["t1.docs", "t1.chunks", "t1.ingest.dead-letters"],
+        3,
+    );
+    let doc = |id: &str, words: usize, v: u32| {
+        let text =
+            format!("Version {v} of {id}. ") + &"Some sentence about baggage rules. ".repeat(words);
+        let value = serde_json::json!({"id": id, "text": text});
+        (
+            Some(id.to_string()),
+            Some(serde_json::to_vec(&value).unwrap()),
+        )
+    };
+    let m = ingest_manifest(dir.path(), "");
+    let data = dir.path().join("data");
+    let args = [
+        "--idle-exit-secs",
+        "3",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let log = dir.path().join("weft.log");
+    produce(
+        &brokers,
+        "t1.docs",
+        &[doc("doc-a", 60, 1), doc("doc-b", 20, 1)],
+    );
+    wait_exit(
+        spawn_weft(&m, &brokers, &args, &log),
+        Duration::from_secs(120),
+        &log,
+    );
+    // A shorter new version of doc-a, and doc-b deleted.
+    produce(
+        &brokers,
+        "t1.docs",
+        &[doc("doc-a", 1, 2), (Some("doc-b".into()), None)],
+    );
+    wait_exit(
+        spawn_weft(&m, &brokers, &args, &log),
+        Duration::from_secs(120),
+        &log,
+    );
+    // The compacted view, as an independent consumer sees it: the last
+    // value of every key (each key lives in one partition, in order).
+    let mut last: BTreeMap<String, (i32, i64, Option<Vec<u8>>)> = BTreeMap::new();
+    for r in read_all(&brokers, "t1.chunks", Duration::from_secs(3)) {
+        let k = r.key.clone().expect("keyed");
+        let newer = last
+            .get(&k)
+            .is_none_or(|(p, o, _)| (r.partition, r.offset) > (*p, *o));
+        if newer {
+            last.insert(k, (r.partition, r.offset, r.value.clone()));
+        }
+    }
+    let live: Vec<&String> = last
+        .iter()
+        .filter(|(_, (_, _, v))| v.is_some())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        live,
+        vec!["doc-a#0"],
+        "only the new version's chunk is live: {last:?}"
+    );
+    let a0: serde_json::Value =
+        serde_json::from_slice(last["doc-a#0"].2.as_deref().unwrap()).unwrap();
+    assert!(
+        a0["text"].as_str().unwrap().starts_with("Version 2"),
+        "{a0}"
+    );
+    let removed = last.keys().filter(|k| k.starts_with("doc-a#")).count() - 1;
+    assert!(removed >= 3, "doc-a v1 had several chunks: {view:?}");
+    assert!(
+        last.keys().any(|k| k.starts_with("doc-b#")),
+        "doc-b's chunks were produced"
+    );
+}

@@ -67,6 +67,7 @@ fn two_pipelines_on_one_source_topic_run_side_by_side_and_report_typed_status() 
             brokers: brokers.clone(),
             group: None,
             idle_exit: Some(Duration::from_secs(3)),
+            state_dir: None,
         },
         partitions: 2,
         progress_every: None,

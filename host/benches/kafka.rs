@@ -124,6 +124,7 @@ async fn run_until(p: Pipeline, brokers: &str, n: usize) -> Duration {
         brokers: brokers.to_string(),
         group: None,
         idle_exit: None,
+        state_dir: None,
     };
     let t0 = Instant::now();
     let task = tokio::spawn(kafka::run(p, opts, counters.clone(), rx));
@@ -158,6 +159,7 @@ async fn latency(dir: &Path, brokers: &str, rate: usize, secs: usize) -> (i64, i
         brokers: brokers.to_string(),
         group: Some("bench-lat".into()),
         idle_exit: None,
+        state_dir: None,
     };
     let task = tokio::spawn(kafka::run(p, opts, Arc::new(Counters::default()), rx));
     let reader: StreamConsumer = ClientConfig::new()

@@ -107,6 +107,7 @@ pub fn run_one(
             brokers: brokers.clone(),
             group: None,
             idle_exit: Some(IDLE_EXIT),
+            state_dir: Some(host.data_dir.join("sink")),
         };
         let t0 = Instant::now();
         let task = tokio::spawn(kafka::run(pipeline, opts, counters.clone(), stop_rx));

@@ -73,6 +73,8 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 /// the tenants' indexes under one data directory.
 pub struct Host {
     pub runtime: Runtime,
+    /// Indexes (`index/`) and what topic sinks keep across restarts (`sink/`).
+    pub data_dir: PathBuf,
     pub policy: Policy,
     pub indexes: Arc<IndexRegistry>,
 }
@@ -83,6 +85,7 @@ impl Host {
     pub fn new(cache_dir: Option<PathBuf>, policy: Policy, data_dir: &Path) -> Result<Host> {
         Ok(Host {
             runtime: Runtime::new(cache_dir).map_err(ServiceError::Runtime)?,
+            data_dir: data_dir.to_path_buf(),
             policy,
             indexes: Arc::new(IndexRegistry::new(data_dir, IndexOptions::default())),
         })

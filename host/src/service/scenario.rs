@@ -330,6 +330,7 @@ async fn run_steps(
         brokers: brokers.to_string(),
         group: None,
         idle_exit: None,
+        state_dir: Some(host.data_dir.join("sink")),
     };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for p in pipelines {

@@ -12,7 +12,9 @@
 //! deterministic key (`<doc id>#<n>`, the question id), the replay overwrites
 //! instead of duplicating. Kafka transactions are not used (tansu has none).
 
+use super::orphans::ChunkKeys;
 use super::{Result, StreamError};
+use crate::manifest::Format;
 use crate::metrics::Histogram;
 use crate::pipeline::{BatchOutcome, DeadLetter, DocumentSink, Pipeline, SinkError, SinkReport};
 use crate::record::{Item, Origin, Payload};
@@ -78,6 +80,10 @@ pub struct KafkaOptions {
     /// Stop after this long without a new record (for demos and tests);
     /// `None` runs until stopped.
     pub idle_exit: Option<Duration>,
+    /// Where pipelines keep what their topic sinks need across restarts
+    /// (the chunk keys of each document, `<dir>/<tenant>/<pipeline>`);
+    /// `None`: a new version's dropped chunk keys are not tombstoned.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 fn base_config(brokers: &str) -> ClientConfig {
@@ -465,6 +471,14 @@ pub async fn run(
         .subscribe(&[&m.source_topic])
         .map_err(|e| StreamError::kafka(format!("subscribing to {}", m.source_topic), e))?;
     let producer = producer(&opts.brokers)?;
+    // Documents chunked to a topic: remember each one's chunk keys, so a
+    // shorter new version or a tombstone removes the keys it no longer has.
+    let chunk_keys = match (&opts.state_dir, &sink, m.format) {
+        (Some(dir), Some(_), Format::Document) => {
+            Some(ChunkKeys::open(&dir.join(&m.tenant).join(&m.name))?)
+        }
+        _ => None,
+    };
     let max = m.batch_records as usize;
     let linger = Duration::from_millis(m.linger_ms);
     tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink_desc}", m.source_topic);
@@ -550,6 +564,32 @@ pub async fn run(
                 .collect(),
             None => Vec::new(),
         };
+        let plan = match (&chunk_keys, &sink) {
+            (Some(ck), Some(topic)) => {
+                let failed: std::collections::HashSet<_> = outcome
+                    .dead
+                    .iter()
+                    .chain(indexed.iter().flat_map(|r| r.dead.iter()))
+                    .map(|d| {
+                        let o = &d.item.origin;
+                        (o.topic.clone(), o.partition, o.offset)
+                    })
+                    .collect();
+                let plan = ck.plan(&outcome.outputs, &failed)?;
+                for (key, timestamp) in &plan.tombstones {
+                    outgoing.push(Outgoing {
+                        topic: topic.clone(),
+                        key: Some(key.clone()),
+                        value: None,
+                        headers: Vec::new(),
+                        timestamp: *timestamp,
+                        role: Role::Final,
+                    });
+                }
+                Some(plan)
+            }
+            _ => None,
+        };
         let produced = outgoing.len() as u64;
         let mut dead: Vec<&DeadLetter> = outcome.dead.iter().collect();
         if let Some(r) = &indexed {
@@ -575,6 +615,10 @@ pub async fn run(
             pipeline: &m.name,
         };
         let refused = produce_all(&producer, outgoing, &stop, Some(&dl)).await?;
+        if let (Some(ck), Some(plan)) = (&chunk_keys, plan) {
+            // Acknowledged: the new keys become the ones to compare with.
+            ck.record(plan)?;
+        }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &next {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod file;
 pub mod kafka;
+pub mod orphans;
 
 use crate::pipeline::SinkError;
 

@@ -75,6 +75,7 @@ fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
             brokers,
             group: a.group,
             idle_exit: a.idle_exit_secs.map(Duration::from_secs),
+            state_dir: Some(host.data_dir.join("sink")),
         },
         partitions: a.partitions,
         progress_every: (!a.quiet).then(|| Duration::from_secs(a.progress_secs.max(1))),
