@@ -1,47 +1,170 @@
 //! `cargo bench -p weft --bench kafka`: a passthrough pipeline (one no-op
-//! component) against a plain rdkafka consume -> produce -> commit loop, on
-//! the same local tansu broker and topic sizes, plus end-to-end latency at a
-//! fixed input rate.
+//! Wasm component) against a plain rdkafka consume -> produce -> commit loop
+//! on the same local tansu broker, in the same run.
+//!
+//! The baseline runs twice: with librdkafka's defaults (what a hand-written
+//! service gets without tuning) and with exactly weft's client settings
+//! (`settings` below: what is left is weft's own cost). All three copy
+//! records the same way: batches of up to `BATCH` records or whatever
+//! arrived within `LINGER_MS` of a batch's first record, every output
+//! acknowledged (acks=all) before the batch's offsets are committed, the
+//! record's CreateTime kept.
+//!
+//! 1. throughput: each variant copies its own pre-filled topic of
+//!    `WEFT_BENCH_RECORDS` (20 000) × 1 KiB records, one partition, for
+//!    `WEFT_BENCH_ROUNDS` (3) rounds with the order rotated each round; the
+//!    rate counts from the first committed batch to the last (group join and
+//!    start-up excluded for all three alike);
+//! 2. end-to-end latency: `WEFT_BENCH_RATE` (200) records/s for
+//!    `WEFT_BENCH_SECS` (10) s through each variant, produce -> copier ->
+//!    a reader with weft's consumer settings; latency is arrival at the
+//!    reader minus the record's CreateTime.
 
+mod support;
+
+use anyhow::{bail, Context};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use support::{env_or, ms, ratio, Latencies, LoadMeter};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use weft::manifest::Manifest;
 use weft::pipeline::Pipeline;
 use weft::runtime::Runtime;
 use weft::stream::broker::LocalBroker;
-use weft::stream::kafka::{self, Counters, KafkaOptions};
+use weft::stream::kafka::{self, chrono_ms, Counters, KafkaOptions};
 
-const N: usize = 20_000;
 const SIZE: usize = 1024;
-const BATCH: usize = 256;
+const TENANT: &str = "bench";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// Every Kafka client setting of the comparison, in one place: the
+/// baseline's two profiles, and the clients the bench itself uses to fill
+/// topics and read results (always weft's, so the instrument is the same
+/// for every variant). The weft profile is a copy of
+/// `host/src/stream/kafka.rs` (`base_config`, `producer()`, the consumer in
+/// `run()`); a change there must be mirrored here.
+mod settings {
+    /// `base_config()`: every weft client.
+    pub const WEFT_COMMON: &[(&str, &str)] = &[
+        ("broker.address.family", "v4"),
+        ("socket.keepalive.enable", "true"),
+        ("reconnect.backoff.max.ms", "2000"),
+    ];
+    /// `producer()`.
+    pub const WEFT_PRODUCER: &[(&str, &str)] = &[
+        ("acks", "all"),
+        ("enable.idempotence", "false"),
+        ("max.in.flight.requests.per.connection", "1"),
+        ("linger.ms", "5"),
+        ("message.timeout.ms", "30000"),
+        ("message.max.bytes", "8000000"),
+    ];
+    /// The pipeline consumer of `run()` (group id aside).
+    pub const WEFT_CONSUMER: &[(&str, &str)] = &[
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+        ("fetch.message.max.bytes", "8000000"),
+        ("fetch.wait.max.ms", "20"),
+    ];
+    /// The default profile sets only what the copy loop's guarantee needs
+    /// (manual commits, start from the beginning, acks from all replicas,
+    /// which is librdkafka's default anyway); everything else is
+    /// librdkafka's default (e.g. `fetch.wait.max.ms` 500, `linger.ms` 5,
+    /// a million requests in flight).
+    pub const DEFAULT_CONSUMER: &[(&str, &str)] = &[
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+    ];
+    pub const DEFAULT_PRODUCER: &[(&str, &str)] = &[("acks", "all")];
+    /// Batching, for the copy loop and the pipeline's manifest alike.
+    pub const BATCH: usize = 256;
+    pub const LINGER_MS: u64 = 20;
+}
+use settings::{BATCH, LINGER_MS};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Default,
+    Weft,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+fn client(brokers: &str, sets: &[&[(&str, &str)]]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in sets.iter().flat_map(|s| s.iter()) {
+        c.set(*k, *v);
+    }
+    c
 }
 
-async fn fill(brokers: &str, topic: &str, n: usize) {
-    let p = kafka::producer(brokers).expect("producer");
+impl Profile {
+    fn consumer(self, brokers: &str, group: &str) -> ClientConfig {
+        let mut c = match self {
+            Profile::Default => client(brokers, &[settings::DEFAULT_CONSUMER]),
+            Profile::Weft => client(brokers, &[settings::WEFT_COMMON, settings::WEFT_CONSUMER]),
+        };
+        c.set("group.id", group);
+        c
+    }
+
+    fn producer(self, brokers: &str) -> anyhow::Result<FutureProducer> {
+        match self {
+            Profile::Default => client(brokers, &[settings::DEFAULT_PRODUCER]),
+            Profile::Weft => client(brokers, &[settings::WEFT_COMMON, settings::WEFT_PRODUCER]),
+        }
+        .create()
+        .context("creating a producer")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    RawDefault,
+    RawWeft,
+    Weft,
+}
+
+impl Variant {
+    const ALL: [Variant; 3] = [Variant::RawDefault, Variant::RawWeft, Variant::Weft];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::RawDefault => "rdkafka copy loop, librdkafka defaults",
+            Variant::RawWeft => "rdkafka copy loop, weft's settings",
+            Variant::Weft => "weft passthrough (1 no-op Wasm stage)",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Variant::RawDefault => "raw-default",
+            Variant::RawWeft => "raw-weft",
+            Variant::Weft => "weft",
+        }
+    }
+}
+
+/// Produces `n` 1 KiB records to `topic` with weft's producer settings.
+async fn fill(brokers: &str, topic: &str, n: usize) -> anyhow::Result<()> {
+    let p = Profile::Weft.producer(brokers)?;
     let value = vec![b'x'; SIZE];
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let sends = chunk.iter().map(|i| {
+    for start in (0..n).step_by(1000) {
+        let sends = (start..n.min(start + 1000)).map(|i| {
             let key = format!("k{i}");
-            let v = value.clone();
-            let p = &p;
+            let (p, v) = (&p, &value);
             async move {
                 p.send(
-                    FutureRecord::to(topic).key(&key).payload(&v),
+                    FutureRecord::to(topic).key(&key).payload(v),
                     Duration::from_secs(30),
                 )
                 .await
@@ -50,204 +173,419 @@ async fn fill(brokers: &str, topic: &str, n: usize) {
             }
         });
         for r in futures::future::join_all(sends).await {
-            r.expect("fill");
+            r.with_context(|| format!("filling {topic}"))?;
         }
     }
+    Ok(())
 }
 
-/// The baseline: what a hand-written Rust service would do, with the same
-/// guarantees (batch, wait for acks, then commit).
-async fn copy_loop(brokers: &str, from: &str, to: &str, n: usize) -> Duration {
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "bench-copy")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+/// The baseline: what a hand-written Rust service does with the same
+/// guarantee and batching as weft, minus weft (no owned records, no Wasm
+/// call, no headers, no retry bookkeeping). It reports progress through the
+/// same `Counters::consumed` weft's pipelines update, after each commit, so
+/// one poller measures all variants.
+async fn copy_loop(
+    brokers: String,
+    profile: Profile,
+    from: String,
+    to: String,
+    group: String,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let c: StreamConsumer = profile
+        .consumer(&brokers, &group)
         .create()
-        .expect("consumer");
-    c.subscribe(&[from]).expect("subscribe");
-    let p: FutureProducer = kafka::producer(brokers).expect("producer");
-    let t0 = Instant::now();
-    let mut done = 0;
-    while done < n {
-        let mut batch = Vec::with_capacity(BATCH);
-        let first = c.recv().await.expect("recv");
-        batch.push(first.detach());
+        .context("creating the copy loop's consumer")?;
+    c.subscribe(&[&from])
+        .with_context(|| format!("subscribing to {from}"))?;
+    let p = profile.producer(&brokers)?;
+    let linger = Duration::from_millis(LINGER_MS);
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => break,
+            r = c.recv() => r.context("consuming")?.detach(),
+        };
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(BATCH);
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < BATCH {
-            match tokio::time::timeout(Duration::from_millis(20), c.recv()).await {
+            match tokio::time::timeout_at(deadline, c.recv()).await {
                 Ok(Ok(m)) => batch.push(m.detach()),
-                _ => break,
+                Ok(Err(e)) => return Err(e).context("consuming"),
+                Err(_) => break,
             }
         }
         let sends = batch.iter().map(|m| {
-            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(to);
+            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to);
             if let Some(k) = m.key() {
                 r = r.key(k);
             }
             if let Some(v) = m.payload() {
                 r = r.payload(v);
             }
-            p.send(r, Duration::from_secs(30))
+            if let Some(ts) = m.timestamp().to_millis() {
+                r = r.timestamp(ts);
+            }
+            p.send(r, Duration::from_secs(10))
         });
         for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).expect("produce");
+            r.map_err(|(e, _)| e).context("producing")?;
+        }
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in &batch {
+            let e = next.entry((m.topic(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
         }
         let mut tpl = TopicPartitionList::new();
-        for m in &batch {
-            tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
-                .expect("tpl");
+        for ((t, part), o) in next {
+            tpl.add_partition_offset(t, part, Offset::Offset(o))
+                .context("building the commit")?;
         }
-        c.commit(&tpl, CommitMode::Sync).expect("commit");
-        done += batch.len();
+        c.commit(&tpl, CommitMode::Sync).context("committing")?;
+        counters
+            .consumed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
-    t0.elapsed()
+    Ok(())
 }
 
-fn passthrough(dir: &Path, from: &str, to: &str) -> Pipeline {
-    let plugin = repo().join("target/plugins/noop_transform.wasm");
+/// A passthrough pipeline `from` -> `to` (topic names without the tenant),
+/// batching like the copy loop.
+fn passthrough(dir: &Path, from: &str, to: &str) -> anyhow::Result<Pipeline> {
+    let plugin = support::repo().join("target/plugins/noop_transform.wasm");
     let text = format!(
-        "name = \"pass\"\ntenant = \"bench\"\n[source]\ntopic = \"{from}\"\n[batch]\nmax_records = {BATCH}\nlinger_ms = 20\n[[stage]]\nname = \"noop\"\nkind = \"transform\"\nplugin = \"{}\"\n[sink]\ntopic = \"{to}\"\n",
+        "name = \"pass\"\ntenant = \"{TENANT}\"\n[source]\ntopic = \"{from}\"\n[batch]\nmax_records = {BATCH}\nlinger_ms = {LINGER_MS}\n[[stage]]\nname = \"noop\"\nkind = \"transform\"\nplugin = \"{}\"\n[sink]\ntopic = \"{to}\"\n",
         plugin.display()
     );
     let f = dir.join(format!("{from}.toml"));
-    std::fs::write(&f, text).expect("manifest");
-    let m = Manifest::load(&f).expect("manifest");
-    let rt = Runtime::new(Some(dir.join("cache"))).expect("runtime");
-    Pipeline::new(&rt, m, None).expect("pipeline")
+    std::fs::write(&f, text).with_context(|| format!("writing {}", f.display()))?;
+    let m = Manifest::load(&f).context("loading the passthrough manifest")?;
+    let rt = Runtime::new(Some(dir.join("cache"))).context("creating the runtime")?;
+    Pipeline::new(&rt, m, None).context("preparing the passthrough pipeline")
 }
 
-/// Runs the pipeline until it has consumed `n` records.
-async fn run_until(p: Pipeline, brokers: &str, n: usize) -> Duration {
-    let counters = Arc::new(Counters::default());
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let opts = KafkaOptions {
-        brokers: brokers.to_string(),
-        group: None,
-        idle_exit: None,
-        state_dir: None,
-    };
-    let t0 = Instant::now();
-    let task = tokio::spawn(kafka::run(p, opts, counters.clone(), rx));
-    while counters.consumed.load(Ordering::Relaxed) < n as u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// One running variant copying between two topics.
+struct Copier {
+    counters: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Copier {
+    /// `from` and `to` are topic names without the tenant prefix.
+    fn start(
+        v: Variant,
+        brokers: &str,
+        dir: &Path,
+        from: &str,
+        to: &str,
+    ) -> anyhow::Result<Copier> {
+        let counters = Arc::new(Counters::default());
+        let (stop, rx) = watch::channel(false);
+        let group = format!("bench-{from}");
+        let task = match v {
+            Variant::RawDefault | Variant::RawWeft => {
+                let profile = if v == Variant::RawDefault {
+                    Profile::Default
+                } else {
+                    Profile::Weft
+                };
+                tokio::spawn(copy_loop(
+                    brokers.to_string(),
+                    profile,
+                    format!("{TENANT}.{from}"),
+                    format!("{TENANT}.{to}"),
+                    group,
+                    counters.clone(),
+                    rx,
+                ))
+            }
+            Variant::Weft => {
+                let p = passthrough(dir, from, to)?;
+                let opts = KafkaOptions {
+                    brokers: brokers.to_string(),
+                    group: Some(group),
+                    idle_exit: None,
+                    state_dir: None,
+                };
+                let c = counters.clone();
+                tokio::spawn(async move {
+                    kafka::run(p, opts, c, rx)
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from)
+                })
+            }
+        };
+        Ok(Copier {
+            counters,
+            stop,
+            task,
+        })
     }
-    let elapsed = t0.elapsed();
-    let _ = tx.send(true);
-    let _ = task.await;
-    elapsed
+
+    fn consumed(&self) -> u64 {
+        self.counters.consumed.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("copier task panicked")?
+    }
 }
 
-fn pct(sorted: &[i64], p: f64) -> i64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(0)
-}
-
-async fn latency(dir: &Path, brokers: &str, rate: usize, secs: usize) -> (i64, i64, usize) {
-    kafka::ensure_topics(
-        brokers,
-        &[
-            ("bench.lat-in".into(), 1),
-            ("bench.lat-out".into(), 1),
-            ("bench.pass.dead-letters".into(), 1),
-        ],
-    )
-    .await
-    .expect("topics");
-    let p = passthrough(dir, "lat-in", "lat-out");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let opts = KafkaOptions {
-        brokers: brokers.to_string(),
-        group: Some("bench-lat".into()),
-        idle_exit: None,
-        state_dir: None,
-    };
-    let task = tokio::spawn(kafka::run(p, opts, Arc::new(Counters::default()), rx));
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "bench-lat-reader")
-        .set("fetch.wait.max.ms", "20")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("reader");
-    reader.subscribe(&["bench.lat-out"]).expect("subscribe");
-    tokio::time::sleep(Duration::from_secs(3)).await; // let both groups settle
-    let total = rate * secs;
-    let brokers2 = brokers.to_string();
-    let producer = tokio::spawn(async move {
-        let p = kafka::producer(&brokers2).expect("producer");
-        let every = Duration::from_secs_f64(1.0 / rate as f64);
-        let start = Instant::now();
-        for i in 0..total {
-            let due = start + every * i as u32;
-            tokio::time::sleep_until(due.into()).await;
-            let key = format!("l{i}");
-            let v = vec![b'y'; SIZE];
-            let _ = p
-                .send(
-                    FutureRecord::to("bench.lat-in")
-                        .key(&key)
-                        .payload(&v)
-                        .timestamp(now_ms()),
-                    Duration::from_secs(10),
-                )
-                .await;
+/// Records copied and the time they took, from the first committed batch
+/// (the group has joined, the copier is warm) until `n` are committed.
+async fn measure(c: &Copier, n: u64) -> anyhow::Result<(u64, Duration)> {
+    let give_up = Instant::now() + Duration::from_secs(600);
+    let (c0, t0) = loop {
+        let done = c.consumed();
+        if done > 0 {
+            break (done, Instant::now());
         }
+        if Instant::now() > give_up || c.task.is_finished() {
+            bail!("the copier committed nothing");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    loop {
+        let done = c.consumed();
+        if done >= n {
+            return Ok((done - c0, t0.elapsed()));
+        }
+        if Instant::now() > give_up || c.task.is_finished() {
+            bail!("the copier stopped at {done} of {n} records");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// End-to-end latency through `v` at `rate` records/s for `secs` s.
+async fn latency(
+    v: Variant,
+    brokers: &str,
+    dir: &Path,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Latencies> {
+    let (from, to) = (
+        format!("lat-{}-in", v.slug()),
+        format!("lat-{}-out", v.slug()),
+    );
+    let copier = Copier::start(v, brokers, dir, &from, &to)?;
+    let out_topic = format!("{TENANT}.{to}");
+    let in_topic = format!("{TENANT}.{from}");
+    let reader: StreamConsumer = Profile::Weft
+        .consumer(brokers, &format!("bench-reader-{}", v.slug()))
+        .create()
+        .context("creating the reader")?;
+    reader
+        .subscribe(&[&out_topic])
+        .with_context(|| format!("subscribing to {out_topic}"))?;
+    let producer = Profile::Weft.producer(brokers)?;
+    // Warm up until a record makes it through: both groups have joined.
+    let t_warm = Instant::now();
+    'warm: for i in 0.. {
+        if t_warm.elapsed() > Duration::from_secs(90) {
+            bail!("{}: nothing came through within 90 s", v.label());
+        }
+        let key = format!("warm-{i}");
+        producer
+            .send(
+                FutureRecord::to(&in_topic).key(&key).payload("warm"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("producing a warm-up record")?;
+        let until = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(Ok(m)) = tokio::time::timeout_at(until, reader.recv()).await {
+            if m.key().is_some_and(|k| k.starts_with(b"warm-")) {
+                break 'warm;
+            }
+        }
+    }
+    let total = (rate * secs) as usize;
+    let topic = in_topic.clone();
+    let paced = tokio::spawn(async move {
+        let every = Duration::from_secs_f64(1.0 / rate as f64);
+        let start = tokio::time::Instant::now();
+        let value = vec![b'y'; SIZE];
+        let mut acks = Vec::with_capacity(total);
+        for i in 0..total {
+            tokio::time::sleep_until(start + every.mul_f64(i as f64)).await;
+            let key = format!("l{i}");
+            let rec = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&value)
+                .timestamp(chrono_ms());
+            acks.push(producer.send_result(rec).map_err(|(e, _)| e)?);
+        }
+        for a in acks {
+            a.await
+                .map_err(|_| anyhow::anyhow!("the producer went away"))?
+                .map_err(|(e, _)| e)?;
+        }
+        anyhow::Ok(())
     });
-    let mut lat = Vec::with_capacity(total);
-    while lat.len() < total {
+    let mut lat = Latencies::new();
+    while (lat.len() as usize) < total {
         match tokio::time::timeout(Duration::from_secs(20), reader.recv()).await {
-            Ok(Ok(m)) => {
+            Ok(Ok(m)) if m.key().is_some_and(|k| k.starts_with(b"l")) => {
                 if let Some(ts) = m.timestamp().to_millis() {
-                    lat.push(now_ms() - ts);
+                    lat.record_ms(chrono_ms() - ts);
                 }
             }
-            _ => break,
+            Ok(_) => {}
+            Err(_) => break,
         }
     }
-    let _ = producer.await;
-    let _ = tx.send(true);
-    let _ = task.await;
-    lat.sort_unstable();
-    (pct(&lat, 0.5), pct(&lat, 0.99), lat.len())
+    paced.await.context("paced producer panicked")??;
+    copier.stop().await?;
+    Ok(lat)
 }
 
-fn main() {
-    let ok = std::process::Command::new("bash")
-        .arg(repo().join("scripts/build-plugins"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "scripts/build-plugins failed");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = LocalBroker::start(&dir.path().join("broker")).expect("tansu (scripts/setup)");
+fn main() -> anyhow::Result<()> {
+    let n: usize = env_or("WEFT_BENCH_RECORDS", 20_000)?;
+    let rounds: usize = env_or("WEFT_BENCH_ROUNDS", 3)?;
+    let rate: u64 = env_or("WEFT_BENCH_RATE", 200)?;
+    let secs: u64 = env_or("WEFT_BENCH_SECS", 10)?;
+    if n == 0 || rounds == 0 || rate == 0 || secs == 0 {
+        bail!("WEFT_BENCH_RECORDS, _ROUNDS, _RATE and _SECS must be > 0");
+    }
+    support::build_plugins()?;
+    let load = LoadMeter::start("kafka bench");
+    let dir = tempfile::tempdir().context("creating a temp dir")?;
+    let broker = LocalBroker::start(&dir.path().join("broker")).context("tansu (scripts/setup)")?;
     let brokers = broker.address();
-    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
     rt.block_on(async {
-        let topics: Vec<(String, i32)> = ["bench.in", "bench.out-raw", "bench.in2", "bench.out", "bench.pass.dead-letters"]
-            .iter()
-            .map(|t| (t.to_string(), 1))
+        let mut topics: Vec<String> = vec!["pass.dead-letters".into()];
+        for v in Variant::ALL {
+            topics.push(format!("lat-{}-in", v.slug()));
+            topics.push(format!("lat-{}-out", v.slug()));
+            for r in 0..rounds {
+                topics.push(format!("tput-{}-r{r}-in", v.slug()));
+                topics.push(format!("tput-{}-r{r}-out", v.slug()));
+            }
+        }
+        let topics: Vec<(String, i32)> = topics
+            .into_iter()
+            .map(|t| (format!("{TENANT}.{t}"), 1))
             .collect();
-        kafka::ensure_topics(&brokers, &topics).await.expect("topics");
-        fill(&brokers, "bench.in", N).await;
-        fill(&brokers, "bench.in2", N).await;
-        let mb = (N * SIZE) as f64 / 1e6;
-        println!("kafka bench: {N} x {SIZE} B records, 1 partition, local tansu (sqlite), acks=all\n");
-        let raw = copy_loop(&brokers, "bench.in", "bench.out-raw", N).await;
+        kafka::ensure_topics(&brokers, &topics).await?;
         println!(
-            "rdkafka copy loop      {:>9.0} records/s {:>7.2} MB/s",
-            N as f64 / raw.as_secs_f64(),
-            mb / raw.as_secs_f64()
+            "{n} x {SIZE} B records, 1 partition, local tansu (sqlite); batches of up to {BATCH} records / {LINGER_MS} ms linger; acks=all, commit after every batch is acknowledged"
         );
-        let p = passthrough(dir.path(), "in2", "out");
-        let weft = run_until(p, &brokers, N).await;
+        println!("weft's settings (host/src/stream/kafka.rs; the copy loop's second profile):");
+        let list = |s: &[(&str, &str)]| {
+            s.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("  all clients: {}", list(settings::WEFT_COMMON));
+        println!("  producer:    {}", list(settings::WEFT_PRODUCER));
+        println!("  consumer:    {}", list(settings::WEFT_CONSUMER));
         println!(
-            "weft passthrough       {:>9.0} records/s {:>7.2} MB/s",
-            N as f64 / weft.as_secs_f64(),
-            mb / weft.as_secs_f64()
+            "librdkafka defaults profile sets only: consumer {}; producer {}\n",
+            list(settings::DEFAULT_CONSUMER),
+            list(settings::DEFAULT_PRODUCER)
         );
-        println!("  ratio weft/raw       {:>9.3}", raw.as_secs_f64() / weft.as_secs_f64());
-        let (rate, secs) = (200, 10);
-        let (p50, p99, n) = latency(dir.path(), &brokers, rate, secs).await;
-        println!("\nend-to-end latency at {rate} records/s for {secs} s ({n} records): p50 {p50} ms, p99 {p99} ms");
-    });
+
+        // 1. Throughput, rounds in rotated order.
+        for v in Variant::ALL {
+            for r in 0..rounds {
+                fill(&brokers, &format!("{TENANT}.tput-{}-r{r}-in", v.slug()), n).await?;
+            }
+        }
+        let mut per_round: Vec<[f64; 3]> = Vec::new();
+        let mut totals = [(0u64, Duration::ZERO); 3];
+        for r in 0..rounds {
+            let mut rates = [0.0; 3];
+            for k in 0..3 {
+                let i = (k + r) % 3;
+                let v = Variant::ALL[i];
+                let from = format!("tput-{}-r{r}-in", v.slug());
+                let to = format!("tput-{}-r{r}-out", v.slug());
+                let c = Copier::start(v, &brokers, dir.path(), &from, &to)?;
+                let (records, took) = measure(&c, n as u64).await?;
+                c.stop().await?;
+                rates[i] = records as f64 / took.as_secs_f64();
+                totals[i].0 += records;
+                totals[i].1 += took;
+            }
+            println!(
+                "round {}: {} records/s (raw defaults, raw weft settings, weft)",
+                r + 1,
+                rates
+                    .iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            per_round.push(rates);
+        }
+        let agg: Vec<f64> = totals
+            .iter()
+            .map(|(c, t)| *c as f64 / t.as_secs_f64())
+            .collect();
+        println!(
+            "\n| throughput, {n} x 1 KiB, {rounds} rounds | records/s | MB/s | weft / this |"
+        );
+        println!("|---|---|---|---|");
+        for (i, v) in Variant::ALL.iter().enumerate() {
+            println!(
+                "| {} | {:.0} | {:.2} | {} |",
+                v.label(),
+                agg[i],
+                agg[i] * SIZE as f64 / 1e6,
+                ratio(agg[2], agg[i])
+            );
+        }
+        let spread = |j: usize| {
+            let rs: Vec<f64> = per_round.iter().map(|r| r[2] / r[j]).collect();
+            let lo = rs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = rs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.2} .. {hi:.2}")
+        };
+        println!(
+            "per-round ratio weft / raw: {} (weft's settings), {} (defaults)",
+            spread(1),
+            spread(0)
+        );
+
+        // 2. Latency at a fixed rate.
+        let mut lats = Vec::new();
+        for v in Variant::ALL {
+            lats.push(latency(v, &brokers, dir.path(), rate, secs).await?);
+        }
+        println!(
+            "\n| end-to-end latency, {rate} records/s for {secs} s | p50 ms | p99 ms | max ms | records | weft p99 / this p99 |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (v, l) in Variant::ALL.iter().zip(&lats) {
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                v.label(),
+                ms(l.p50_ms()),
+                ms(l.p99_ms()),
+                ms(l.max_ms()),
+                l.len(),
+                ratio(lats[2].p99_ms(), l.p99_ms())
+            );
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "\nStill different between weft and the copy loop at weft's settings: weft copies every \
+         record into an owned item (key and value twice, for dead letters) and back, runs the \
+         batch through the Wasm component on a blocking thread, sends each record with a header \
+         list and keeps it for retries, and selects on a stop signal; the records carry no \
+         headers here."
+    );
+    println!("{}", load.report());
+    drop(broker);
+    Ok(())
 }

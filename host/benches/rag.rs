@@ -8,7 +8,7 @@
 //!    with 3 partitions;
 //! 2. preload: N synthetic flight-status documents (N = 100 000;
 //!    `WEFT_BENCH_DOCS` overrides), one chunk each, seeded, keyed by doc id,
-//!    produced *before* weft starts; `weft run` then indexes the backlog
+//!    plus the airline policy documents, produced *before* weft starts; `weft run` then indexes the backlog
 //!    (load rate, from its progress lines) and the trees are built until
 //!    `weft index stats` reports nothing pending (build tail after the load);
 //! 3. baseline, weft stopped: the plain Kafka hop (produce -> a plain rdkafka
@@ -18,14 +18,23 @@
 //!    persist, so its freshness histogram covers this phase only), for
 //!    `WEFT_BENCH_SECS` (30) s: document updates and new documents at
 //!    `WEFT_BENCH_DOC_RATE` (200/s), questions at `WEFT_BENCH_QUESTION_RATE`
-//!    (20/s) about flights that exist, and the Kafka hop again, concurrently,
-//!    at the document rate. Question -> answer latency is arrival on the
-//!    answers topic minus the question's CreateTime (the answer keeps it);
+//!    (20/s), and the Kafka hop again, concurrently, at the document rate.
+//!    Questions alternate between two kinds: *filtered*, naming a flight
+//!    that exists (the tagger copies the flight number into the question's
+//!    metadata and the retriever searches only that flight's chunks), and
+//!    *unfiltered*, a policy question from `data/airline/questions.jsonl`
+//!    with no flight number (a search over the whole index). The corpus
+//!    holds both: the policy documents of `data/airline/docs.jsonl` are
+//!    preloaded with the flight documents. Question -> answer latency is
+//!    arrival on the answers topic minus the question's CreateTime (the
+//!    answer keeps it), reported per kind;
 //!    index freshness (CreateTime -> searchable) comes from weft's final
 //!    progress line after SIGTERM. The generator is the offline extractive
 //!    one: these figures exclude an LLM.
 //!
 //! `WEFT_BENCH_KEEP=1` keeps the temp dir (broker, index, weft's logs).
+
+mod support;
 
 use anyhow::{anyhow, bail, Context};
 use rand::rngs::StdRng;
@@ -38,9 +47,9 @@ use std::fmt::Display;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{env_or, ms, ratio, Latencies, LoadMeter};
 use tokio::sync::mpsc::UnboundedReceiver;
 use weft::index::{index_dir, VectorIndex};
 use weft::stream::broker::LocalBroker;
@@ -91,18 +100,7 @@ const STATUSES: [&str; 7] = [
 ];
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: Display,
-{
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().map_err(|e| anyhow!("{name}={v:?}: {e}")),
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(anyhow!("{name}: {e}")),
-    }
+    support::repo()
 }
 
 struct Settings {
@@ -198,6 +196,124 @@ fn question(id: &str, n: usize, rng: &mut StdRng) -> (String, String) {
         _ => format!("Which gate does flight NW{n} leave from?"),
     };
     let v = serde_json::json!({"id": id, "text": text});
+    (id.to_string(), v.to_string())
+}
+
+/// The two kinds of question, reported apart: what the retriever searches
+/// differs by orders of magnitude in size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Names a flight: a search over that flight's chunks only.
+    Filtered,
+    /// Names none: a search over the whole index.
+    Unfiltered,
+}
+
+impl Kind {
+    const BOTH: [Kind; 2] = [Kind::Filtered, Kind::Unfiltered];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Filtered => "flight named (filtered search)",
+            Kind::Unfiltered => "no flight (unfiltered search)",
+        }
+    }
+}
+
+/// A question in flight, and what a relevant best hit is.
+enum Asked {
+    /// Flight NW`n`: a chunk of any of its documents.
+    Flight(usize),
+    /// The policy document that answers it.
+    Policy(String),
+}
+
+impl Asked {
+    fn kind(&self) -> Kind {
+        match self {
+            Asked::Flight(_) => Kind::Filtered,
+            Asked::Policy(_) => Kind::Unfiltered,
+        }
+    }
+
+    fn relevant(&self, doc_id: &str) -> bool {
+        match self {
+            Asked::Flight(n) => doc_id.starts_with(&format!("flight-NW{n}-")),
+            Asked::Policy(gold) => doc_id == gold,
+        }
+    }
+}
+
+/// A question that names no flight, and the policy document answering it.
+struct PolicyQuestion {
+    text: String,
+    gold: String,
+}
+
+/// Whether `text` names a flight the way the query pipeline's tagger
+/// recognises one (`NW` + digits, any case).
+fn names_flight(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.windows(3).any(|w| {
+        w[0].eq_ignore_ascii_case(&b'n')
+            && w[1].eq_ignore_ascii_case(&b'w')
+            && w[2].is_ascii_digit()
+    })
+}
+
+/// The policy documents of `data/airline/docs.jsonl` as `(key, value)`
+/// records, and the questions of `data/airline/questions.jsonl` that one of
+/// them answers and that name no flight.
+fn policy_corpus() -> anyhow::Result<(Vec<KeyValue>, Vec<PolicyQuestion>)> {
+    let read = |name: &str| -> anyhow::Result<Vec<serde_json::Value>> {
+        let path = repo().join("data/airline").join(name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))
+            })
+            .collect()
+    };
+    let mut docs = Vec::new();
+    for d in read("docs.jsonl")? {
+        if d["kind"].as_str() == Some("policy") {
+            let id = d["id"]
+                .as_str()
+                .context("a policy document without an id")?;
+            docs.push((id.to_string(), d.to_string()));
+        }
+    }
+    let ids: HashSet<&str> = docs.iter().map(|(k, _)| k.as_str()).collect();
+    let mut questions = Vec::new();
+    for q in read("questions.jsonl")? {
+        let (Some(text), Some(gold)) = (q["text"].as_str(), q["gold_doc"].as_str()) else {
+            continue;
+        };
+        if ids.contains(gold) && !names_flight(text) {
+            questions.push(PolicyQuestion {
+                text: text.to_string(),
+                gold: gold.to_string(),
+            });
+        }
+    }
+    if docs.is_empty() || questions.is_empty() {
+        bail!(
+            "data/airline has no policy documents or no policy questions without a flight number"
+        );
+    }
+    Ok((docs, questions))
+}
+
+/// A record to produce: key and JSON value.
+type KeyValue = (String, String);
+
+/// An unfiltered question, as `(key, value)`.
+fn policy_question(id: &str, q: &PolicyQuestion) -> (String, String) {
+    let v = serde_json::json!({"id": id, "text": q.text});
     (id.to_string(), v.to_string())
 }
 
@@ -576,14 +692,13 @@ async fn produce_backlog(
 
 /// Produces `records` at `rate` per second, each stamped when it is handed
 /// to the producer (which batches for up to 5 ms, as weft's does); returns
-/// when all are acknowledged, with each record's send -> ack time (ms),
-/// sorted.
+/// when all are acknowledged, with each record's send -> ack time.
 async fn paced(
     producer: FutureProducer,
     topic: String,
     records: Vec<(String, String)>,
     rate: u64,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<Latencies> {
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let start = tokio::time::Instant::now();
     let mut acks = Vec::with_capacity(records.len());
@@ -593,16 +708,15 @@ async fn paced(
         let d = send(&producer, &topic, k, v)?;
         acks.push(tokio::spawn(async move { (d.await, t.elapsed()) }));
     }
-    let mut ms = Vec::with_capacity(acks.len());
+    let mut took = Latencies::new();
     for a in acks {
         match a.await.context("waiting for an ack")? {
-            (Ok(Ok(_)), took) => ms.push(took.as_millis() as i64),
+            (Ok(Ok(_)), t) => took.record(t),
             (Ok(Err((e, _))), _) => bail!("{topic}: a record was not acknowledged: {e}"),
             (Err(_), _) => bail!("{topic}: the producer went away"),
         }
     }
-    ms.sort_unstable();
-    Ok(ms)
+    Ok(took)
 }
 
 /// A plain rdkafka consumer on `topic` (as weft's: `fetch.wait.max.ms` 20),
@@ -647,12 +761,12 @@ async fn collect_hops(
     prefix: &str,
     n: usize,
     within: Duration,
-) -> Vec<i64> {
+) -> Latencies {
     let deadline = tokio::time::Instant::now() + within;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    let mut out = Latencies::new();
+    while (out.len() as usize) < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((k, lat))) if k.starts_with(prefix) => out.push(lat),
+            Ok(Some((k, lat))) if k.starts_with(prefix) => out.record_ms(lat),
             Ok(Some(_)) => {}
             _ => break,
         }
@@ -699,38 +813,75 @@ fn probe(ix: &VectorIndex, v: &[f32]) -> anyhow::Result<(f64, f64)> {
 
 // ---------------------------------------------------------------- figures
 
-fn pct(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-struct Answers {
-    latencies: Vec<i64>,
+/// The answers to one kind of question.
+#[derive(Default)]
+struct KindAnswers {
+    latencies: Latencies,
     /// Per stage: (sum of ms, count).
     stages: HashMap<String, (f64, u64)>,
-    /// Answers whose best hit is a document of the asked flight.
-    on_flight: usize,
+    /// Answers whose best hit is relevant (a document of the asked flight,
+    /// or the policy document that answers the question).
+    relevant: usize,
     with_hits: usize,
 }
 
-/// Reads answers until every question in `asked` (id -> flight number) has
-/// one, or `within` passed.
+impl KindAnswers {
+    /// Mean time per answer in each query stage, in pipeline order.
+    fn stage_means(&self) -> String {
+        let mut names: Vec<String> = QUERY_STAGES.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = self
+            .stages
+            .keys()
+            .filter(|k| !QUERY_STAGES.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        extra.sort();
+        names.extend(extra);
+        let means: Vec<String> = names
+            .iter()
+            .filter_map(|st| {
+                self.stages
+                    .get(st)
+                    .map(|(sum, c)| format!("{st} {:.2}", sum / (*c).max(1) as f64))
+            })
+            .collect();
+        let missing: Vec<&str> = QUERY_STAGES
+            .iter()
+            .copied()
+            .filter(|st| !self.stages.contains_key(*st))
+            .collect();
+        if missing.is_empty() {
+            means.join(", ")
+        } else {
+            format!(
+                "{} (not in timings_ms: {})",
+                means.join(", "),
+                missing.join(", ")
+            )
+        }
+    }
+}
+
+/// Answers by kind, indexed like `Kind::BOTH`.
+#[derive(Default)]
+struct Answers([KindAnswers; 2]);
+
+impl Answers {
+    fn of(&self, k: Kind) -> &KindAnswers {
+        &self.0[k as usize]
+    }
+}
+
+/// Reads answers until every question in `asked` has one, or `within`
+/// passed.
 async fn collect_answers(
     rx: &mut UnboundedReceiver<(ReadRecord, i64)>,
-    asked: &HashMap<String, usize>,
+    asked: &HashMap<String, Asked>,
     within: Duration,
 ) -> Answers {
     let deadline = tokio::time::Instant::now() + within;
     let mut got: HashSet<String> = HashSet::new();
-    let mut a = Answers {
-        latencies: Vec::new(),
-        stages: HashMap::new(),
-        on_flight: 0,
-        with_hits: 0,
-    };
+    let mut a = Answers::default();
     while got.len() < asked.len() {
         let Ok(Some((rec, arrived))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             break;
@@ -738,13 +889,15 @@ async fn collect_answers(
         let Some(key) = rec.key.as_deref().map(|k| String::from_utf8_lossy(k)) else {
             continue;
         };
-        let Some(flight) = asked.get(key.as_ref()) else {
+        let Some(q) = asked.get(key.as_ref()) else {
             continue;
         };
         if !got.insert(key.into_owned()) {
             continue; // a replayed duplicate
         }
-        a.latencies.push(arrived - rec.timestamp.unwrap_or(arrived));
+        let k = &mut a.0[q.kind() as usize];
+        k.latencies
+            .record_ms(arrived - rec.timestamp.unwrap_or(arrived));
         let v: serde_json::Value = rec
             .value
             .as_deref()
@@ -752,46 +905,31 @@ async fn collect_answers(
             .unwrap_or_default();
         if let Some(t) = v["timings_ms"].as_object() {
             for (stage, ms) in t {
-                let e = a.stages.entry(stage.clone()).or_default();
+                let e = k.stages.entry(stage.clone()).or_default();
                 e.0 += ms.as_f64().unwrap_or(0.0);
                 e.1 += 1;
             }
         }
         if let Some(best) = v["hits"][0]["doc_id"].as_str() {
-            a.with_hits += 1;
-            if best.starts_with(&format!("flight-NW{flight}-")) {
-                a.on_flight += 1;
+            k.with_hits += 1;
+            if q.relevant(best) {
+                k.relevant += 1;
             }
         }
     }
-    a.latencies.sort_unstable();
     a
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.1}x", a / b)
-    } else {
-        "-".into()
-    }
-}
-
+/// One row of the result table (Markdown, to paste into the README).
 fn row(label: &str, value: impl Display) {
-    println!("  {label:<48} {value}");
+    println!("| {label} | {value} |");
 }
 
 // ---------------------------------------------------------------- main
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let ok = Command::new("bash")
-        .arg(repo().join("scripts/build-plugins"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        bail!("scripts/build-plugins failed");
-    }
+    support::build_plugins()?;
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let dir = tmp.path().to_path_buf();
     let result = tokio::runtime::Runtime::new()
@@ -808,9 +946,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     let n = s.docs;
-    let cores = std::thread::available_parallelism()
-        .map(|c| c.get())
-        .unwrap_or(1);
+    let cores = support::cores();
+    let (policy_docs, policy_questions) = policy_corpus()?;
+    let load = LoadMeter::start("rag bench");
     let broker = LocalBroker::start(&dir.join("broker")).context("tansu (scripts/setup)")?;
     let brokers = broker.address();
     let ingest = bench_manifest(dir, "ingest.toml")?;
@@ -833,12 +971,15 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     .collect();
     kafka::ensure_topics(&brokers, &topics).await?;
     println!(
-        "rag bench: {n} flight-status documents, tenant `{TENANT}`, topics with {PARTITIONS} partitions, local tansu (sqlite), {cores} cores\n"
+        "rag bench: {n} flight-status documents + {} policy documents, tenant `{TENANT}`, topics with {PARTITIONS} partitions, local tansu (sqlite), {cores} cores\n",
+        policy_docs.len()
     );
 
     // ---- 2. preload
     let mut rng = StdRng::seed_from_u64(SEED);
-    let docs: Vec<(String, String)> = (0..n).map(|i| flight_doc(i, 1, &mut rng)).collect();
+    let mut docs: Vec<(String, String)> = (0..n).map(|i| flight_doc(i, 1, &mut rng)).collect();
+    docs.extend(policy_docs.iter().cloned());
+    let preload = docs.len();
     let longest = docs
         .iter()
         .map(|(_, v)| {
@@ -855,8 +996,8 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     let produce_secs = t0.elapsed().as_secs_f64();
     drop(docs);
     println!(
-        "preload: produced {n} documents (longest text {longest} chars) in {produce_secs:.1} s ({:.0}/s)",
-        n as f64 / produce_secs
+        "preload: produced {preload} documents (longest text {longest} chars) in {produce_secs:.1} s ({:.0}/s)",
+        preload as f64 / produce_secs
     );
 
     let mut weft = Weft::start(
@@ -869,7 +1010,7 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         .wait_consumed("ingest", 1, Duration::from_secs(120))
         .await?;
     let (t_loaded, loaded) = weft
-        .wait_consumed("ingest", n as u64, Duration::from_secs(1800))
+        .wait_consumed("ingest", preload as u64, Duration::from_secs(1800))
         .await?;
     let since_start = t_loaded.duration_since(weft.started).as_secs_f64();
     // Between weft's first and last progress lines of the load (1 s apart),
@@ -950,8 +1091,7 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         .map(|i| (format!("idle-{i}"), format!("hop {i} {}", "x".repeat(300))))
         .collect();
     let idle_acks = paced(hop_producer.clone(), hop_topic.clone(), recs, s.doc_rate).await?;
-    let mut hop_idle = collect_hops(&mut hops, "idle-", idle_n, Duration::from_secs(30)).await;
-    hop_idle.sort_unstable();
+    let hop_idle = collect_hops(&mut hops, "idle-", idle_n, Duration::from_secs(30)).await;
     println!(
         "kafka hop alone: {} of {idle_n} records at {}/s for {idle_secs} s",
         hop_idle.len(),
@@ -975,7 +1115,9 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     )
     .await?;
     let t_warm = Instant::now();
-    let mut warm_answered = false;
+    // One answer of each kind (the first unfiltered search also pages the
+    // whole index in).
+    let mut warm_answered = [false; 2];
     for i in 0.. {
         weft.check_alive()?;
         if t_warm.elapsed() > Duration::from_secs(120) {
@@ -984,8 +1126,14 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
                 weft.tail(10)
             );
         }
-        let id = format!("warm-q-{i}");
-        let (k, v) = question(&id, flight_number(qrng.random_range(0..flights)), &mut qrng);
+        let (k, v) = if i % 2 == 0 {
+            let id = format!("warm-q-f{i}");
+            question(&id, flight_number(qrng.random_range(0..flights)), &mut qrng)
+        } else {
+            let id = format!("warm-q-u{i}");
+            let q = &policy_questions[qrng.random_range(0..policy_questions.len())];
+            policy_question(&id, q)
+        };
         acked(
             vec![send(&q_producer, &questions_topic, &k, &v)?],
             &questions_topic,
@@ -993,15 +1141,13 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         while let Ok(Some((rec, _))) = tokio::time::timeout_at(deadline, answers.recv()).await {
-            if rec
-                .key
-                .as_deref()
-                .is_some_and(|k| k.starts_with(b"warm-q-"))
-            {
-                warm_answered = true;
+            match rec.key.as_deref() {
+                Some(k) if k.starts_with(b"warm-q-f") => warm_answered[0] = true,
+                Some(k) if k.starts_with(b"warm-q-u") => warm_answered[1] = true,
+                _ => {}
             }
         }
-        if warm_answered {
+        if warm_answered == [true, true] {
             break;
         }
     }
@@ -1017,13 +1163,20 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     let before = stream.versions.len();
     let steady_docs: Vec<(String, String)> = (0..n_docs).map(|_| stream.next()).collect();
     let new_docs = stream.versions.len() - before;
-    let mut asked: HashMap<String, usize> = HashMap::new();
+    // Alternating kinds, so both see the same load at the same moments.
+    let mut asked: HashMap<String, Asked> = HashMap::new();
     let questions: Vec<(String, String)> = (0..n_questions)
         .map(|i| {
             let id = format!("q-{i}");
-            let f = flight_number(qrng.random_range(0..flights));
-            asked.insert(id.clone(), f);
-            question(&id, f, &mut qrng)
+            if i % 2 == 0 {
+                let f = flight_number(qrng.random_range(0..flights));
+                asked.insert(id.clone(), Asked::Flight(f));
+                question(&id, f, &mut qrng)
+            } else {
+                let q = &policy_questions[qrng.random_range(0..policy_questions.len())];
+                asked.insert(id.clone(), Asked::Policy(q.gold.clone()));
+                policy_question(&id, q)
+            }
         })
         .collect();
     let hop_recs: Vec<(String, String)> = (0..n_docs)
@@ -1072,8 +1225,7 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         .await?;
     let catch_up = t_caught.saturating_duration_since(t_produced).as_secs_f64();
     let answered = collect_answers(&mut answers, &asked, Duration::from_secs(60)).await;
-    let mut hop_steady = collect_hops(&mut hops, "steady-", n_docs, Duration::from_secs(30)).await;
-    hop_steady.sort_unstable();
+    let hop_steady = collect_hops(&mut hops, "steady-", n_docs, Duration::from_secs(30)).await;
     // The ingest rate over the producing window, from weft's progress lines.
     let hist = weft.history("ingest");
     let in_window: Vec<&(Instant, Progress)> = hist
@@ -1095,12 +1247,17 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     let stats_end = index_stats(&data_dir).await?;
 
     // ---- 5. the table
-    let hop = (pct(&hop_steady, 0.5), pct(&hop_steady, 0.99));
-    let hop0 = (pct(&hop_idle, 0.5), pct(&hop_idle, 0.99));
-    let lat = &answered.latencies;
-    let qa = (pct(lat, 0.5), pct(lat, 0.99));
+    let filtered = answered.of(Kind::Filtered);
+    let unfiltered = answered.of(Kind::Unfiltered);
     println!("\n== rag bench\n");
-    row("documents preloaded (one chunk each)", n);
+    println!("| | |\n|---|---|");
+    row(
+        "documents preloaded",
+        format!(
+            "{n} flight-status (one chunk each) + {} policy",
+            policy_docs.len()
+        ),
+    );
     row(
         "dimension (hash embedder)",
         stats_end["dimension"]
@@ -1110,7 +1267,7 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
     row("cores", cores);
     row(
         "preload: produce to the topic",
-        format!("{:.0} docs/s", n as f64 / produce_secs),
+        format!("{:.0} docs/s", preload as f64 / produce_secs),
     );
     row(
         "preload: load rate (weft, backlog)",
@@ -1121,10 +1278,14 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         format!("{build_tail:.1} s"),
     );
     row(
-        "preload: search, unfiltered / flight filter",
+        "preload: k = 4 search from a reader process, unfiltered / flight filter",
         format!(
-            "{:.1} / {:.2} ms at {} pending; {:.1} / {:.2} ms built",
-            busiest.1, busiest.2, busiest.0, built.1, built.2
+            "{} / {} ms at {} pending; {} / {} ms built",
+            ms(busiest.1),
+            ms(busiest.2),
+            busiest.0,
+            ms(built.1),
+            ms(built.2)
         ),
     );
     row(
@@ -1148,62 +1309,43 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
         ),
     );
     row(
-        "steady: question -> answer p50 / p99",
+        "steady: questions",
         format!(
-            "{} / {} ms ({} of {n_questions} answered at {}/s; no LLM)",
-            qa.0,
-            qa.1,
-            lat.len(),
+            "{n_questions} at {}/s, alternating flight named / no flight; offline generator (no LLM)",
             s.question_rate
         ),
     );
-    let stage_avgs: Vec<String> = QUERY_STAGES
-        .iter()
-        .map(|st| st.to_string())
-        .chain(
-            answered
-                .stages
-                .keys()
-                .filter(|k| !QUERY_STAGES.contains(&k.as_str()))
-                .cloned(),
-        )
-        .filter_map(|st| {
-            answered
-                .stages
-                .get(&st)
-                .map(|(sum, c)| format!("{st} {:.2}", sum / (*c).max(1) as f64))
-        })
-        .collect();
-    let missing: Vec<&str> = QUERY_STAGES
-        .iter()
-        .copied()
-        .filter(|st| !answered.stages.contains_key(*st))
-        .collect();
-    let note = if missing.is_empty() {
-        String::new()
-    } else {
-        format!(" (not in timings_ms: {})", missing.join(", "))
-    };
+    for k in Kind::BOTH {
+        let a = answered.of(k);
+        row(
+            &format!("steady: question -> answer, {}", k.label()),
+            a.latencies.summary(),
+        );
+    }
     row(
-        "steady: mean stage time per answer (ms)",
-        format!("{}{note}", stage_avgs.join(", ")),
-    );
-    row(
-        "steady: best hit is the asked flight",
+        "steady: answer p50 / p99, unfiltered / filtered",
         format!(
-            "{} of {} answers with hits",
-            answered.on_flight, answered.with_hits
+            "{} / {}",
+            ratio(unfiltered.latencies.p50_ms(), filtered.latencies.p50_ms()),
+            ratio(unfiltered.latencies.p99_ms(), filtered.latencies.p99_ms())
         ),
     );
+    for k in Kind::BOTH {
+        row(
+            &format!("steady: mean stage ms per answer, {}", k.label()),
+            answered.of(k).stage_means(),
+        );
+    }
     row(
-        "kafka hop p50 / p99, concurrent with steady",
-        format!("{} / {} ms ({} records)", hop.0, hop.1, hop_steady.len()),
+        "steady: best hit relevant (asked flight / gold policy doc)",
+        format!(
+            "{} of {} filtered, {} of {} unfiltered answers with hits",
+            filtered.relevant, filtered.with_hits, unfiltered.relevant, unfiltered.with_hits
+        ),
     );
-    row(
-        "kafka hop p50 / p99, weft stopped",
-        format!("{} / {} ms ({} records)", hop0.0, hop0.1, hop_idle.len()),
-    );
-    let ack = |v: &[i64]| format!("{} / {}", pct(v, 0.5), pct(v, 0.99));
+    row("kafka hop, concurrent with steady", hop_steady.summary());
+    row("kafka hop, weft stopped", hop_idle.summary());
+    let ack = |l: &Latencies| format!("{} / {}", ms(l.p50_ms()), ms(l.p99_ms()));
     row(
         "produce send -> ack p50 / p99 (docs, questions)",
         format!(
@@ -1224,15 +1366,17 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
             qfin.consumed as f64 / qfin.batches.max(1) as f64
         ),
     );
+    let hop99 = hop_steady.p99_ms();
     row(
         "freshness p99 / kafka hop p99 (concurrent)",
-        ratio(fresh.p99, hop.1 as f64),
+        ratio(fresh.p99, hop99),
     );
     row(
-        "answer p99 / kafka hop p99 (concurrent)",
+        "answer p99 / kafka hop p99 (concurrent), filtered / unfiltered",
         format!(
-            "{} (an answer is two hops)",
-            ratio(qa.1 as f64, hop.1 as f64)
+            "{} / {} (an answer is two hops)",
+            ratio(filtered.latencies.p99_ms(), hop99),
+            ratio(unfiltered.latencies.p99_ms(), hop99)
         ),
     );
     row(
@@ -1258,6 +1402,7 @@ async fn run(s: &Settings, dir: &Path) -> anyhow::Result<()> {
             stat(&stats_end, "trees_bytes") as f64 / (1 << 20) as f64
         ),
     );
+    println!("\n{}", load.report());
     drop(broker);
     Ok(())
 }
