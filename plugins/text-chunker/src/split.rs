@@ -246,23 +246,25 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
             chars_before += 1;
             continue;
         }
-        // Collect the word starting at `i` with the char offsets inside it.
+        // Scan the word starting at `i`, counting its chars. Their offsets
+        // are collected only for a word too long for one chunk (rare), not
+        // pushed for every char of every word.
         let start_char = chars_before;
-        chars.clear();
-        while let Some(&(j, d)) = iter.peek() {
+        let mut word_chars = 0;
+        while let Some(&(_, d)) = iter.peek() {
             if d.is_whitespace() {
                 break;
             }
-            chars.push((j, d));
+            word_chars += 1;
             iter.next();
         }
-        chars_before += chars.len();
+        chars_before += word_chars;
         let end = iter.peek().map_or(text.len(), |&(j, _)| j);
         let strength = match prev_word {
             None => CUT_PARAGRAPH,
             Some((ps, pe)) => gap_strength(&text[ps..pe], &text[pe..i]),
         };
-        if unit == Unit::Tokens || chars.len() <= max {
+        if unit == Unit::Tokens || word_chars <= max {
             atoms.push(Atom {
                 start: i,
                 end,
@@ -272,6 +274,8 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
                 strength,
             });
         } else {
+            chars.clear();
+            chars.extend(text[i..end].char_indices().map(|(j, d)| (i + j, d)));
             let mut from = 0;
             while from < chars.len() {
                 let to = piece_end(chars, from, max);
