@@ -43,6 +43,26 @@ pub enum CpuMeter {
 /// mode (roughly one wasm instruction each).
 pub const FUEL_PER_MS: u64 = 1_000_000;
 
+/// How the engine allocates an instance's linear memories, tables and
+/// metadata. An instance is created when a stage warms up and again after
+/// every trap (the failed instance is dropped, see [`StagePlugin::recycle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstanceAllocator {
+    /// wasmtime's default: each instance maps its memory when created and
+    /// unmaps it when dropped. No process-wide cap on live instances.
+    #[default]
+    OnDemand,
+    /// wasmtime's pooling allocator: address space for [`POOL_INSTANCES`]
+    /// instances is reserved up front and slots are reused, so creating an
+    /// instance makes no mmap/munmap calls. Measured in `cargo bench --bench
+    /// boundary`; not the default (see [`Runtime::with_allocator`]).
+    Pooling,
+}
+
+/// Live instances the pooling allocator has room for: one per stage (each
+/// stage keeps one instance), so this caps the stages of one process.
+pub const POOL_INSTANCES: u32 = 1000;
+
 /// The process-wide Wasm engine and the compile cache.
 #[derive(Clone)]
 pub struct Runtime {
@@ -73,7 +93,37 @@ impl Runtime {
 
     /// Like [`Runtime::new`] with a chosen CPU meter.
     pub fn with_meter(cache_dir: Option<PathBuf>, meter: CpuMeter) -> anyhow::Result<Runtime> {
+        Runtime::with_allocator(cache_dir, meter, InstanceAllocator::OnDemand)
+    }
+
+    /// Like [`Runtime::with_meter`] with a chosen instance allocator.
+    ///
+    /// Pooling keeps every limit: `memory_mb` is still enforced per store by
+    /// the store limiter (a pooled slot is only address space, sized for the
+    /// 4 GiB a 32-bit memory can reach, so no plugin is refused for asking
+    /// for less than its stage allows). What it adds is a process-wide cap:
+    /// at most [`POOL_INSTANCES`] live stage instances, and per component at
+    /// most 8 core instances, 2 memories and 8 tables of 20,000 elements
+    /// (what Rust, C, Python and JavaScript plugins need with room to spare);
+    /// a component past those fails to instantiate.
+    pub fn with_allocator(
+        cache_dir: Option<PathBuf>,
+        meter: CpuMeter,
+        allocator: InstanceAllocator,
+    ) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
+        if allocator == InstanceAllocator::Pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(POOL_INSTANCES)
+                .total_core_instances(POOL_INSTANCES * 8)
+                .total_memories(POOL_INSTANCES * 2)
+                .total_tables(POOL_INSTANCES * 8)
+                .max_core_instances_per_component(8)
+                .max_memories_per_component(2)
+                .max_tables_per_component(8)
+                .table_elements(20_000);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         config.wasm_component_model(true);
         config.concurrency_support(false);
         config.epoch_interruption(meter == CpuMeter::Epoch);

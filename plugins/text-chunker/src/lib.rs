@@ -15,7 +15,7 @@ pub mod config;
 pub mod split;
 
 pub use config::Settings;
-pub use split::{chunk_spans, chunk_text, ChunkConfig, Unit};
+pub use split::{chunk_spans, chunk_spans_into, chunk_text, ChunkConfig, Scratch, Unit};
 
 /// One chunk of a document, independent of the WIT bindings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +40,7 @@ pub fn chunk_document(
     metadata: &[(String, String)],
     cfg: &ChunkConfig,
 ) -> Result<Vec<DocChunk>, String> {
-    if id.is_empty() {
-        return Err("document id is empty".to_string());
-    }
-    if id.contains('#') {
-        return Err(format!(
-            "document id {id:?} contains '#', which separates the document id from the chunk number in chunk ids"
-        ));
-    }
+    check_id(id)?;
     let mut meta: Vec<(String, String)> = metadata
         .iter()
         .filter(|(k, _)| title.is_none() || k != "title")
@@ -60,10 +53,9 @@ pub fn chunk_document(
         .into_iter()
         .enumerate()
         .map(|(n, text)| {
-            let seq = u32::try_from(n)
-                .map_err(|_| format!("document {id:?} has more than {} chunks", u32::MAX))?;
+            let seq = chunk_seq(id, n)?;
             Ok(DocChunk {
-                id: format!("{id}#{n}"),
+                id: chunk_id(id, seq),
                 seq,
                 text,
                 metadata: meta.clone(),
@@ -72,12 +64,56 @@ pub fn chunk_document(
         .collect()
 }
 
+/// Rejects an id that is empty or contains `#` (see [`chunk_document`]).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("document id is empty".to_string());
+    }
+    if id.contains('#') {
+        return Err(format!(
+            "document id {id:?} contains '#', which separates the document id from the chunk number in chunk ids"
+        ));
+    }
+    Ok(())
+}
+
+/// The `seq` of the `n`th chunk of document `id`.
+pub fn chunk_seq(id: &str, n: usize) -> Result<u32, String> {
+    u32::try_from(n).map_err(|_| format!("document {id:?} has more than {} chunks", u32::MAX))
+}
+
+/// `<doc id>#<seq>`, allocated once at its final size (`format!` guesses the
+/// capacity and may grow the string; the component's guest allocator makes
+/// every extra reallocation count).
+pub fn chunk_id(id: &str, seq: u32) -> String {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = seq;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(id.len() + 1 + digits.len() - at);
+    s.push_str(id);
+    s.push('#');
+    for &d in &digits[at..] {
+        s.push(char::from(d));
+    }
+    s
+}
+
 #[cfg(target_arch = "wasm32")]
 mod component {
     wit_bindgen::generate!({ path: "../../wit", world: "chunker" });
 
-    use crate::Settings;
+    use crate::{Scratch, Settings};
     use exports::weft::plugin::chunk::Guest;
+    use std::cell::RefCell;
+    use std::ops::Range;
     use std::sync::OnceLock;
     use weft::plugin::log::{log, Level};
     use weft::plugin::types::{Chunk, Document, ErrorKind, Meta, PluginError};
@@ -98,34 +134,70 @@ mod component {
         })
     }
 
+    thread_local! {
+        /// Splitting buffers reused across documents and calls (the guest
+        /// is single-threaded; `thread_local!` is just a safe static here).
+        static SCRATCH: RefCell<(Scratch, Vec<Range<usize>>)> = RefCell::default();
+    }
+
+    /// Splits one document into exactly what [`crate::chunk_document`] gives
+    /// (tested natively against the component by the host's tests), but
+    /// built from the document it owns: the last chunk takes the document's
+    /// text buffer, id and metadata instead of copies, so a document that
+    /// fits in one chunk costs one new string (its chunk id) instead of ten.
+    /// Each allocation is a call into the guest's allocator and a free in
+    /// the post-return; these, not the copying, were most of the cost.
     fn split_one(doc: Document, settings: &Settings) -> Result<Vec<Chunk>, PluginError> {
-        let meta: Vec<(String, String)> =
-            doc.metadata.into_iter().map(|m| (m.key, m.value)).collect();
-        let chunks = crate::chunk_document(
-            &doc.id,
-            doc.title.as_deref(),
-            &doc.text,
-            &meta,
-            &settings.chunk,
-        )
-        .map_err(|message| PluginError {
+        let invalid = |message| PluginError {
             kind: ErrorKind::InvalidInput,
             message,
-        })?;
-        Ok(chunks
-            .into_iter()
-            .map(|c| Chunk {
-                id: c.id,
-                doc_id: doc.id.clone(),
-                seq: c.seq,
-                text: c.text,
-                metadata: c
-                    .metadata
-                    .into_iter()
-                    .map(|(key, value)| Meta { key, value })
-                    .collect(),
-            })
-            .collect())
+        };
+        let Document {
+            id,
+            title,
+            text,
+            mut metadata,
+        } = doc;
+        crate::check_id(&id).map_err(invalid)?;
+        if let Some(t) = title {
+            metadata.retain(|m| m.key != "title");
+            metadata.push(Meta {
+                key: "title".to_string(),
+                value: t,
+            });
+        }
+        SCRATCH.with_borrow_mut(|(scratch, spans)| {
+            crate::chunk_spans_into(&text, &settings.chunk, scratch, spans);
+            let Some(last) = spans.pop() else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::with_capacity(spans.len() + 1);
+            for (n, span) in spans.iter().enumerate() {
+                let seq = crate::chunk_seq(&id, n).map_err(invalid)?;
+                out.push(Chunk {
+                    id: crate::chunk_id(&id, seq),
+                    doc_id: id.clone(),
+                    seq,
+                    text: text[span.clone()].to_string(),
+                    metadata: metadata.clone(),
+                });
+            }
+            let seq = crate::chunk_seq(&id, spans.len()).map_err(invalid)?;
+            // The last chunk's text in the document's own buffer: cut the
+            // tail, then move the chunk to the front (no copy when the chunk
+            // is the whole document).
+            let mut text = text;
+            text.truncate(last.end);
+            text.drain(..last.start);
+            out.push(Chunk {
+                id: crate::chunk_id(&id, seq),
+                doc_id: id,
+                seq,
+                text,
+                metadata,
+            });
+            Ok(out)
+        })
     }
 
     impl Guest for TextChunker {
@@ -191,6 +263,15 @@ mod tests {
     fn empty_text_gives_no_chunks() {
         let cfg = ChunkConfig::chars(800, 100);
         assert_eq!(chunk_document("d", Some("T"), "  ", &[], &cfg), Ok(vec![]));
+    }
+
+    #[test]
+    fn chunk_ids_are_id_hash_seq() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX] {
+            let id = chunk_id("doc-é", n);
+            assert_eq!(id, format!("doc-é#{n}"));
+            assert_eq!(id.capacity(), id.len(), "allocated at its final size");
+        }
     }
 
     #[test]

@@ -100,19 +100,43 @@ pub fn chunk_text(text: &str, cfg: &ChunkConfig) -> Vec<String> {
 /// on UTF-8 character boundaries, and together cover every non-whitespace
 /// character of the text; consecutive ranges may overlap.
 pub fn chunk_spans(text: &str, cfg: &ChunkConfig) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    chunk_spans_into(text, cfg, &mut Scratch::default(), &mut spans);
+    spans
+}
+
+/// Working memory of [`chunk_spans_into`], kept by a caller that splits many
+/// texts so that each one does not allocate and grow its own buffers (in a
+/// Wasm guest every allocation goes through the guest's allocator, which
+/// costs several times a native one).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    atoms: Vec<Atom>,
+    chars: Vec<(usize, char)>,
+}
+
+/// Like [`chunk_spans`], but reuses `scratch` and appends the ranges to
+/// `spans` (cleared first). Same ranges as [`chunk_spans`].
+pub fn chunk_spans_into(
+    text: &str,
+    cfg: &ChunkConfig,
+    scratch: &mut Scratch,
+    spans: &mut Vec<Range<usize>>,
+) {
     // Defensive clamps: the config parser already rejects these, but a bad
     // value from a native caller must not loop forever or divide by zero.
     let max = cfg.max.max(1);
     let overlap = cfg.overlap.min(max - 1);
-    let atoms = atoms(text, cfg.unit, max);
+    spans.clear();
+    atoms(text, cfg.unit, max, scratch);
+    let atoms = &scratch.atoms;
     let sizer = Sizer {
-        atoms: &atoms,
+        atoms,
         unit: cfg.unit,
     };
     let n = atoms.len();
-    let mut spans = Vec::new();
     if n == 0 {
-        return spans;
+        return;
     }
     // Chunk `start..end` holds atoms [start, end). `done` atoms have been
     // emitted; a new chunk starts at or before `done` (the overlap) and must
@@ -131,7 +155,7 @@ pub fn chunk_spans(text: &str, cfg: &ChunkConfig) -> Vec<Range<usize>> {
         };
         spans.push(atoms[start].start..atoms[end - 1].end);
         if end == n {
-            return spans;
+            return;
         }
         let next = overlap_start(&sizer, start, end, overlap, max);
         done = end;
@@ -207,37 +231,40 @@ fn overlap_start(sizer: &Sizer<'_>, start: usize, end: usize, overlap: usize, ma
 /// is cut into pieces of at most `max` characters, avoiding cuts inside a
 /// grapheme cluster where it can; in `Tokens` mode a word is one token and
 /// always fits.
-fn atoms(text: &str, unit: Unit, max: usize) -> Vec<Atom> {
-    let mut atoms = Vec::new();
+/// The atoms go to `scratch.atoms` (cleared first).
+fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
+    let Scratch { atoms, chars } = scratch;
+    atoms.clear();
     let mut word = 0;
     let mut chars_before = 0;
     let mut prev_word: Option<(usize, usize)> = None; // byte range of the previous word
     let mut iter = text.char_indices().peekable();
-    // Reused across words: the (byte offset, char) pairs of the current word.
-    let mut chars: Vec<(usize, char)> = Vec::new();
+    // `chars`, reused across words: the (byte offset, char) pairs of the current word.
     while let Some(&(i, c)) = iter.peek() {
         if c.is_whitespace() {
             iter.next();
             chars_before += 1;
             continue;
         }
-        // Collect the word starting at `i` with the char offsets inside it.
+        // Scan the word starting at `i`, counting its chars. Their offsets
+        // are collected only for a word too long for one chunk (rare), not
+        // pushed for every char of every word.
         let start_char = chars_before;
-        chars.clear();
-        while let Some(&(j, d)) = iter.peek() {
+        let mut word_chars = 0;
+        while let Some(&(_, d)) = iter.peek() {
             if d.is_whitespace() {
                 break;
             }
-            chars.push((j, d));
+            word_chars += 1;
             iter.next();
         }
-        chars_before += chars.len();
+        chars_before += word_chars;
         let end = iter.peek().map_or(text.len(), |&(j, _)| j);
         let strength = match prev_word {
             None => CUT_PARAGRAPH,
             Some((ps, pe)) => gap_strength(&text[ps..pe], &text[pe..i]),
         };
-        if unit == Unit::Tokens || chars.len() <= max {
+        if unit == Unit::Tokens || word_chars <= max {
             atoms.push(Atom {
                 start: i,
                 end,
@@ -247,9 +274,11 @@ fn atoms(text: &str, unit: Unit, max: usize) -> Vec<Atom> {
                 strength,
             });
         } else {
+            chars.clear();
+            chars.extend(text[i..end].char_indices().map(|(j, d)| (i + j, d)));
             let mut from = 0;
             while from < chars.len() {
-                let to = piece_end(&chars, from, max);
+                let to = piece_end(chars, from, max);
                 let piece_end_byte = chars.get(to).map_or(end, |&(j, _)| j);
                 atoms.push(Atom {
                     start: chars[from].0,
@@ -265,7 +294,6 @@ fn atoms(text: &str, unit: Unit, max: usize) -> Vec<Atom> {
         prev_word = Some((i, end));
         word += 1;
     }
-    atoms
 }
 
 /// The end (exclusive, as an index into `chars`) of a piece of an over-long
