@@ -11,9 +11,9 @@ mod support;
 use std::sync::Arc;
 use weft::manifest::{Manifest, Stage};
 use weft::pipeline::Pipeline;
-use weft::plugin::bindings::types::{Document, Meta};
-use weft::plugin::{CpuMeter, FailureKind, InstanceAllocator, Runtime, StageShared};
 use weft::record::{Item, Origin, Payload};
+use weft::runtime::bindings::types::{Document, Meta};
+use weft::runtime::{CpuMeter, FailureKind, InstanceAllocator, Runtime, StageShared};
 
 fn chunker_stage(dir: &std::path::Path, name: &str, config: &str) -> Stage {
     let m = support::write(

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft::manifest::{Manifest, Stage};
-use weft::plugin::bindings::types::{Chunk, Document, Meta};
-use weft::plugin::{CpuMeter, InstanceAllocator, Runtime, StagePlugin, StageShared};
+use weft::runtime::bindings::types::{Chunk, Document, Meta};
+use weft::runtime::{CpuMeter, InstanceAllocator, Runtime, StagePlugin, StageShared};
 
 /// Where the chunker built from the base commit of this work (e7f8742) is
 /// kept for comparison, if at all. To make it: check out that commit, run
