@@ -51,31 +51,12 @@ const TENANT: &str = "bench";
 /// `host/src/stream/kafka.rs` (`base_config`, `producer()`, the consumer in
 /// `run()`); a change there must be mirrored here.
 mod settings {
-    /// `base_config()`: every weft client.
-    pub const WEFT_COMMON: &[(&str, &str)] = &[
-        ("broker.address.family", "v4"),
-        ("socket.keepalive.enable", "true"),
-        ("reconnect.backoff.max.ms", "2000"),
-    ];
-    /// `producer()`.
-    pub const WEFT_PRODUCER: &[(&str, &str)] = &[
-        ("acks", "all"),
-        ("enable.idempotence", "false"),
-        ("max.in.flight.requests.per.connection", "1"),
-        ("linger.ms", "5"),
-        ("message.timeout.ms", "30000"),
-        ("message.max.bytes", "8000000"),
-    ];
-    /// The pipeline consumer of `run()` (group id aside).
-    pub const WEFT_CONSUMER: &[(&str, &str)] = &[
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1000"),
-        ("fetch.message.max.bytes", "8000000"),
-        ("fetch.wait.max.ms", "20"),
-    ];
+    // weft's own settings, from the library itself, so the baseline cannot
+    // drift from what the pipelines use.
+    pub use weft::stream::kafka::{
+        COMMON_SETTINGS as WEFT_COMMON, CONSUMER_SETTINGS as WEFT_CONSUMER,
+        PRODUCER_SETTINGS as WEFT_PRODUCER,
+    };
     /// The default profile sets only what the copy loop's guarantee needs
     /// (manual commits, start from the beginning, acks from all replicas,
     /// which is librdkafka's default anyway); everything else is

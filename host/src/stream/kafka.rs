@@ -86,25 +86,64 @@ pub struct KafkaOptions {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
-fn base_config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("broker.address.family", "v4")
-        .set("socket.keepalive.enable", "true")
-        .set("reconnect.backoff.max.ms", "2000");
-    c
-}
+/// Settings of every weft client, bootstrap servers aside. Public so the
+/// Kafka bench's baseline uses exactly these (no copy to drift).
+pub const COMMON_SETTINGS: &[(&str, &str)] = &[
+    ("broker.address.family", "v4"),
+    ("socket.keepalive.enable", "true"),
+    ("reconnect.backoff.max.ms", "2000"),
+];
 
 /// A producer that waits for full acknowledgement and keeps per-partition
 /// order (one request in flight, since tansu has no idempotent producer).
+/// `message.max.bytes` is [`MAX_MESSAGE_BYTES`] (a test checks they agree).
+pub const PRODUCER_SETTINGS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "false"),
+    ("max.in.flight.requests.per.connection", "1"),
+    ("linger.ms", "5"),
+    ("message.timeout.ms", "30000"),
+    ("message.max.bytes", "4900000"),
+];
+
+/// The pipeline consumer, group id aside: manual commits after the batch's
+/// outputs are durable, from the beginning of a new group.
+pub const CONSUMER_SETTINGS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("fetch.message.max.bytes", "8000000"),
+    // A broker holds a fetch until this long when there is no data; the
+    // default 500 ms would dominate end-to-end latency (measured: p50
+    // 800 ms over two hops at 200 records/s).
+    ("fetch.wait.max.ms", "20"),
+];
+
+fn with(mut c: ClientConfig, settings: &[(&str, &str)]) -> ClientConfig {
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    c
+}
+
+fn base_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    with(c, COMMON_SETTINGS)
+}
+
+/// The consumer configuration of a pipeline in consumer group `group`.
+pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut c = with(base_config(brokers), CONSUMER_SETTINGS);
+    c.set("group.id", group);
+    c
+}
+
+/// A producer with [`PRODUCER_SETTINGS`].
 pub fn producer(brokers: &str) -> Result<FutureProducer> {
-    base_config(brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "false")
-        .set("max.in.flight.requests.per.connection", "1")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+    with(base_config(brokers), PRODUCER_SETTINGS)
         .create()
         .map_err(|e| StreamError::kafka("creating the Kafka producer", e))
 }
@@ -453,18 +492,7 @@ pub async fn run(
         .group
         .clone()
         .unwrap_or_else(|| format!("weft.{}.{}", m.tenant, m.name));
-    let consumer: StreamConsumer = base_config(&opts.brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.message.max.bytes", "8000000")
-        // A broker holds a fetch until this long when there is no data; the
-        // default 500 ms would dominate end-to-end latency (measured: p50
-        // 800 ms over two hops at 200 records/s).
-        .set("fetch.wait.max.ms", "20")
+    let consumer: StreamConsumer = consumer_config(&opts.brokers, &group)
         .create()
         .map_err(|e| StreamError::kafka("creating the Kafka consumer", e))?;
     consumer
@@ -761,4 +789,18 @@ pub async fn produce_values(brokers: &str, topic: &str, records: Vec<KeyValue>) 
         })
         .collect();
     produce_all(&p, out, &rx, None).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producer_limit_is_the_one_weft_keeps_its_records_under() {
+        let set = PRODUCER_SETTINGS
+            .iter()
+            .find(|(k, _)| *k == "message.max.bytes")
+            .map(|(_, v)| v.parse::<usize>().ok());
+        assert_eq!(set, Some(Some(MAX_MESSAGE_BYTES)));
+    }
 }
