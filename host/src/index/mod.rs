@@ -23,6 +23,8 @@ mod hot;
 mod lmdb;
 pub mod sink;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use crate::plugin::bindings::types::{Hit, Meta};
 use crate::plugin::IndexSearch;
@@ -66,6 +68,12 @@ pub enum IndexError {
     Full(PathBuf),
     #[error("index {} is open for writing by another process (lock {})", .0.display(), .0.join("writer.lock").display())]
     Locked(PathBuf),
+    #[error("query vector has {got} dimensions; the index {} holds {want}-dimensional vectors", .path.display())]
+    Dimension {
+        path: PathBuf,
+        got: usize,
+        want: u32,
+    },
 }
 
 impl IndexError {
@@ -185,6 +193,37 @@ pub struct SearchHit {
     pub metadata: Vec<(String, String)>,
 }
 
+/// How the store, the pending list and the trees relate
+/// ([`VectorIndex::audit`]). In a correct index the four id lists are
+/// empty: every live chunk is in the trees or pending addition (so search
+/// finds it), and every dead item the trees still hold is pending deletion
+/// (so search masks it).
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexAudit {
+    pub live: u64,
+    pub in_trees: u64,
+    pub pending_adds: u64,
+    pub pending_deletes: u64,
+    /// Live, not in the trees, not pending addition: unsearchable.
+    pub lost: Vec<u32>,
+    /// Live but pending deletion: masked from search.
+    pub live_pending_delete: Vec<u32>,
+    /// Pending addition without a live chunk.
+    pub dead_pending_add: Vec<u32>,
+    /// In the trees, not live, not pending deletion: returned by nothing
+    /// (a hit needs its chunk) but never cleaned up.
+    pub ghosts: Vec<u32>,
+}
+
+impl IndexAudit {
+    pub fn is_clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.live_pending_delete.is_empty()
+            && self.dead_pending_add.is_empty()
+            && self.ghosts.is_empty()
+    }
+}
+
 /// Figures for `weft index stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexStats {
@@ -192,7 +231,10 @@ pub struct IndexStats {
     pub dimension: Option<u32>,
     pub documents: u64,
     pub chunks: u64,
+    /// Pending additions plus pending deletions.
     pub pending: u64,
+    pub pending_adds: u64,
+    pub pending_deletes: u64,
     /// Pending vectors held in memory by this process (the writer).
     pub pending_in_memory: usize,
     pub in_trees: u64,
@@ -213,6 +255,10 @@ struct Core {
     opts: IndexOptions,
     /// In-memory copies of pending vectors (writer process only).
     hot: hot::HotVectors,
+    /// Held for a whole build. Builds must not overlap: two would fold the
+    /// same snapshot (`weft index build` runs `build_now` while the
+    /// background builder is also due), doing the work twice.
+    build_lock: Mutex<()>,
     /// Woken by writes; the builder waits on it.
     wake: (Mutex<BuilderClock>, Condvar),
     stop: AtomicBool,
@@ -264,14 +310,19 @@ impl VectorIndex {
         }
         let core = Arc::new(Core::open(dir, opts, true)?);
         // Items the trees hold but the store lost track of (a crash between
-        // a build and its bookkeeping) are masked and removed next build.
+        // a build and its bookkeeping) are masked and removed next build;
+        // live items neither in the trees nor pending (left by the
+        // lost-items bug of earlier versions) become pending again.
         let in_trees = core.ann.item_ids()?;
-        let ghosts = core
+        let (ghosts, lost) = core
             .store
             .lmdb
             .write(|w| core.store.reconcile(w, &in_trees))?;
         if ghosts > 0 {
             tracing::info!(index = %dir.display(), "{ghosts} stale item(s) in the trees will be removed");
+        }
+        if lost > 0 {
+            tracing::warn!(index = %dir.display(), "{lost} live item(s) were missing from the trees and the pending list; they are pending again");
         }
         let pending = core.store.lmdb.read(|r| core.store.pending_len(r))?;
         if pending > 0 {
@@ -376,8 +427,33 @@ impl VectorIndex {
         vector: &[f32],
         k: usize,
         filter: &[(String, String)],
-    ) -> Result<Vec<SearchHit>, String> {
+    ) -> Result<Vec<SearchHit>, IndexError> {
         self.core.search(vector, k, filter)
+    }
+
+    /// Checks that the store's live items, the pending list and the trees
+    /// agree (see [`IndexAudit`]). Waits for a running build, so it sees a
+    /// settled state; reads everything, so it is for tests and `weft index`.
+    pub fn audit(&self) -> Result<IndexAudit, IndexError> {
+        let c = &self.core;
+        let _settled = c.build_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (live, (adds, dels)) = c
+            .store
+            .lmdb
+            .read(|r| Ok((c.store.live_ids(r)?, c.store.pending(r)?)))?;
+        let adds: RoaringBitmap = adds.into_iter().collect();
+        let trees = c.ann.item_ids()?;
+        let ids = |b: RoaringBitmap| b.iter().collect::<Vec<u32>>();
+        Ok(IndexAudit {
+            live: live.len(),
+            in_trees: trees.len(),
+            pending_adds: adds.len(),
+            pending_deletes: dels.len(),
+            lost: ids(&(&live - &trees) - &adds),
+            live_pending_delete: ids(&live & &dels),
+            dead_pending_add: ids(&adds - &live),
+            ghosts: ids(&(&trees - &live) - &dels),
+        })
     }
 
     /// Folds everything pending into the trees now (tests, benchmarks,
@@ -404,13 +480,15 @@ impl VectorIndex {
 
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
         let c = &self.core;
-        let (dimension, (documents, chunks), pending) = c.store.lmdb.read(|r| {
-            Ok((
-                c.store.dimension(r)?,
-                c.store.counts(r)?,
-                c.store.pending_len(r)?,
-            ))
-        })?;
+        let (dimension, (documents, chunks), (pending_adds, pending_deletes)) =
+            c.store.lmdb.read(|r| {
+                Ok((
+                    c.store.dimension(r)?,
+                    c.store.counts(r)?,
+                    c.store.pending_counts(r)?,
+                ))
+            })?;
+        let pending = pending_adds + pending_deletes;
         let (in_trees, trees) = c.ann.stats()?;
         let clock = c.wake.0.lock().unwrap_or_else(|p| p.into_inner());
         Ok(IndexStats {
@@ -419,6 +497,8 @@ impl VectorIndex {
             documents,
             chunks,
             pending,
+            pending_adds,
+            pending_deletes,
             pending_in_memory: c.hot.count(),
             in_trees,
             trees,
@@ -560,6 +640,7 @@ impl Core {
             pool,
             hot: hot::HotVectors::new(opts.hot_vectors),
             opts,
+            build_lock: Mutex::new(()),
             wake: (Mutex::new(BuilderClock::default()), Condvar::new()),
             stop: AtomicBool::new(false),
         })
@@ -570,21 +651,22 @@ impl Core {
         vector: &[f32],
         k: usize,
         filter: &[(String, String)],
-    ) -> Result<Vec<SearchHit>, String> {
+    ) -> Result<Vec<SearchHit>, IndexError> {
         if k == 0 {
             return Ok(Vec::new());
         }
         let store = &self.store;
-        let result = store.lmdb.read(|srtxn| {
+        store.lmdb.read(|srtxn| {
             let Some(dim) = store.dimension(srtxn)? else {
                 // Nothing written yet.
-                return Ok(Ok(Vec::new()));
+                return Ok(Vec::new());
             };
             if vector.len() != dim as usize {
-                return Ok(Err(format!(
-                    "query vector has {} dimensions; the index holds {dim}-dimensional vectors",
-                    vector.len()
-                )));
+                return Err(IndexError::Dimension {
+                    path: self.dir.clone(),
+                    got: vector.len(),
+                    want: dim,
+                });
             }
             let allowed = store.filter(srtxn, filter)?;
             let (adds, dels) = store.pending(srtxn)?;
@@ -650,17 +732,13 @@ impl Core {
                     });
                 }
             }
-            Ok(Ok(hits))
-        });
-        match result {
-            Ok(Ok(h)) => Ok(h),
-            Ok(Err(m)) => Err(m),
-            Err(e) => Err(e.to_string()),
-        }
+            Ok(hits)
+        })
     }
 
     /// One bounded build; returns how many additions it folded in.
     fn build(&self) -> Result<usize, IndexError> {
+        let _one = self.build_lock.lock().unwrap_or_else(|p| p.into_inner());
         let t0 = Instant::now();
         let (snap, dim) = self.store.lmdb.read(|r| {
             Ok((
@@ -762,7 +840,8 @@ impl IndexSearch for VectorIndex {
     ) -> Result<Vec<Hit>, String> {
         Ok(self
             .core
-            .search(vector, k as usize, filter)?
+            .search(vector, k as usize, filter)
+            .map_err(|e| e.to_string())?
             .into_iter()
             .map(|h| Hit {
                 chunk_id: h.chunk_id,

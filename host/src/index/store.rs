@@ -53,7 +53,7 @@ pub struct Store {
     chunks: Database<'static, Id, SerdeJson<ChunkRecord>>,
     vectors: Database<'static, Id, Bytes>,
     docs: Database<'static, Str, SerdeJson<Vec<u32>>>,
-    pending: Database<'static, Id, U8>,
+    pub(super) pending: Database<'static, Id, U8>,
     filters: Database<'static, Str, Bytes>,
     meta: Database<'static, Str, Bytes>,
 }
@@ -435,41 +435,115 @@ impl Store {
     /// After a build that took in `snap`: those items are no longer
     /// pending, except adds deleted meanwhile, which the trees now hold and
     /// the next build must remove.
+    ///
+    /// Whether an add was deleted during the build is decided by the store
+    /// itself (is the chunk still live?), never by its pending entry being
+    /// gone: an entry also disappears when another build already finished
+    /// the same items, and reading that as "deleted" marked live chunks for
+    /// removal from the trees (the lost-items bug of `weft index build`,
+    /// whose bounded builds raced the background builder). Decided this
+    /// way, finishing the same snapshot twice changes nothing.
     pub fn finish_build(&self, wtxn: &mut RwTxn, snap: &PendingSnapshot) -> Result<(), IndexError> {
         let e = self.err("finishing a build");
         for (id, _) in &snap.adds {
-            match self.pending.get(wtxn, id).map_err(&e)? {
-                Some(PENDING_ADD) => {
+            let live = self.is_live(wtxn, *id)?;
+            match (live, self.pending.get(wtxn, id).map_err(&e)?) {
+                (true, Some(PENDING_ADD)) => {
                     self.pending.delete(wtxn, id).map_err(&e)?;
                 }
-                Some(_) => {}
-                None => self.pending.put(wtxn, id, &PENDING_DEL).map_err(&e)?,
+                // Settled already (a build of the same items finished first).
+                (true, _) => {}
+                (false, Some(PENDING_DEL)) => {}
+                // Deleted while the build ran: the trees hold it now.
+                (false, _) => self.pending.put(wtxn, id, &PENDING_DEL).map_err(&e)?,
             }
         }
         for id in &snap.dels {
-            if self.pending.get(wtxn, id).map_err(&e)? == Some(PENDING_DEL) {
+            if self.pending.get(wtxn, id).map_err(&e)? == Some(PENDING_DEL)
+                && !self.is_live(wtxn, *id)?
+            {
                 self.pending.delete(wtxn, id).map_err(&e)?;
             }
         }
         Ok(())
     }
 
-    /// Marks items that the trees hold but the store does not (left by a
-    /// crash between a build and its bookkeeping) for removal.
-    pub fn reconcile(&self, wtxn: &mut RwTxn, in_trees: &RoaringBitmap) -> Result<u64, IndexError> {
+    /// Whether item `id` holds a live chunk (ids are never reused, so a
+    /// removed item never comes back).
+    pub fn is_live(&self, txn: &RoTxn, id: u32) -> Result<bool, IndexError> {
+        Ok(self
+            .chunks
+            .remap_data_type::<DecodeIgnore>()
+            .get(txn, &id)
+            .map_err(self.err("reading a chunk"))?
+            .is_some())
+    }
+
+    /// Every live item id.
+    pub fn live_ids(&self, txn: &RoTxn) -> Result<RoaringBitmap, IndexError> {
+        let e = self.err("listing chunks");
+        let mut out = RoaringBitmap::new();
+        for r in self
+            .chunks
+            .remap_data_type::<DecodeIgnore>()
+            .iter(txn)
+            .map_err(&e)?
+        {
+            out.insert(r.map_err(&e)?.0);
+        }
+        Ok(out)
+    }
+
+    /// Brings the pending list in line with what the trees hold
+    /// (`in_trees`), so that afterwards every live item is in the trees or
+    /// pending addition and every dead one in the trees is pending
+    /// deletion. Needed at open after a crash between a build and its
+    /// bookkeeping (items the trees hold but the store does not), and to
+    /// repair indexes damaged by the lost-items bug (live items neither in
+    /// the trees nor pending, or pending deletion). Returns (items marked
+    /// for removal from the trees, live items marked for addition).
+    pub fn reconcile(
+        &self,
+        wtxn: &mut RwTxn,
+        in_trees: &RoaringBitmap,
+    ) -> Result<(u64, u64), IndexError> {
         let e = self.err("reconciling");
-        let mut ghosts = 0;
-        for id in in_trees {
-            let live = self.chunks.get(wtxn, &id).map_err(&e)?.is_some();
-            let pending = self.pending.get(wtxn, &id).map_err(&e)?;
-            if !live && pending != Some(PENDING_DEL) {
+        let live = self.live_ids(wtxn)?;
+        let (adds, dels) = self.pending(wtxn)?;
+        let adds: RoaringBitmap = adds.into_iter().collect();
+        let (mut ghosts, mut lost) = (0, 0);
+        for id in in_trees - &live {
+            if !dels.contains(id) {
                 self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?;
                 ghosts += 1;
-            } else if live && pending == Some(PENDING_ADD) {
-                // Built before the crash; the next build re-adds it, harmless.
             }
         }
-        Ok(ghosts)
+        // A pending addition the store no longer holds has nothing to add.
+        for id in &adds - &live {
+            self.pending.delete(wtxn, &id).map_err(&e)?;
+        }
+        for id in &live & &dels {
+            if in_trees.contains(id) {
+                self.pending.delete(wtxn, &id).map_err(&e)?;
+            } else {
+                self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+                lost += 1;
+            }
+        }
+        // Live, not in the trees, not pending: search would never find it.
+        for id in &(&live - in_trees) - &(&adds | &dels) {
+            self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+            lost += 1;
+        }
+        // Live, in the trees and pending addition: built before a crash; the
+        // next build re-adds it, harmless.
+        Ok((ghosts, lost))
+    }
+
+    /// Pending additions and deletions, counted.
+    pub fn pending_counts(&self, txn: &RoTxn) -> Result<(u64, u64), IndexError> {
+        let (adds, dels) = self.pending(txn)?;
+        Ok((adds.len() as u64, dels.len()))
     }
 
     /// Calls `f(id, vector bytes)` for every id of `ids`. Pending additions
