@@ -559,6 +559,8 @@ fn random_writes_deletes_and_builds_keep_every_live_chunk_searchable() {
         idle_build: Duration::from_millis(rng.random_range(1..30)),
         max_age: Duration::from_millis(rng.random_range(5..200)),
         hot_vectors: [0, 30, 10_000][rng.random_range(0..3)],
+        // Filtered searches through the trees, exactly, or either.
+        exact_filter_below: [0.0, 0.5, 2.0][rng.random_range(0..3)],
         ..IndexOptions::default()
     };
     let mut ix = Some(VectorIndex::open(dir.path(), opts(&mut rng)).unwrap());

@@ -19,6 +19,7 @@
 //! trees hold but the store does not are found at open and masked.
 
 mod ann;
+mod exact;
 mod hot;
 mod lmdb;
 pub mod sink;
@@ -29,11 +30,12 @@ mod tests;
 use crate::plugin::bindings::types::{Hit, Meta};
 use crate::plugin::IndexSearch;
 use ann::Ann;
+use exact::{Scored, TopK};
 use roaring::RoaringBitmap;
 use serde::Serialize;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use store::Store;
@@ -157,6 +159,21 @@ pub struct IndexOptions {
     /// Pending vectors the writing process keeps in memory for the exact
     /// scan (0 = none; the rest is read from LMDB).
     pub hot_vectors: usize,
+    /// A filtered search whose filter keeps fewer than this share of the
+    /// live chunks scores every match exactly from the store instead of
+    /// searching the trees (0 = never, above 1 = always). Small filters
+    /// are where a tree search is both slow and poor (most visited leaves
+    /// hold no match); see `cargo bench --bench index` for the crossover.
+    pub exact_filter_below: f64,
+    /// Number of arroy trees. `None` lets arroy pick, which it does by
+    /// building trees until they hold about one node per item (~140 trees
+    /// at 100k x 384; each split node stores a full normal vector, so the
+    /// trees take more disk than the vectors), and keeps that count from
+    /// 32 trees on. Fewer trees are smaller and faster to build; search
+    /// then visits `k x trees x oversampling` leaves' items.
+    pub trees: Option<usize>,
+    /// Most items in one leaf of a tree (arroy's default: the dimension).
+    pub split_after: Option<usize>,
 }
 
 impl Default for IndexOptions {
@@ -170,6 +187,9 @@ impl Default for IndexOptions {
             max_build: 10_000,
             oversampling: 2,
             hot_vectors: hot::DEFAULT_CAP,
+            exact_filter_below: 0.5,
+            trees: None,
+            split_after: None,
         }
     }
 }
@@ -259,6 +279,9 @@ struct Core {
     /// same snapshot (`weft index build` runs `build_now` while the
     /// background builder is also due), doing the work twice.
     build_lock: Mutex<()>,
+    /// `IndexOptions::exact_filter_below`, as f64 bits (benchmarks change it
+    /// on an open index to compare both paths on the same data).
+    exact_filter_below: AtomicU64,
     /// Woken by writes; the builder waits on it.
     wake: (Mutex<BuilderClock>, Condvar),
     stop: AtomicBool,
@@ -323,6 +346,13 @@ impl VectorIndex {
         }
         if lost > 0 {
             tracing::warn!(index = %dir.display(), "{lost} live item(s) were missing from the trees and the pending list; they are pending again");
+        }
+        let dropped = core
+            .store
+            .lmdb
+            .write(|w| core.store.drop_built_vectors(w, &in_trees))?;
+        if dropped > 0 {
+            tracing::info!(index = %dir.display(), "dropped the store's second copy of {dropped} built vector(s)");
         }
         let pending = core.store.lmdb.read(|r| core.store.pending_len(r))?;
         if pending > 0 {
@@ -431,6 +461,14 @@ impl VectorIndex {
         self.core.search(vector, k, filter)
     }
 
+    /// Changes [`IndexOptions::exact_filter_below`] on the open index
+    /// (benchmarks compare the exact and the tree path on the same data).
+    pub fn set_exact_filter_below(&self, share: f64) {
+        self.core
+            .exact_filter_below
+            .store(share.to_bits(), Ordering::Relaxed);
+    }
+
     /// Checks that the store's live items, the pending list and the trees
     /// agree (see [`IndexAudit`]). Waits for a running build, so it sees a
     /// settled state; reads everything, so it is for tests and `weft index`.
@@ -441,7 +479,6 @@ impl VectorIndex {
             .store
             .lmdb
             .read(|r| Ok((c.store.live_ids(r)?, c.store.pending(r)?)))?;
-        let adds: RoaringBitmap = adds.into_iter().collect();
         let trees = c.ann.item_ids()?;
         let ids = |b: RoaringBitmap| b.iter().collect::<Vec<u32>>();
         Ok(IndexAudit {
@@ -526,16 +563,33 @@ impl VectorIndex {
         doc_id: &str,
         model: &str,
     ) -> Result<HashMap<String, (String, Vec<f32>)>, IndexError> {
-        let s = &self.core.store;
+        let (s, ann) = (&self.core.store, &self.core.ann);
         s.lmdb.read(|r| {
             let mut out = HashMap::new();
+            let mut built = HashMap::new();
             for (id, c) in s.doc_items(r, doc_id)? {
                 if c.model.as_deref() != Some(model) {
                     continue;
                 }
-                if let Some(v) = s.vector(r, id)? {
-                    out.insert(c.chunk_id, (c.text, v));
+                match s.vector(r, id)? {
+                    Some(v) => {
+                        out.insert(c.chunk_id, (c.text, v));
+                    }
+                    None => {
+                        built.insert(id, (c.chunk_id, c.text));
+                    }
                 }
+            }
+            if !built.is_empty() {
+                let ids: RoaringBitmap = built.keys().copied().collect();
+                let dim = s.dimension(r)?.unwrap_or(0) as usize;
+                ann.lmdb.read(|ar| {
+                    ann.scan_items(ar, dim, &ids, |id, bytes| {
+                        if let Some((chunk_id, text)) = built.remove(&id) {
+                            out.insert(chunk_id, (text, store::bytes_vector(bytes)));
+                        }
+                    })
+                })?;
             }
             Ok(out)
         })
@@ -589,40 +643,16 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
     Ok(())
 }
 
-/// Cosine similarity of `q` (norm `qnorm`) and a stored vector, read straight
-/// from its little-endian bytes (no allocation per candidate).
-fn cosine_bytes(q: &[f32], qnorm: f32, b: &[u8]) -> f32 {
-    let (mut dot, mut nn) = (0f32, 0f32);
-    for (x, c) in q.iter().zip(b.chunks_exact(4)) {
-        let y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        dot += x * y;
-        nn += y * y;
-    }
-    let n = qnorm * nn.sqrt();
-    if n > f32::EPSILON {
-        dot / n
-    } else {
-        0.0
-    }
-}
-
-/// A (score, id) ordered so a `BinaryHeap` pops the worst first.
-#[derive(PartialEq)]
-struct Scored(f32, u32);
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scored {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
-    }
+/// How many pending additions ranked by their sketch are scored exactly
+/// for a top `k`: the sketch moves a cosine by ~1e-3, so the true top k is
+/// inside a few times k; 40 more covers ties among near-duplicates.
+fn rerank(k: usize) -> usize {
+    4 * k + 40
 }
 
 impl Core {
     fn open(dir: &Path, opts: IndexOptions, create: bool) -> Result<Core, IndexError> {
+        let exact_filter_below = opts.exact_filter_below;
         let store = Store::open(&dir.join("store"), create, opts.initial_map)?;
         let ann = Ann::open(&dir.join("trees"), create, opts.initial_map)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -641,6 +671,7 @@ impl Core {
             hot: hot::HotVectors::new(opts.hot_vectors),
             opts,
             build_lock: Mutex::new(()),
+            exact_filter_below: AtomicU64::new(exact_filter_below.to_bits()),
             wake: (Mutex::new(BuilderClock::default()), Condvar::new()),
             stop: AtomicBool::new(false),
         })
@@ -668,59 +699,25 @@ impl Core {
                     want: dim,
                 });
             }
-            let allowed = store.filter(srtxn, filter)?;
-            let (adds, dels) = store.pending(srtxn)?;
-            // Exact scores for what the trees do not know yet.
-            let mut heap: BinaryHeap<Scored> = BinaryHeap::new();
-            let push = |s: f32, id: u32, heap: &mut BinaryHeap<Scored>| {
-                heap.push(Scored(s, id));
-                if heap.len() > k {
-                    heap.pop();
-                }
-            };
-            let delta: RoaringBitmap = adds.into_iter().collect();
-            let scan = match &allowed {
-                Some(a) => a & &delta,
-                None => delta.clone(),
-            };
             let qnorm = hot::dot(vector, vector).sqrt();
-            let missing = self
-                .hot
-                .score(vector, qnorm, &scan, |s, id| push(s, id, &mut heap));
-            store.scan_vectors(srtxn, &missing, |id, bytes| {
-                push(cosine_bytes(vector, qnorm, bytes), id, &mut heap);
-            })?;
-            let from_trees = self.ann.lmdb.read(|artxn| {
-                let Some(reader) = self.ann.reader(artxn)? else {
-                    return Ok(Vec::new());
-                };
-                let mut masked = dels.clone();
-                masked |= &delta;
-                let candidates = match &allowed {
-                    Some(a) => Some(a - &masked),
-                    None if (reader.item_ids() & &masked).is_empty() => None,
-                    None => Some(reader.item_ids() - &masked),
-                };
-                let mut q = reader.nns(k);
-                if let Some(o) = std::num::NonZeroUsize::new(self.opts.oversampling) {
-                    q.oversampling(o);
+            let mut top = TopK::new(k);
+            let allowed = store.filter(srtxn, filter)?;
+            let small = match &allowed {
+                Some(a) => {
+                    let live = store.counts(srtxn)?.1;
+                    (a.len() as f64) < self.exact_filter_below() * live as f64
                 }
-                if let Some(c) = &candidates {
-                    q.candidates(c);
-                }
-                q.by_vector(artxn, vector).map_err(|e| IndexError::Arroy {
-                    path: self.ann.lmdb.path.clone(),
-                    source: e,
-                })
-            })?;
-            for (id, distance) in from_trees {
-                // arroy's cosine distance is (1 - cos) / 2.
-                push(1.0 - 2.0 * distance, id, &mut heap);
+                None => false,
+            };
+            match &allowed {
+                // Filter bitmaps hold exactly the live matching items
+                // (pending or built), so scoring them all is the exact
+                // answer, without the trees.
+                Some(a) if small => self.score_exact(srtxn, vector, qnorm, a, &mut top)?,
+                _ => self.search_merged(srtxn, vector, qnorm, allowed.as_ref(), &mut top)?,
             }
-            let mut best = heap.into_sorted_vec();
-            best.truncate(k);
-            let mut hits = Vec::with_capacity(best.len());
-            for Scored(score, id) in best {
+            let mut hits = Vec::with_capacity(k);
+            for Scored(score, id) in top.into_sorted() {
                 // A chunk deleted since the trees' snapshot has no record.
                 if let Some(c) = store.chunk(srtxn, id)? {
                     hits.push(SearchHit {
@@ -734,6 +731,114 @@ impl Core {
             }
             Ok(hits)
         })
+    }
+
+    /// Scores every item of `ids` exactly: from memory where this process
+    /// holds the vector, else from the store.
+    fn score_exact(
+        &self,
+        srtxn: &heed::RoTxn,
+        vector: &[f32],
+        qnorm: f32,
+        ids: &RoaringBitmap,
+        top: &mut TopK,
+    ) -> Result<(), IndexError> {
+        let mut rest = self.hot.score(vector, qnorm, ids, |s, id| top.push(s, id));
+        let mut found = RoaringBitmap::new();
+        self.store.scan_vectors(srtxn, &rest, |id, bytes| {
+            top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+            found.insert(id);
+        })?;
+        rest -= found;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        // Built: the vector is in the trees. Their transaction starts after
+        // the store's, so it holds every item the store saw as built; one
+        // deleted since is simply absent.
+        self.ann.lmdb.read(|artxn| {
+            self.ann
+                .scan_items(artxn, vector.len(), &rest, |id, bytes| {
+                    top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+                })
+        })
+    }
+
+    /// The pending additions scored exactly, merged with an arroy search
+    /// of the trees that masks what is pending (deleted, or re-added).
+    fn search_merged(
+        &self,
+        srtxn: &heed::RoTxn,
+        vector: &[f32],
+        qnorm: f32,
+        allowed: Option<&RoaringBitmap>,
+        top: &mut TopK,
+    ) -> Result<(), IndexError> {
+        let k = top.k();
+        // Pending additions: exactly from memory where this process holds
+        // the vector (the writer); else ranked by their int8 sketch, read
+        // with the pending list itself, and only the best `rerank` read in
+        // full and scored exactly. A reader process after a bulk load has
+        // tens of thousands pending: the sketch pass reads a quarter of the
+        // bytes, and no vector page at all.
+        let mut approx = TopK::new(rerank(k));
+        let mut full = RoaringBitmap::new();
+        let (delta, dels) = {
+            let hot = self.hot.view();
+            self.store.walk_pending(srtxn, |id, sketch| {
+                if allowed.is_some_and(|a| !a.contains(id)) {
+                    return;
+                }
+                if let Some(s) = hot.score(vector, qnorm, id) {
+                    top.push(s, id);
+                    return;
+                }
+                match exact::sketch_cosine(vector, qnorm, sketch) {
+                    Some(s) => approx.push(s, id),
+                    None => {
+                        full.insert(id);
+                    }
+                }
+            })?
+        };
+        for Scored(_, id) in approx.into_sorted() {
+            full.insert(id);
+        }
+        self.store.scan_vectors(srtxn, &full, |id, bytes| {
+            top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+        })?;
+        let from_trees = self.ann.lmdb.read(|artxn| {
+            let Some(reader) = self.ann.reader(artxn)? else {
+                return Ok(Vec::new());
+            };
+            let mut masked = dels.clone();
+            masked |= &delta;
+            let candidates = match allowed {
+                Some(a) => Some(a - &masked),
+                None if (reader.item_ids() & &masked).is_empty() => None,
+                None => Some(reader.item_ids() - &masked),
+            };
+            let mut q = reader.nns(k);
+            if let Some(o) = std::num::NonZeroUsize::new(self.opts.oversampling) {
+                q.oversampling(o);
+            }
+            if let Some(c) = &candidates {
+                q.candidates(c);
+            }
+            q.by_vector(artxn, vector).map_err(|e| IndexError::Arroy {
+                path: self.ann.lmdb.path.clone(),
+                source: e,
+            })
+        })?;
+        for (id, distance) in from_trees {
+            // arroy's cosine distance is (1 - cos) / 2.
+            top.push(1.0 - 2.0 * distance, id);
+        }
+        Ok(())
+    }
+
+    fn exact_filter_below(&self) -> f64 {
+        f64::from_bits(self.exact_filter_below.load(Ordering::Relaxed))
     }
 
     /// One bounded build; returns how many additions it folded in.
@@ -752,8 +857,12 @@ impl Core {
         if snap.adds.is_empty() && snap.dels.is_empty() {
             return Ok(0);
         }
+        let shape = ann::TreeShape {
+            trees: self.opts.trees,
+            split_after: self.opts.split_after,
+        };
         self.ann
-            .build(dim as usize, &snap, &self.pool, &self.stop)?;
+            .build(dim as usize, &snap, &shape, &self.pool, &self.stop)?;
         self.store
             .lmdb
             .write(|w| self.store.finish_build(w, &snap))?;

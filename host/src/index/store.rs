@@ -13,7 +13,7 @@
 use super::lmdb::Lmdb;
 use super::{ChunkIn, DocOp, IndexError};
 use heed::byteorder::BE;
-use heed::types::{Bytes, DecodeIgnore, SerdeJson, Str, U32, U8};
+use heed::types::{Bytes, DecodeIgnore, SerdeJson, Str, U32};
 use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -51,9 +51,12 @@ pub struct ChunkRecord {
 pub struct Store {
     pub lmdb: Lmdb,
     chunks: Database<'static, Id, SerdeJson<ChunkRecord>>,
-    vectors: Database<'static, Id, Bytes>,
+    pub(super) vectors: Database<'static, Id, Bytes>,
     docs: Database<'static, Str, SerdeJson<Vec<u32>>>,
-    pub(super) pending: Database<'static, Id, U8>,
+    /// Item -> `PENDING_ADD` followed by an int8 sketch of its vector
+    /// (see `exact::sketch`; empty in indexes written before sketches), or
+    /// `PENDING_DEL`.
+    pub(super) pending: Database<'static, Id, Bytes>,
     filters: Database<'static, Str, Bytes>,
     meta: Database<'static, Str, Bytes>,
 }
@@ -297,7 +300,10 @@ impl Store {
         self.vectors
             .put(wtxn, &id, &vector_bytes(&c.vector))
             .map_err(&e)?;
-        self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+        let mut pending = Vec::with_capacity(1 + super::exact::sketch_len(c.vector.len()));
+        pending.push(PENDING_ADD);
+        pending.extend(super::exact::sketch(&c.vector));
+        self.pending.put(wtxn, &id, &pending).map_err(&e)?;
         for (k, v) in &c.metadata {
             if let Some(key) = filter_key(k, v) {
                 self.update_filter(wtxn, &key, |b| {
@@ -313,12 +319,12 @@ impl Store {
         let rec = self.chunks.get(wtxn, &id).map_err(&e)?;
         self.chunks.delete(wtxn, &id).map_err(&e)?;
         self.vectors.delete(wtxn, &id).map_err(&e)?;
-        match self.pending.get(wtxn, &id).map_err(&e)? {
+        match self.pending_op(wtxn, id)? {
             // Never reached the approximate index: nothing to undo there.
             Some(PENDING_ADD) => {
                 self.pending.delete(wtxn, &id).map_err(&e)?;
             }
-            _ => self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?,
+            _ => self.pending.put(wtxn, &id, &[PENDING_DEL]).map_err(&e)?,
         }
         if let Some(rec) = rec {
             for (k, v) in &rec.metadata {
@@ -392,23 +398,55 @@ impl Store {
         Ok(acc)
     }
 
-    /// Pending adds (ids) and deletes (bitmap).
-    pub fn pending(&self, txn: &RoTxn) -> Result<(Vec<u32>, RoaringBitmap), IndexError> {
-        let mut adds = Vec::new();
+    /// Pending adds and deletes. Every search of the pending delta reads
+    /// this whole list (tens of thousands of entries after a bulk load), so
+    /// ids go straight into the bitmaps in key order (`push` appends)
+    /// instead of through a `Vec` and per-id inserts.
+    pub fn pending(&self, txn: &RoTxn) -> Result<(RoaringBitmap, RoaringBitmap), IndexError> {
+        self.walk_pending(txn, |_, _| {})
+    }
+
+    /// [`Store::pending`], calling `f(id, sketch)` for every pending
+    /// addition on the way (the sketch is empty for items written before
+    /// sketches existed): one pass over the list serves the search.
+    pub fn walk_pending(
+        &self,
+        txn: &RoTxn,
+        mut f: impl FnMut(u32, &[u8]),
+    ) -> Result<(RoaringBitmap, RoaringBitmap), IndexError> {
+        let mut adds = RoaringBitmap::new();
         let mut dels = RoaringBitmap::new();
         for r in self
             .pending
             .iter(txn)
             .map_err(self.err("reading pending"))?
         {
-            let (id, op) = r.map_err(self.err("reading pending"))?;
-            if op == PENDING_ADD {
-                adds.push(id);
-            } else {
-                dels.insert(id);
+            let (id, value) = r.map_err(self.err("reading pending"))?;
+            // Keys come sorted, so `push` always appends.
+            match value.split_first() {
+                Some((&PENDING_ADD, sketch)) => {
+                    if adds.try_push(id).is_err() {
+                        adds.insert(id);
+                    }
+                    f(id, sketch);
+                }
+                _ => {
+                    if dels.try_push(id).is_err() {
+                        dels.insert(id);
+                    }
+                }
             }
         }
         Ok((adds, dels))
+    }
+
+    /// `PENDING_ADD`, `PENDING_DEL` or nothing, for one item.
+    fn pending_op(&self, txn: &RoTxn, id: u32) -> Result<Option<u8>, IndexError> {
+        Ok(self
+            .pending
+            .get(txn, &id)
+            .map_err(self.err("reading pending"))?
+            .and_then(|v| v.first().copied()))
     }
 
     pub fn pending_len(&self, txn: &RoTxn) -> Result<u64, IndexError> {
@@ -421,10 +459,10 @@ impl Store {
     pub fn snapshot(&self, txn: &RoTxn, max_adds: usize) -> Result<PendingSnapshot, IndexError> {
         let (adds, dels) = self.pending(txn)?;
         let mut snap = PendingSnapshot {
-            adds: Vec::with_capacity(adds.len().min(max_adds)),
+            adds: Vec::with_capacity((adds.len() as usize).min(max_adds)),
             dels: dels.iter().collect(),
         };
-        for id in adds.into_iter().take(max_adds) {
+        for id in adds.iter().take(max_adds) {
             if let Some(v) = self.vector(txn, id)? {
                 snap.adds.push((id, v));
             }
@@ -447,21 +485,22 @@ impl Store {
         let e = self.err("finishing a build");
         for (id, _) in &snap.adds {
             let live = self.is_live(wtxn, *id)?;
-            match (live, self.pending.get(wtxn, id).map_err(&e)?) {
+            match (live, self.pending_op(wtxn, *id)?) {
+                // The trees hold the vector now; the store keeps no second
+                // copy (the exact scans read it from the trees).
                 (true, Some(PENDING_ADD)) => {
                     self.pending.delete(wtxn, id).map_err(&e)?;
+                    self.vectors.delete(wtxn, id).map_err(&e)?;
                 }
                 // Settled already (a build of the same items finished first).
                 (true, _) => {}
                 (false, Some(PENDING_DEL)) => {}
                 // Deleted while the build ran: the trees hold it now.
-                (false, _) => self.pending.put(wtxn, id, &PENDING_DEL).map_err(&e)?,
+                (false, _) => self.pending.put(wtxn, id, &[PENDING_DEL]).map_err(&e)?,
             }
         }
         for id in &snap.dels {
-            if self.pending.get(wtxn, id).map_err(&e)? == Some(PENDING_DEL)
-                && !self.is_live(wtxn, *id)?
-            {
+            if self.pending_op(wtxn, *id)? == Some(PENDING_DEL) && !self.is_live(wtxn, *id)? {
                 self.pending.delete(wtxn, id).map_err(&e)?;
             }
         }
@@ -510,11 +549,10 @@ impl Store {
         let e = self.err("reconciling");
         let live = self.live_ids(wtxn)?;
         let (adds, dels) = self.pending(wtxn)?;
-        let adds: RoaringBitmap = adds.into_iter().collect();
         let (mut ghosts, mut lost) = (0, 0);
         for id in in_trees - &live {
             if !dels.contains(id) {
-                self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?;
+                self.pending.put(wtxn, &id, &[PENDING_DEL]).map_err(&e)?;
                 ghosts += 1;
             }
         }
@@ -526,13 +564,13 @@ impl Store {
             if in_trees.contains(id) {
                 self.pending.delete(wtxn, &id).map_err(&e)?;
             } else {
-                self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+                self.pending.put(wtxn, &id, &[PENDING_ADD]).map_err(&e)?;
                 lost += 1;
             }
         }
         // Live, not in the trees, not pending: search would never find it.
         for id in &(&live - in_trees) - &(&adds | &dels) {
-            self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+            self.pending.put(wtxn, &id, &[PENDING_ADD]).map_err(&e)?;
             lost += 1;
         }
         // Live, in the trees and pending addition: built before a crash; the
@@ -540,13 +578,40 @@ impl Store {
         Ok((ghosts, lost))
     }
 
+    /// Drops the store's copy of vectors the trees hold (indexes written
+    /// before built vectors lived in the trees only); returns how many.
+    pub fn drop_built_vectors(
+        &self,
+        wtxn: &mut RwTxn,
+        in_trees: &RoaringBitmap,
+    ) -> Result<u64, IndexError> {
+        let e = self.err("dropping built vectors");
+        let (adds, _) = self.pending(wtxn)?;
+        let mut stored = RoaringBitmap::new();
+        for r in self
+            .vectors
+            .remap_data_type::<DecodeIgnore>()
+            .iter(wtxn)
+            .map_err(&e)?
+        {
+            stored.insert(r.map_err(&e)?.0);
+        }
+        let drop = &(&stored & in_trees) - &adds;
+        for id in &drop {
+            self.vectors.delete(wtxn, &id).map_err(&e)?;
+        }
+        Ok(drop.len())
+    }
+
     /// Pending additions and deletions, counted.
     pub fn pending_counts(&self, txn: &RoTxn) -> Result<(u64, u64), IndexError> {
         let (adds, dels) = self.pending(txn)?;
-        Ok((adds.len() as u64, dels.len()))
+        Ok((adds.len(), dels.len()))
     }
 
-    /// Calls `f(id, vector bytes)` for every id of `ids`. Pending additions
+    /// Calls `f(id, vector bytes)` for every id of `ids` whose vector the
+    /// store holds (the pending additions; built ones are in the trees).
+    /// Pending additions
     /// are the newest ids, so one cursor over that key range reads them in
     /// order instead of a B-tree lookup each; a small sparse set is looked
     /// up one by one.

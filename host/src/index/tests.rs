@@ -65,7 +65,9 @@ fn finishing_the_same_snapshot_twice_deletes_nothing() {
         .expect("snapshot");
     assert_eq!(snap.adds.len(), 10);
     for _ in 0..2 {
-        c.ann.build(8, &snap, &c.pool, &c.stop).expect("build");
+        c.ann
+            .build(8, &snap, &Default::default(), &c.pool, &c.stop)
+            .expect("build");
         c.store
             .lmdb
             .write(|w| c.store.finish_build(w, &snap))
@@ -96,14 +98,26 @@ fn opening_repairs_items_lost_by_earlier_versions() {
             adds: vec![],
             dels: (0..10).collect(),
         };
-        c.ann.build(8, &snap, &c.pool, &c.stop).expect("build");
+        c.ann
+            .build(8, &snap, &Default::default(), &c.pool, &c.stop)
+            .expect("build");
         c.store
             .lmdb
             .write(|w| {
+                // Indexes of those versions kept every vector in the store
+                // (built ones no longer are), which is what makes the
+                // repair possible.
+                for id in 0..10u32 {
+                    let bytes = store::vector_bytes(&vector(id as usize));
+                    c.store
+                        .vectors
+                        .put(w, &id, &bytes)
+                        .map_err(|e| IndexError::lmdb(&c.store.lmdb.path, "test", e))?;
+                }
                 for id in 10..15u32 {
                     c.store
                         .pending
-                        .put(w, &id, &store::PENDING_DEL)
+                        .put(w, &id, &[store::PENDING_DEL])
                         .map_err(|e| IndexError::lmdb(&c.store.lmdb.path, "test", e))?;
                 }
                 Ok(())
@@ -124,4 +138,68 @@ fn opening_repairs_items_lost_by_earlier_versions() {
     ix.build_now().expect("build");
     assert_eq!(ix.stats().expect("stats").in_trees, 30);
     assert_eq!(findable(&ix, 30), 30);
+}
+
+/// The store keeps no copy of a built vector; the exact scans read arroy's
+/// item records in place, which must decode to what arroy itself returns.
+#[test]
+fn built_vectors_are_read_from_the_trees_exactly_as_arroy_stores_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ix = VectorIndex::open(dir.path(), opts()).expect("open");
+    load(&ix, 25);
+    ix.build_now().expect("build");
+    let c = &ix.core;
+    let ids: RoaringBitmap = (0..25).collect();
+    let in_store = c
+        .store
+        .lmdb
+        .read(|r| {
+            (0..25)
+                .map(|id| c.store.vector(r, id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("store");
+    assert!(in_store.iter().all(Option::is_none), "no second copy");
+    let (mut raw, mut arroy) = (Vec::new(), Vec::new());
+    c.ann
+        .lmdb
+        .read(|r| {
+            // Sparse (one lookup each) and dense (one cursor) both.
+            for set in [ids.clone(), [3u32, 24].into_iter().collect()] {
+                c.ann.scan_items(r, 8, &set, |id, b| {
+                    raw.push((id, store::bytes_vector(b)));
+                })?;
+            }
+            let reader = c.ann.reader(r)?.expect("built");
+            for id in [3u32, 24].into_iter().chain(0..25) {
+                arroy.push((id, reader.item_vector(r, id).expect("arroy").expect("held")));
+            }
+            Ok(())
+        })
+        .expect("read");
+    raw.sort_by_key(|x| x.0);
+    arroy.sort_by_key(|x| x.0);
+    assert_eq!(raw, arroy);
+    assert!(ix.reusable_vectors("d7", "m").expect("reuse").is_empty());
+    // A built chunk's vector is reusable by the same embedder.
+    ix.apply(&[DocOp::Upsert {
+        doc_id: "dm".into(),
+        chunks: vec![ChunkIn {
+            chunk_id: "dm#0".into(),
+            text: "tm".into(),
+            metadata: vec![],
+            vector: vector(40),
+            model: Some("m".into()),
+        }],
+    }])
+    .expect("apply");
+    for when in ["pending", "built"] {
+        let reused = ix.reusable_vectors("dm", "m").expect("reuse");
+        assert_eq!(
+            reused.get("dm#0"),
+            Some(&("tm".to_string(), vector(40))),
+            "{when}"
+        );
+        ix.build_now().expect("build");
+    }
 }
