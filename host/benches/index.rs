@@ -384,18 +384,26 @@ fn progress(what: &str) {
 }
 
 /// Reader side of section 7, run in a child process (`WEFT_BENCH_READER =
-/// "<index dir>|<queries file>"`, queries as little-endian f32 rows): opens
-/// the index read-only, as a query process beside the writer does, and
-/// prints one line per query: latency in ms, then the hit ids.
+/// "<index dir>|<queries file>|<sketches 0/1>"`, queries as little-endian
+/// f32 rows): opens the index read-only, as a query process beside the
+/// writer does, and prints one line per query: latency in ms, then the hit
+/// ids.
 fn reader_child(spec: &str) {
-    let (dir, qfile) = spec.split_once('|').expect("dir|queries");
+    let mut parts = spec.split('|');
+    let (Some(dir), Some(qfile), Some(sk)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("WEFT_BENCH_READER: dir|queries|sketches");
+    };
     let bytes = std::fs::read(qfile).expect("queries");
     let floats: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let qs: Vec<&[f32]> = floats.chunks_exact(DIM).collect();
-    let ix = VectorIndex::open_read_only(Path::new(dir)).expect("open read-only");
+    let opts = IndexOptions {
+        pending_sketches: sk == "1",
+        ..IndexOptions::default()
+    };
+    let ix = VectorIndex::open_read_only_with(Path::new(dir), opts).expect("open read-only");
     for q in qs.iter().take(WARMUP) {
         black_box(ix.search(q, K, &[]).expect("search"));
     }
@@ -410,7 +418,7 @@ fn reader_child(spec: &str) {
 
 /// Runs [`reader_child`] in a new process of this benchmark: latencies
 /// (ms) and hit ids per query.
-fn run_reader(dir: &Path, qs: &[Vec<f32>]) -> (Vec<f64>, Vec<Vec<u32>>) {
+fn run_reader(dir: &Path, qs: &[Vec<f32>], sketches: bool) -> (Vec<f64>, Vec<Vec<u32>>) {
     let qfile = dir.join("bench-queries.f32");
     let bytes: Vec<u8> = qs.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
     std::fs::write(&qfile, bytes).expect("write queries");
@@ -418,7 +426,12 @@ fn run_reader(dir: &Path, qs: &[Vec<f32>]) -> (Vec<f64>, Vec<Vec<u32>>) {
     let out = std::process::Command::new(exe)
         .env(
             "WEFT_BENCH_READER",
-            format!("{}|{}", dir.display(), qfile.display()),
+            format!(
+                "{}|{}|{}",
+                dir.display(),
+                qfile.display(),
+                u8::from(sketches)
+            ),
         )
         .output()
         .expect("reader process");
@@ -458,10 +471,18 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SEED);
-    let shapes: Vec<usize> = std::env::var("WEFT_BENCH_TREES")
+    // Tree counts for section 6, each `trees` or `trees:oversampling`.
+    let shapes: Vec<(usize, usize)> = std::env::var("WEFT_BENCH_TREES")
         .unwrap_or_else(|_| "64,32".into())
         .split(',')
-        .filter_map(|t| t.trim().parse().ok())
+        .filter_map(|t| {
+            let (t, o) = t.split_once(':').unwrap_or((t, ""));
+            let o = o
+                .trim()
+                .parse()
+                .unwrap_or(IndexOptions::default().oversampling);
+            Some((t.trim().parse().ok()?, o))
+        })
         .collect();
     println!("weft vector index benchmark (LMDB + arroy 0.9, cosine)");
     println!(
@@ -506,7 +527,7 @@ fn main() {
     let load = apply_range(&ix, &vecs, 0, n as u32);
 
     // Unbuilt copies for section 7 (tree shapes).
-    let shape_dirs: Vec<(usize, tempfile::TempDir)> = shapes
+    let shape_dirs: Vec<((usize, usize), tempfile::TempDir)> = shapes
         .iter()
         .map(|t| {
             let d = tempfile::tempdir().expect("tempdir");
@@ -549,10 +570,14 @@ fn main() {
     );
     let raw = (n * DIM * 4) as u64;
     println!(
-        "  on disk: store + trees = {:.0} MiB = {:.2} x the raw vectors ({:.0} MiB)",
-        mib(st.store_bytes + st.trees_bytes),
+        "  on disk: store + trees files = {:.0} + {:.0} MiB = {:.2} x the raw vectors ({:.0} MiB); pages in use {:.0} + {:.0} MiB = {:.2} x",
+        mib(st.store_bytes),
+        mib(st.trees_bytes),
         (st.store_bytes + st.trees_bytes) as f64 / raw as f64,
-        mib(raw)
+        mib(raw),
+        mib(st.store_live_bytes),
+        mib(st.trees_live_bytes),
+        (st.store_live_bytes + st.trees_live_bytes) as f64 / raw as f64,
     );
 
     // ---------------------------------------------------------- 2. search
@@ -736,23 +761,26 @@ fn main() {
     println!(
         "6. tree count (IndexOptions::trees) on the same {n} items: full build with 2 threads, size, search (random / near-duplicate queries)"
     );
-    println!("  trees   build s   trees MiB   total / raw   random q/s  recall   near q/s  recall");
+    println!("  (sizes: pages in use; the files keep the high-water mark of the load)");
+    println!("  trees  overs.   build s   trees MiB   total / raw   random q/s  recall   near q/s  recall");
     println!(
-        "  {:>5} {build2:9.1} {:11.0} {:13.2} {:12.0} {:8.3} {:10.0} {:7.3}   (arroy's pick, section 1-2)",
+        "  {:>5} {:>7} {build2:9.1} {:11.0} {:13.2} {:12.0} {:8.3} {:10.0} {:7.3}   (arroy's pick, section 1-2)",
         st.trees,
-        mib(st.trees_bytes),
-        (st.store_bytes + st.trees_bytes) as f64 / raw as f64,
+        IndexOptions::default().oversampling,
+        mib(st.trees_live_bytes),
+        (st.store_live_bytes + st.trees_live_bytes) as f64 / raw as f64,
         ix_rand_qps,
         recall(&got_rand, &truth_rand),
         ix_near_qps,
         recall(&got_near, &truth_near)
     );
-    for (t, d) in &shape_dirs {
+    for ((t, o), d) in &shape_dirs {
         progress(&format!("{t} trees"));
         let ixt = VectorIndex::open(
             d.path(),
             IndexOptions {
                 trees: Some(*t),
+                oversampling: *o,
                 ..manual(2)
             },
         )
@@ -762,10 +790,10 @@ fn main() {
         let (rq, rg) = run_index(&ixt, &random_q, &[]);
         let (nq, ng) = run_index(&ixt, &near_q, &[]);
         println!(
-            "  {:>5} {b:9.1} {:11.0} {:13.2} {rq:12.0} {:8.3} {nq:10.0} {:7.3}",
+            "  {:>5} {o:>7} {b:9.1} {:11.0} {:13.2} {rq:12.0} {:8.3} {nq:10.0} {:7.3}",
             s.trees,
-            mib(s.trees_bytes),
-            (s.store_bytes + s.trees_bytes) as f64 / raw as f64,
+            mib(s.trees_live_bytes),
+            (s.store_live_bytes + s.trees_live_bytes) as f64 / raw as f64,
             recall(&rg, &truth_rand),
             recall(&ng, &truth_near)
         );
@@ -793,16 +821,22 @@ fn main() {
     let rq = &random_q[..READER_QUERIES.min(random_q.len())];
     let rtruth = &truth_rand[..rq.len()];
     progress("reader process");
-    let (rlat, rgot) = run_reader(dir6.path(), rq);
+    let (rlat, rgot) = run_reader(dir6.path(), rq, true);
+    let (xlat, xgot) = run_reader(dir6.path(), rq, false);
     progress("writer process");
     let (_, wgot, wlat) = run_index_timed(&ix6, rq, &[]);
-    println!("  searcher                      p50 ms   p99 ms   recall@10");
+    println!("  searcher                                      p50 ms   p99 ms   recall@10");
     for (name, lat, got) in [
-        ("read-only process (LMDB)", &rlat, &rgot),
+        ("read-only process, sketches + re-rank", &rlat, &rgot),
+        (
+            "read-only process, every vector read (before)",
+            &xlat,
+            &xgot,
+        ),
         ("writer (pending in memory)", &wlat, &wgot),
     ] {
         println!(
-            "  {name:<28} {:8.2} {:8.2} {:11.3}",
+            "  {name:<45} {:8.2} {:8.2} {:11.3}",
             percentile(lat, 50.0),
             percentile(lat, 99.0),
             recall(got, rtruth)

@@ -204,6 +204,18 @@ impl Ann {
         Ok(())
     }
 
+    /// Bytes of the pages that hold the trees and items (see
+    /// `Store::live_bytes`).
+    pub fn live_bytes(&self) -> Result<u64, IndexError> {
+        self.lmdb.read(|rtxn| {
+            let s = self
+                .db
+                .stat(rtxn)
+                .map_err(|e| IndexError::lmdb(&self.lmdb.path, "reading page counts", e))?;
+            Ok(super::store::page_bytes(&s))
+        })
+    }
+
     pub fn stats(&self) -> Result<(u64, usize), IndexError> {
         self.lmdb.read(|rtxn| {
             Ok(match self.reader(rtxn)? {

@@ -174,6 +174,10 @@ pub struct IndexOptions {
     pub trees: Option<usize>,
     /// Most items in one leaf of a tree (arroy's default: the dimension).
     pub split_after: Option<usize>,
+    /// Rank pending additions this process does not hold in memory by
+    /// their int8 sketch and score only the best few exactly (false: read
+    /// and score every one in full, the slower way before sketches).
+    pub pending_sketches: bool,
 }
 
 impl Default for IndexOptions {
@@ -190,6 +194,7 @@ impl Default for IndexOptions {
             exact_filter_below: 0.5,
             trees: None,
             split_after: None,
+            pending_sketches: true,
         }
     }
 }
@@ -261,6 +266,11 @@ pub struct IndexStats {
     pub trees: usize,
     pub store_bytes: u64,
     pub trees_bytes: u64,
+    /// Bytes of pages holding data; the files above keep their high-water
+    /// mark (after a bulk load, the pending vectors' pages stay in the
+    /// store file, free for later writes).
+    pub store_live_bytes: u64,
+    pub trees_live_bytes: u64,
     pub map_bytes: usize,
     pub builds: u64,
     pub last_build_ms: Option<f64>,
@@ -377,7 +387,12 @@ impl VectorIndex {
     /// Opens an existing index to read while another process may write it
     /// (`weft index search/stats`). No builder runs.
     pub fn open_read_only(dir: &Path) -> Result<VectorIndex, IndexError> {
-        let core = Arc::new(Core::open(dir, IndexOptions::default(), false)?);
+        Self::open_read_only_with(dir, IndexOptions::default())
+    }
+
+    /// [`VectorIndex::open_read_only`] with search options (benchmarks).
+    pub fn open_read_only_with(dir: &Path, opts: IndexOptions) -> Result<VectorIndex, IndexError> {
+        let core = Arc::new(Core::open(dir, opts, false)?);
         Ok(VectorIndex {
             core,
             builder: None,
@@ -517,12 +532,13 @@ impl VectorIndex {
 
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
         let c = &self.core;
-        let (dimension, (documents, chunks), (pending_adds, pending_deletes)) =
+        let (dimension, (documents, chunks), (pending_adds, pending_deletes), store_live) =
             c.store.lmdb.read(|r| {
                 Ok((
                     c.store.dimension(r)?,
                     c.store.counts(r)?,
                     c.store.pending_counts(r)?,
+                    c.store.live_bytes(r)?,
                 ))
             })?;
         let pending = pending_adds + pending_deletes;
@@ -541,6 +557,8 @@ impl VectorIndex {
             trees,
             store_bytes: c.store.lmdb.file_bytes(),
             trees_bytes: c.ann.lmdb.file_bytes(),
+            store_live_bytes: store_live,
+            trees_live_bytes: c.ann.live_bytes()?,
             map_bytes: c.store.lmdb.map_bytes() + c.ann.lmdb.map_bytes(),
             builds: clock.builds,
             last_build_ms: clock.last_build.map(|d| d.as_secs_f64() * 1000.0),
@@ -794,8 +812,8 @@ impl Core {
                     return;
                 }
                 match exact::sketch_cosine(vector, qnorm, sketch) {
-                    Some(s) => approx.push(s, id),
-                    None => {
+                    Some(s) if self.opts.pending_sketches => approx.push(s, id),
+                    _ => {
                         full.insert(id);
                     }
                 }

@@ -85,6 +85,11 @@ pub struct PendingSnapshot {
     pub dels: Vec<u32>,
 }
 
+/// Bytes of a database's pages.
+pub fn page_bytes(s: &heed::DatabaseStat) -> u64 {
+    (s.branch_pages + s.leaf_pages + s.overflow_pages) as u64 * u64::from(s.page_size)
+}
+
 pub fn vector_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -695,6 +700,21 @@ impl Store {
                 .len(txn)
                 .map_err(&e)?,
         ))
+    }
+
+    /// Bytes of the pages that hold data (the file keeps its high-water
+    /// mark: LMDB reuses freed pages but never shrinks the file).
+    pub fn live_bytes(&self, txn: &RoTxn) -> Result<u64, IndexError> {
+        let e = self.err("reading page counts");
+        let stats = [
+            self.chunks.stat(txn).map_err(&e)?,
+            self.vectors.stat(txn).map_err(&e)?,
+            self.docs.stat(txn).map_err(&e)?,
+            self.pending.stat(txn).map_err(&e)?,
+            self.filters.stat(txn).map_err(&e)?,
+            self.meta.stat(txn).map_err(&e)?,
+        ];
+        Ok(stats.iter().map(page_bytes).sum())
     }
 
     /// Every document id, in order (for tests and `weft index stats`).
