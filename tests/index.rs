@@ -634,3 +634,46 @@ fn random_writes_deletes_and_builds_keep_every_live_chunk_searchable() {
     let reader = VectorIndex::open_read_only(dir.path()).unwrap();
     check(&reader, &m, "read-only");
 }
+
+#[test]
+fn a_small_filter_is_answered_exactly_from_built_and_pending_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    let docs: Vec<(String, Vec<f32>, bool)> = (0..600)
+        .map(|i| (format!("d{i}"), random_unit(&mut rng, D), i % 10 == 0))
+        .collect();
+    let ops = |range: std::ops::Range<usize>| -> Vec<DocOp> {
+        docs[range]
+            .iter()
+            .map(|(d, v, tagged)| {
+                let t = if *tagged { "yes" } else { "no" };
+                upsert(d, vec![chunk(d, 0, d, v.clone(), &[("tag", t)])])
+            })
+            .collect()
+    };
+    // Half built, half pending; one built and one pending tagged doc deleted.
+    ix.apply(&ops(0..300)).unwrap();
+    ix.build_now().unwrap();
+    ix.apply(&ops(300..600)).unwrap();
+    for d in ["d10", "d510"] {
+        ix.apply(&[DocOp::Delete { doc_id: d.into() }]).unwrap();
+    }
+    let filter = vec![("tag".to_string(), "yes".to_string())];
+    for _ in 0..20 {
+        let q = random_unit(&mut rng, D);
+        let mut truth: Vec<(f32, &str)> = docs
+            .iter()
+            .filter(|(d, _, tagged)| *tagged && d != "d10" && d != "d510")
+            .map(|(d, v, _)| (v.iter().zip(&q).map(|(a, b)| a * b).sum(), d.as_str()))
+            .collect();
+        truth.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let hits = ix.search(&q, 10, &filter).unwrap();
+        let got: Vec<&str> = hits.iter().map(|h| h.doc_id.as_str()).collect();
+        let want: Vec<&str> = truth.iter().take(10).map(|t| t.1).collect();
+        assert_eq!(got, want);
+        for (h, t) in hits.iter().zip(&truth) {
+            assert!((h.score - t.0).abs() < 1e-4, "{} vs {}", h.score, t.0);
+        }
+    }
+}
