@@ -630,8 +630,21 @@ impl Store {
             return Ok(());
         };
         let e = self.err("scanning vectors");
+        // The store holds only pending vectors (built ones are in the
+        // trees): when they are fewer than the ids asked for, one pass over
+        // them beats a lookup per id, most of which would miss.
+        let held = self.vectors.len(txn).map_err(&e)?;
+        if held < ids.len() {
+            for r in self.vectors.iter(txn).map_err(&e)? {
+                let (id, b) = r.map_err(&e)?;
+                if ids.contains(id) {
+                    f(id, b);
+                }
+            }
+            return Ok(());
+        }
         let span = u64::from(hi - lo) + 1;
-        if ids.len() * 8 < span {
+        if ids.len() * 6 < span {
             for id in ids {
                 if let Some(b) = self.vectors.get(txn, &id).map_err(&e)? {
                     f(id, b);
