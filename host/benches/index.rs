@@ -22,14 +22,24 @@
 //!    flat `Vec<f32>` with a top-10 heap in this process; recall@10 =
 //!    |index top 10 ∩ exact top 10| / 10. A slow set stops after 10 s (at
 //!    least 100 queries); the `queries` column says how many ran;
-//! 3. filtered search: `kind = a` (1/3 of items) and `bucket = 0` (1 %),
-//!    against an exact scan of the matching items;
+//! 3. filtered search across selectivities (0.1 % .. 100 %: metadata
+//!    `s1000`, `s300`, `bucket`, `s30`, `s10`, `kind`, `half`, `all`), each
+//!    answered both ways on the same index: the exact scan of the filter's
+//!    matches (`IndexOptions::exact_filter_below` above the share) and
+//!    arroy with the matches as candidates (below it), against an exact
+//!    scan of the matching items (latency p50/p99 and recall@10);
 //! 4. the pending delta: P items applied after the build and not built (so
 //!    scanned exactly and merged with the trees) for P = 0 .. 10 000, the
 //!    random queries, the pending items taking part in the exact truth: what
 //!    `IndexOptions::max_pending` trades;
 //! 5. incremental builds: fold those 10 000, then 10, 100 and 1000 new items
-//!    on top of the full index.
+//!    on top of the full index;
+//! 6. tree count: unbuilt copies of the loaded index built with
+//!    `IndexOptions::trees` = each of `WEFT_BENCH_TREES` (default 64,32),
+//!    against arroy's own pick: build time, size, rate and recall;
+//! 7. a bulk load: N / 5 items built and the rest pending, searched from a
+//!    read-only child process of this benchmark (what a query process sees
+//!    while the trees catch up) and from the writer.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,6 +66,23 @@ const NOISE: f32 = 0.3;
 /// Clustered data: items per centroid, and the norm of a point's noise.
 const CLUSTER_SIZE: usize = 50;
 const SPREAD: f32 = 1.0;
+/// Filters of section 3: key, 1 in how many items match `key = 0` (`kind =
+/// a` for 3), label.
+const SELECTIVITY: [(&str, u32, &str); 8] = [
+    ("s1000", 1000, "0.1 %"),
+    ("s300", 300, "0.33 %"),
+    ("bucket", 100, "1 %"),
+    ("s30", 30, "3.3 %"),
+    ("s10", 10, "10 %"),
+    ("kind", 3, "33 %"),
+    ("half", 2, "50 %"),
+    ("all", 1, "100 %"),
+];
+/// Queries per filter and path in section 3 (the slow path stops earlier,
+/// see `SET_BUDGET`).
+const FILTER_QUERIES: usize = 300;
+/// Queries the reader process of section 7 runs.
+const READER_QUERIES: usize = 300;
 const PENDING: [usize; 5] = [0, 1000, 2000, 5000, 10_000];
 const INCREMENTS: [usize; 3] = [10, 100, 1000];
 /// A pending level is acceptable while search keeps this share of the
@@ -139,10 +166,15 @@ fn op(n: u32, v: &[f32]) -> DocOp {
         chunks: vec![ChunkIn {
             chunk_id: format!("{doc}#0"),
             text: format!("chunk {n}: benchmark text"),
-            metadata: vec![
-                ("kind".into(), kind(n).into()),
-                ("bucket".into(), (n % 100).to_string()),
-            ],
+            metadata: {
+                let mut m = vec![("kind".into(), kind(n).into())];
+                for (key, every, _) in SELECTIVITY {
+                    if key != "kind" {
+                        m.push((key.into(), (n % every).to_string()));
+                    }
+                }
+                m
+            },
             vector: v.to_vec(),
             model: None,
         }],
@@ -255,22 +287,46 @@ fn run_index(
     qs: &[Vec<f32>],
     filter: &[(String, String)],
 ) -> (f64, Vec<Vec<u32>>) {
+    let (qps, ids, _) = run_index_timed(ix, qs, filter);
+    (qps, ids)
+}
+
+/// [`run_index`] that also returns each query's latency in ms.
+fn run_index_timed(
+    ix: &VectorIndex,
+    qs: &[Vec<f32>],
+    filter: &[(String, String)],
+) -> (f64, Vec<Vec<u32>>, Vec<f64>) {
     for q in qs.iter().take(WARMUP) {
         black_box(ix.search(q, K, filter).expect("search"));
     }
     let t0 = Instant::now();
     let mut hits: Vec<Vec<SearchHit>> = Vec::with_capacity(qs.len());
+    let mut lat = Vec::with_capacity(qs.len());
     for q in qs {
+        let t = Instant::now();
         hits.push(black_box(
             ix.search(black_box(q), K, filter).expect("search"),
         ));
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
         if hits.len() >= MIN_QUERIES && t0.elapsed() > SET_BUDGET {
             break;
         }
     }
     let qps = hits.len() as f64 / t0.elapsed().as_secs_f64();
     let ids = hits.iter().map(|h| h.iter().map(id_of).collect()).collect();
-    (qps, ids)
+    (qps, ids, lat)
+}
+
+/// The `p`-th percentile (0..=100) of `v`, nearest rank.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
 }
 
 fn recall(got: &[Vec<u32>], truth: &[Vec<(f32, u32)>]) -> f64 {
@@ -327,7 +383,78 @@ fn progress(what: &str) {
     eprintln!("  .. {what}");
 }
 
+/// Reader side of section 7, run in a child process (`WEFT_BENCH_READER =
+/// "<index dir>|<queries file>|<sketches 0/1>"`, queries as little-endian
+/// f32 rows): opens the index read-only, as a query process beside the
+/// writer does, and prints one line per query: latency in ms, then the hit
+/// ids.
+fn reader_child(spec: &str) {
+    let mut parts = spec.split('|');
+    let (Some(dir), Some(qfile), Some(sk)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("WEFT_BENCH_READER: dir|queries|sketches");
+    };
+    let bytes = std::fs::read(qfile).expect("queries");
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let qs: Vec<&[f32]> = floats.chunks_exact(DIM).collect();
+    let opts = IndexOptions {
+        pending_sketches: sk == "1",
+        ..IndexOptions::default()
+    };
+    let ix = VectorIndex::open_read_only_with(Path::new(dir), opts).expect("open read-only");
+    for q in qs.iter().take(WARMUP) {
+        black_box(ix.search(q, K, &[]).expect("search"));
+    }
+    for q in qs {
+        let t = Instant::now();
+        let hits = black_box(ix.search(black_box(q), K, &[]).expect("search"));
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let ids: Vec<String> = hits.iter().map(|h| id_of(h).to_string()).collect();
+        println!("{ms} {}", ids.join(","));
+    }
+}
+
+/// Runs [`reader_child`] in a new process of this benchmark: latencies
+/// (ms) and hit ids per query.
+fn run_reader(dir: &Path, qs: &[Vec<f32>], sketches: bool) -> (Vec<f64>, Vec<Vec<u32>>) {
+    let qfile = dir.join("bench-queries.f32");
+    let bytes: Vec<u8> = qs.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(&qfile, bytes).expect("write queries");
+    let exe = std::env::current_exe().expect("bench executable");
+    let out = std::process::Command::new(exe)
+        .env(
+            "WEFT_BENCH_READER",
+            format!(
+                "{}|{}|{}",
+                dir.display(),
+                qfile.display(),
+                u8::from(sketches)
+            ),
+        )
+        .output()
+        .expect("reader process");
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lat = Vec::new();
+    let mut ids = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (ms, hits) = line.split_once(' ').unwrap_or((line, ""));
+        lat.push(ms.parse().expect("latency"));
+        ids.push(hits.split(',').filter_map(|h| h.parse().ok()).collect());
+    }
+    (lat, ids)
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("WEFT_BENCH_READER") {
+        reader_child(&spec);
+        return;
+    }
     let started = Instant::now();
     let n: usize = std::env::var("WEFT_BENCH_N")
         .ok()
@@ -338,11 +465,30 @@ fn main() {
     let max_pending = PENDING[PENDING.len() - 1];
     let total = n + max_pending + INCREMENTS.iter().sum::<usize>();
 
+    // Tuning runs use another seed (`WEFT_BENCH_SEED`), so reported figures
+    // come from data and queries nothing was tuned on.
+    let seed: u64 = std::env::var("WEFT_BENCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEED);
+    // Tree counts for section 6, each `trees` or `trees:oversampling`.
+    let shapes: Vec<(usize, usize)> = std::env::var("WEFT_BENCH_TREES")
+        .unwrap_or_else(|_| "64,32".into())
+        .split(',')
+        .filter_map(|t| {
+            let (t, o) = t.split_once(':').unwrap_or((t, ""));
+            let o = o
+                .trim()
+                .parse()
+                .unwrap_or(IndexOptions::default().oversampling);
+            Some((t.trim().parse().ok()?, o))
+        })
+        .collect();
     println!("weft vector index benchmark (LMDB + arroy 0.9, cosine)");
     println!(
-        "  {cores} cores | N = {n} chunks | dimension {DIM} | k = {K} | seed {SEED:#x} | {QUERIES} queries per set"
+        "  {cores} cores | N = {n} chunks | dimension {DIM} | k = {K} | seed {seed:#x} | {QUERIES} queries per set"
     );
-    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut rng = StdRng::seed_from_u64(seed);
     let points = match std::env::var("WEFT_BENCH_DATA").as_deref() {
         Ok("clustered") => Points::Clustered(
             (0..(n / CLUSTER_SIZE).max(1))
@@ -380,6 +526,15 @@ fn main() {
     progress("applying");
     let load = apply_range(&ix, &vecs, 0, n as u32);
 
+    // Unbuilt copies for section 7 (tree shapes).
+    let shape_dirs: Vec<((usize, usize), tempfile::TempDir)> = shapes
+        .iter()
+        .map(|t| {
+            let d = tempfile::tempdir().expect("tempdir");
+            copy_index(dir.path(), d.path());
+            (*t, d)
+        })
+        .collect();
     let build2 = {
         progress("copying the loaded index for the 2-thread build");
         let dir2 = tempfile::tempdir().expect("tempdir");
@@ -412,6 +567,17 @@ fn main() {
     println!(
         "  full build, build_threads = 2 ........... {build2:8.2} s   (x{:.2} vs 1 thread)",
         build1 / build2
+    );
+    let raw = (n * DIM * 4) as u64;
+    println!(
+        "  on disk: store + trees files = {:.0} + {:.0} MiB = {:.2} x the raw vectors ({:.0} MiB); pages in use {:.0} + {:.0} MiB = {:.2} x",
+        mib(st.store_bytes),
+        mib(st.trees_bytes),
+        (st.store_bytes + st.trees_bytes) as f64 / raw as f64,
+        mib(raw),
+        mib(st.store_live_bytes),
+        mib(st.trees_live_bytes),
+        (st.store_live_bytes + st.trees_live_bytes) as f64 / raw as f64,
     );
 
     // ---------------------------------------------------------- 2. search
@@ -455,27 +621,53 @@ fn main() {
     // ------------------------------------------------------- 3. filtered
     progress("filtered search");
     println!();
-    println!("3. filtered search, random queries");
-    println!("  filter        matches   index q/s   brute q/s   index/brute   recall@10   queries");
-    // kind = a is every third item, bucket = 0 every hundredth.
-    for (k, v, every) in [("kind", "a", 3u32), ("bucket", "0", 100)] {
+    println!(
+        "3. filtered search, random queries (up to {FILTER_QUERIES} per row): exact scan of the filter's matches vs arroy with the matches as candidates"
+    );
+    println!("  filter   matches | brute q/s | exact: q/s  p50 ms  p99 ms  recall | trees: q/s  p50 ms  p99 ms  recall");
+    let fq = &random_q[..FILTER_QUERIES.min(random_q.len())];
+    // Largest share at which the exact scan was still at least as fast.
+    let mut exact_wins_up_to: Option<f64> = None;
+    let mut trees_won = false;
+    for (k, every, label) in SELECTIVITY {
         let keep = |i: u32| i.is_multiple_of(every);
         let ids: Vec<u32> = (0..n as u32).filter(|i| keep(*i)).collect();
-        let (bq, truth) = run_exact(&vecs, &random_q, || ids.iter().copied());
+        let (bq, truth) = run_exact(&vecs, fq, || ids.iter().copied());
+        let v = if k == "kind" { "a" } else { "0" };
         let filter = vec![(k.to_string(), v.to_string())];
-        let (iq, got) = run_index(&ix, &random_q, &filter);
-        for g in &got {
-            assert!(g.iter().all(|i| keep(*i)), "filter leaked");
+        let mut row = Vec::new();
+        for share in [f64::INFINITY, 0.0] {
+            ix.set_exact_filter_below(share);
+            let (iq, got, lat) = run_index_timed(&ix, fq, &filter);
+            for g in &got {
+                assert!(g.iter().all(|i| keep(*i)), "filter leaked");
+            }
+            row.push((
+                iq,
+                percentile(&lat, 50.0),
+                percentile(&lat, 99.0),
+                recall(&got, &truth),
+            ));
         }
+        let (e, t) = (row[0], row[1]);
         println!(
-            "  {:<12} {:8} {iq:11.0} {bq:11.1} {:12.1}x {:11.3} {:9}",
-            format!("{k} = {v}"),
+            "  {label:>6} {:9} | {bq:9.0} | {:10.0} {:7.3} {:7.3} {:7.3} | {:10.0} {:7.3} {:7.3} {:7.3}",
             ids.len(),
-            iq / bq,
-            recall(&got, &truth),
-            got.len()
+            e.0, e.1, e.2, e.3, t.0, t.1, t.2, t.3
         );
+        let share = 1.0 / f64::from(every);
+        if e.0 >= t.0 && !trees_won {
+            exact_wins_up_to = Some(share);
+        } else {
+            trees_won = true;
+        }
     }
+    ix.set_exact_filter_below(IndexOptions::default().exact_filter_below);
+    println!(
+        "  the exact scan is at least as fast up to a filter share of {} (IndexOptions::exact_filter_below = {})",
+        exact_wins_up_to.map_or("none".into(), |s| format!("{:.3}", s)),
+        IndexOptions::default().exact_filter_below
+    );
 
     // ---------------------------------------------------------- 4. delta
     println!();
@@ -562,6 +754,100 @@ fn main() {
         mib(st.store_bytes),
         mib(st.trees_bytes)
     );
+    drop(ix);
+
+    // ------------------------------------------------------ 6. tree shapes
+    println!();
+    println!(
+        "6. tree count (IndexOptions::trees) on the same {n} items: full build with 2 threads, size, search (random / near-duplicate queries)"
+    );
+    println!("  (sizes: pages in use; the files keep the high-water mark of the load)");
+    println!("  trees  overs.   build s   trees MiB   total / raw   random q/s  recall   near q/s  recall");
+    println!(
+        "  {:>5} {:>7} {build2:9.1} {:11.0} {:13.2} {:12.0} {:8.3} {:10.0} {:7.3}   (arroy's pick, section 1-2)",
+        st.trees,
+        IndexOptions::default().oversampling,
+        mib(st.trees_live_bytes),
+        (st.store_live_bytes + st.trees_live_bytes) as f64 / raw as f64,
+        ix_rand_qps,
+        recall(&got_rand, &truth_rand),
+        ix_near_qps,
+        recall(&got_near, &truth_near)
+    );
+    for ((t, o), d) in &shape_dirs {
+        progress(&format!("{t} trees"));
+        let ixt = VectorIndex::open(
+            d.path(),
+            IndexOptions {
+                trees: Some(*t),
+                oversampling: *o,
+                ..manual(2)
+            },
+        )
+        .expect("open copy");
+        let b = timed_build(&ixt);
+        let s = stats(&ixt);
+        let (rq, rg) = run_index(&ixt, &random_q, &[]);
+        let (nq, ng) = run_index(&ixt, &near_q, &[]);
+        println!(
+            "  {:>5} {o:>7} {b:9.1} {:11.0} {:13.2} {rq:12.0} {:8.3} {nq:10.0} {:7.3}",
+            s.trees,
+            mib(s.trees_live_bytes),
+            (s.store_live_bytes + s.trees_live_bytes) as f64 / raw as f64,
+            recall(&rg, &truth_rand),
+            recall(&ng, &truth_near)
+        );
+    }
+    drop(shape_dirs);
+
+    // ------------------------------------------------- 7. bulk load, reader
+    // The shape of a preload: a fifth of the items built, the rest applied
+    // since and pending, searched by a read-only process (no vectors in
+    // memory) and by the writer (pending vectors in memory).
+    let built = n / 5;
+    println!();
+    println!(
+        "7. bulk load: {built} items built, {} pending; unfiltered random queries ({READER_QUERIES})",
+        n - built
+    );
+    progress("bulk-load index");
+    let dir6 = tempfile::tempdir().expect("tempdir");
+    let ix6 = VectorIndex::open(dir6.path(), manual(1)).expect("open");
+    apply_range(&ix6, &vecs, 0, built as u32);
+    ix6.build_now().expect("build");
+    apply_range(&ix6, &vecs, built as u32, n as u32);
+    let st6 = stats(&ix6);
+    assert_eq!(st6.pending, (n - built) as u64);
+    let rq = &random_q[..READER_QUERIES.min(random_q.len())];
+    let rtruth = &truth_rand[..rq.len()];
+    progress("reader process");
+    let (rlat, rgot) = run_reader(dir6.path(), rq, true);
+    let (xlat, xgot) = run_reader(dir6.path(), rq, false);
+    progress("writer process");
+    let (_, wgot, wlat) = run_index_timed(&ix6, rq, &[]);
+    println!("  searcher                                      p50 ms   p99 ms   recall@10");
+    for (name, lat, got) in [
+        ("read-only process, sketches + re-rank", &rlat, &rgot),
+        (
+            "read-only process, every vector read (before)",
+            &xlat,
+            &xgot,
+        ),
+        ("writer (pending in memory)", &wlat, &wgot),
+    ] {
+        println!(
+            "  {name:<45} {:8.2} {:8.2} {:11.3}",
+            percentile(lat, 50.0),
+            percentile(lat, 99.0),
+            recall(got, rtruth)
+        );
+    }
+    println!(
+        "  brute force over all {n} items in this process: {:.2} ms per query",
+        1000.0 / bf_rand_qps
+    );
+    drop(ix6);
+
     println!();
     println!("total bench time {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -20,19 +20,23 @@
 
 mod adapter;
 mod ann;
+mod exact;
 mod hot;
 mod lmdb;
 mod registry;
 pub mod sink;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use ann::Ann;
+use exact::{Scored, TopK};
 pub use registry::{IndexRegistry, ReadOnlyIndex, Searcher};
 use roaring::RoaringBitmap;
 use serde::Serialize;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use store::Store;
@@ -67,6 +71,12 @@ pub enum IndexError {
     Full(PathBuf),
     #[error("index {} is open for writing by another process (lock {})", .0.display(), .0.join("writer.lock").display())]
     Locked(PathBuf),
+    #[error("query vector has {got} dimensions; the index {} holds {want}-dimensional vectors", .path.display())]
+    Dimension {
+        path: PathBuf,
+        got: usize,
+        want: u32,
+    },
 }
 
 impl IndexError {
@@ -150,6 +160,27 @@ pub struct IndexOptions {
     /// Pending vectors the writing process keeps in memory for the exact
     /// scan (0 = none; the rest is read from LMDB).
     pub hot_vectors: usize,
+    /// A filtered search whose filter keeps fewer than this share of the
+    /// live chunks scores every match exactly from the store and the trees'
+    /// item records itself instead of through arroy (0 = never, above 1 =
+    /// always). Off by default: measured at 100k x 384 (bench section 3),
+    /// it was no faster than arroy, which already scores every candidate
+    /// exactly under 50 % of the items; both read each vector from LMDB,
+    /// and a faster path needs a contiguous vector layout.
+    pub exact_filter_below: f64,
+    /// Number of arroy trees. `None` lets arroy pick, which it does by
+    /// building trees until they hold about one node per item (~140 trees
+    /// at 100k x 384; each split node stores a full normal vector, so the
+    /// trees take more disk than the vectors), and keeps that count from
+    /// 32 trees on. Fewer trees are smaller and faster to build; search
+    /// then visits `k x trees x oversampling` leaves' items.
+    pub trees: Option<usize>,
+    /// Most items in one leaf of a tree (arroy's default: the dimension).
+    pub split_after: Option<usize>,
+    /// Rank pending additions this process does not hold in memory by
+    /// their int8 sketch and score only the best few exactly (false: read
+    /// and score every one in full, the slower way before sketches).
+    pub pending_sketches: bool,
 }
 
 impl Default for IndexOptions {
@@ -163,6 +194,10 @@ impl Default for IndexOptions {
             max_build: 10_000,
             oversampling: 2,
             hot_vectors: hot::DEFAULT_CAP,
+            exact_filter_below: 0.0,
+            trees: None,
+            split_after: None,
+            pending_sketches: true,
         }
     }
 }
@@ -186,6 +221,37 @@ pub struct SearchHit {
     pub metadata: Vec<(String, String)>,
 }
 
+/// How the store, the pending list and the trees relate
+/// ([`VectorIndex::audit`]). In a correct index the four id lists are
+/// empty: every live chunk is in the trees or pending addition (so search
+/// finds it), and every dead item the trees still hold is pending deletion
+/// (so search masks it).
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexAudit {
+    pub live: u64,
+    pub in_trees: u64,
+    pub pending_adds: u64,
+    pub pending_deletes: u64,
+    /// Live, not in the trees, not pending addition: unsearchable.
+    pub lost: Vec<u32>,
+    /// Live but pending deletion: masked from search.
+    pub live_pending_delete: Vec<u32>,
+    /// Pending addition without a live chunk.
+    pub dead_pending_add: Vec<u32>,
+    /// In the trees, not live, not pending deletion: returned by nothing
+    /// (a hit needs its chunk) but never cleaned up.
+    pub ghosts: Vec<u32>,
+}
+
+impl IndexAudit {
+    pub fn is_clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.live_pending_delete.is_empty()
+            && self.dead_pending_add.is_empty()
+            && self.ghosts.is_empty()
+    }
+}
+
 /// Figures for `weft index stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexStats {
@@ -193,13 +259,21 @@ pub struct IndexStats {
     pub dimension: Option<u32>,
     pub documents: u64,
     pub chunks: u64,
+    /// Pending additions plus pending deletions.
     pub pending: u64,
+    pub pending_adds: u64,
+    pub pending_deletes: u64,
     /// Pending vectors held in memory by this process (the writer).
     pub pending_in_memory: usize,
     pub in_trees: u64,
     pub trees: usize,
     pub store_bytes: u64,
     pub trees_bytes: u64,
+    /// Bytes of pages holding data; the files above keep their high-water
+    /// mark (after a bulk load, the pending vectors' pages stay in the
+    /// store file, free for later writes).
+    pub store_live_bytes: u64,
+    pub trees_live_bytes: u64,
     pub map_bytes: usize,
     pub builds: u64,
     pub last_build_ms: Option<f64>,
@@ -214,6 +288,13 @@ struct Core {
     opts: IndexOptions,
     /// In-memory copies of pending vectors (writer process only).
     hot: hot::HotVectors,
+    /// Held for a whole build. Builds must not overlap: two would fold the
+    /// same snapshot (`weft index build` runs `build_now` while the
+    /// background builder is also due), doing the work twice.
+    build_lock: Mutex<()>,
+    /// `IndexOptions::exact_filter_below`, as f64 bits (benchmarks change it
+    /// on an open index to compare both paths on the same data).
+    exact_filter_below: AtomicU64,
     /// Woken by writes; the builder waits on it.
     wake: (Mutex<BuilderClock>, Condvar),
     stop: AtomicBool,
@@ -265,14 +346,26 @@ impl VectorIndex {
         }
         let core = Arc::new(Core::open(dir, opts, true)?);
         // Items the trees hold but the store lost track of (a crash between
-        // a build and its bookkeeping) are masked and removed next build.
+        // a build and its bookkeeping) are masked and removed next build;
+        // live items neither in the trees nor pending (left by the
+        // lost-items bug of earlier versions) become pending again.
         let in_trees = core.ann.item_ids()?;
-        let ghosts = core
+        let (ghosts, lost) = core
             .store
             .lmdb
             .write(|w| core.store.reconcile(w, &in_trees))?;
         if ghosts > 0 {
             tracing::info!(index = %dir.display(), "{ghosts} stale item(s) in the trees will be removed");
+        }
+        if lost > 0 {
+            tracing::warn!(index = %dir.display(), "{lost} live item(s) were missing from the trees and the pending list; they are pending again");
+        }
+        let dropped = core
+            .store
+            .lmdb
+            .write(|w| core.store.drop_built_vectors(w, &in_trees))?;
+        if dropped > 0 {
+            tracing::info!(index = %dir.display(), "dropped the store's second copy of {dropped} built vector(s)");
         }
         let pending = core.store.lmdb.read(|r| core.store.pending_len(r))?;
         if pending > 0 {
@@ -297,7 +390,12 @@ impl VectorIndex {
     /// Opens an existing index to read while another process may write it
     /// (`weft index search/stats`). No builder runs.
     pub fn open_read_only(dir: &Path) -> Result<VectorIndex, IndexError> {
-        let core = Arc::new(Core::open(dir, IndexOptions::default(), false)?);
+        Self::open_read_only_with(dir, IndexOptions::default())
+    }
+
+    /// [`VectorIndex::open_read_only`] with search options (benchmarks).
+    pub fn open_read_only_with(dir: &Path, opts: IndexOptions) -> Result<VectorIndex, IndexError> {
+        let core = Arc::new(Core::open(dir, opts, false)?);
         Ok(VectorIndex {
             core,
             builder: None,
@@ -377,8 +475,40 @@ impl VectorIndex {
         vector: &[f32],
         k: usize,
         filter: &[(String, String)],
-    ) -> Result<Vec<SearchHit>, String> {
+    ) -> Result<Vec<SearchHit>, IndexError> {
         self.core.search(vector, k, filter)
+    }
+
+    /// Changes [`IndexOptions::exact_filter_below`] on the open index
+    /// (benchmarks compare the exact and the tree path on the same data).
+    pub fn set_exact_filter_below(&self, share: f64) {
+        self.core
+            .exact_filter_below
+            .store(share.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Checks that the store's live items, the pending list and the trees
+    /// agree (see [`IndexAudit`]). Waits for a running build, so it sees a
+    /// settled state; reads everything, so it is for tests and `weft index`.
+    pub fn audit(&self) -> Result<IndexAudit, IndexError> {
+        let c = &self.core;
+        let _settled = c.build_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (live, (adds, dels)) = c
+            .store
+            .lmdb
+            .read(|r| Ok((c.store.live_ids(r)?, c.store.pending(r)?)))?;
+        let trees = c.ann.item_ids()?;
+        let ids = |b: RoaringBitmap| b.iter().collect::<Vec<u32>>();
+        Ok(IndexAudit {
+            live: live.len(),
+            in_trees: trees.len(),
+            pending_adds: adds.len(),
+            pending_deletes: dels.len(),
+            lost: ids(&(&live - &trees) - &adds),
+            live_pending_delete: ids(&live & &dels),
+            dead_pending_add: ids(&adds - &live),
+            ghosts: ids(&(&trees - &live) - &dels),
+        })
     }
 
     /// Folds everything pending into the trees now (tests, benchmarks,
@@ -405,13 +535,16 @@ impl VectorIndex {
 
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
         let c = &self.core;
-        let (dimension, (documents, chunks), pending) = c.store.lmdb.read(|r| {
-            Ok((
-                c.store.dimension(r)?,
-                c.store.counts(r)?,
-                c.store.pending_len(r)?,
-            ))
-        })?;
+        let (dimension, (documents, chunks), (pending_adds, pending_deletes), store_live) =
+            c.store.lmdb.read(|r| {
+                Ok((
+                    c.store.dimension(r)?,
+                    c.store.counts(r)?,
+                    c.store.pending_counts(r)?,
+                    c.store.live_bytes(r)?,
+                ))
+            })?;
+        let pending = pending_adds + pending_deletes;
         let (in_trees, trees) = c.ann.stats()?;
         let clock = c.wake.0.lock().unwrap_or_else(|p| p.into_inner());
         Ok(IndexStats {
@@ -420,11 +553,15 @@ impl VectorIndex {
             documents,
             chunks,
             pending,
+            pending_adds,
+            pending_deletes,
             pending_in_memory: c.hot.count(),
             in_trees,
             trees,
             store_bytes: c.store.lmdb.file_bytes(),
             trees_bytes: c.ann.lmdb.file_bytes(),
+            store_live_bytes: store_live,
+            trees_live_bytes: c.ann.live_bytes()?,
             map_bytes: c.store.lmdb.map_bytes() + c.ann.lmdb.map_bytes(),
             builds: clock.builds,
             last_build_ms: clock.last_build.map(|d| d.as_secs_f64() * 1000.0),
@@ -447,16 +584,33 @@ impl VectorIndex {
         doc_id: &str,
         model: &str,
     ) -> Result<HashMap<String, (String, Vec<f32>)>, IndexError> {
-        let s = &self.core.store;
+        let (s, ann) = (&self.core.store, &self.core.ann);
         s.lmdb.read(|r| {
             let mut out = HashMap::new();
+            let mut built = HashMap::new();
             for (id, c) in s.doc_items(r, doc_id)? {
                 if c.model.as_deref() != Some(model) {
                     continue;
                 }
-                if let Some(v) = s.vector(r, id)? {
-                    out.insert(c.chunk_id, (c.text, v));
+                match s.vector(r, id)? {
+                    Some(v) => {
+                        out.insert(c.chunk_id, (c.text, v));
+                    }
+                    None => {
+                        built.insert(id, (c.chunk_id, c.text));
+                    }
                 }
+            }
+            if !built.is_empty() {
+                let ids: RoaringBitmap = built.keys().copied().collect();
+                let dim = s.dimension(r)?.unwrap_or(0) as usize;
+                ann.lmdb.read(|ar| {
+                    ann.scan_items(ar, dim, &ids, |id, bytes| {
+                        if let Some((chunk_id, text)) = built.remove(&id) {
+                            out.insert(chunk_id, (text, store::bytes_vector(bytes)));
+                        }
+                    })
+                })?;
             }
             Ok(out)
         })
@@ -510,40 +664,16 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
     Ok(())
 }
 
-/// Cosine similarity of `q` (norm `qnorm`) and a stored vector, read straight
-/// from its little-endian bytes (no allocation per candidate).
-fn cosine_bytes(q: &[f32], qnorm: f32, b: &[u8]) -> f32 {
-    let (mut dot, mut nn) = (0f32, 0f32);
-    for (x, c) in q.iter().zip(b.chunks_exact(4)) {
-        let y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        dot += x * y;
-        nn += y * y;
-    }
-    let n = qnorm * nn.sqrt();
-    if n > f32::EPSILON {
-        dot / n
-    } else {
-        0.0
-    }
-}
-
-/// A (score, id) ordered so a `BinaryHeap` pops the worst first.
-#[derive(PartialEq)]
-struct Scored(f32, u32);
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scored {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
-    }
+/// How many pending additions ranked by their sketch are scored exactly
+/// for a top `k`: the sketch moves a cosine by ~1e-3, so the true top k is
+/// inside a few times k; 40 more covers ties among near-duplicates.
+fn rerank(k: usize) -> usize {
+    4 * k + 40
 }
 
 impl Core {
     fn open(dir: &Path, opts: IndexOptions, create: bool) -> Result<Core, IndexError> {
+        let exact_filter_below = opts.exact_filter_below;
         let store = Store::open(&dir.join("store"), create, opts.initial_map)?;
         let ann = Ann::open(&dir.join("trees"), create, opts.initial_map)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -561,6 +691,8 @@ impl Core {
             pool,
             hot: hot::HotVectors::new(opts.hot_vectors),
             opts,
+            build_lock: Mutex::new(()),
+            exact_filter_below: AtomicU64::new(exact_filter_below.to_bits()),
             wake: (Mutex::new(BuilderClock::default()), Condvar::new()),
             stop: AtomicBool::new(false),
         })
@@ -571,75 +703,42 @@ impl Core {
         vector: &[f32],
         k: usize,
         filter: &[(String, String)],
-    ) -> Result<Vec<SearchHit>, String> {
+    ) -> Result<Vec<SearchHit>, IndexError> {
         if k == 0 {
             return Ok(Vec::new());
         }
         let store = &self.store;
-        let result = store.lmdb.read(|srtxn| {
+        store.lmdb.read(|srtxn| {
             let Some(dim) = store.dimension(srtxn)? else {
                 // Nothing written yet.
-                return Ok(Ok(Vec::new()));
+                return Ok(Vec::new());
             };
             if vector.len() != dim as usize {
-                return Ok(Err(format!(
-                    "query vector has {} dimensions; the index holds {dim}-dimensional vectors",
-                    vector.len()
-                )));
+                return Err(IndexError::Dimension {
+                    path: self.dir.clone(),
+                    got: vector.len(),
+                    want: dim,
+                });
             }
-            let allowed = store.filter(srtxn, filter)?;
-            let (adds, dels) = store.pending(srtxn)?;
-            // Exact scores for what the trees do not know yet.
-            let mut heap: BinaryHeap<Scored> = BinaryHeap::new();
-            let push = |s: f32, id: u32, heap: &mut BinaryHeap<Scored>| {
-                heap.push(Scored(s, id));
-                if heap.len() > k {
-                    heap.pop();
-                }
-            };
-            let delta: RoaringBitmap = adds.into_iter().collect();
-            let scan = match &allowed {
-                Some(a) => a & &delta,
-                None => delta.clone(),
-            };
             let qnorm = hot::dot(vector, vector).sqrt();
-            let missing = self
-                .hot
-                .score(vector, qnorm, &scan, |s, id| push(s, id, &mut heap));
-            store.scan_vectors(srtxn, &missing, |id, bytes| {
-                push(cosine_bytes(vector, qnorm, bytes), id, &mut heap);
-            })?;
-            let from_trees = self.ann.lmdb.read(|artxn| {
-                let Some(reader) = self.ann.reader(artxn)? else {
-                    return Ok(Vec::new());
-                };
-                let mut masked = dels.clone();
-                masked |= &delta;
-                let candidates = match &allowed {
-                    Some(a) => Some(a - &masked),
-                    None if (reader.item_ids() & &masked).is_empty() => None,
-                    None => Some(reader.item_ids() - &masked),
-                };
-                let mut q = reader.nns(k);
-                if let Some(o) = std::num::NonZeroUsize::new(self.opts.oversampling) {
-                    q.oversampling(o);
+            let mut top = TopK::new(k);
+            let allowed = store.filter(srtxn, filter)?;
+            let small = match &allowed {
+                Some(a) => {
+                    let live = store.counts(srtxn)?.1;
+                    (a.len() as f64) < self.exact_filter_below() * live as f64
                 }
-                if let Some(c) = &candidates {
-                    q.candidates(c);
-                }
-                q.by_vector(artxn, vector).map_err(|e| IndexError::Arroy {
-                    path: self.ann.lmdb.path.clone(),
-                    source: e,
-                })
-            })?;
-            for (id, distance) in from_trees {
-                // arroy's cosine distance is (1 - cos) / 2.
-                push(1.0 - 2.0 * distance, id, &mut heap);
+                None => false,
+            };
+            match &allowed {
+                // Filter bitmaps hold exactly the live matching items
+                // (pending or built), so scoring them all is the exact
+                // answer, without the trees.
+                Some(a) if small => self.score_exact(srtxn, vector, qnorm, a, &mut top)?,
+                _ => self.search_merged(srtxn, vector, qnorm, allowed.as_ref(), &mut top)?,
             }
-            let mut best = heap.into_sorted_vec();
-            best.truncate(k);
-            let mut hits = Vec::with_capacity(best.len());
-            for Scored(score, id) in best {
+            let mut hits = Vec::with_capacity(k);
+            for Scored(score, id) in top.into_sorted() {
                 // A chunk deleted since the trees' snapshot has no record.
                 if let Some(c) = store.chunk(srtxn, id)? {
                     hits.push(SearchHit {
@@ -651,17 +750,121 @@ impl Core {
                     });
                 }
             }
-            Ok(Ok(hits))
-        });
-        match result {
-            Ok(Ok(h)) => Ok(h),
-            Ok(Err(m)) => Err(m),
-            Err(e) => Err(e.to_string()),
+            Ok(hits)
+        })
+    }
+
+    /// Scores every item of `ids` exactly: from memory where this process
+    /// holds the vector, else from the store.
+    fn score_exact(
+        &self,
+        srtxn: &heed::RoTxn,
+        vector: &[f32],
+        qnorm: f32,
+        ids: &RoaringBitmap,
+        top: &mut TopK,
+    ) -> Result<(), IndexError> {
+        let mut rest = self.hot.score(vector, qnorm, ids, |s, id| top.push(s, id));
+        let mut found = RoaringBitmap::new();
+        self.store.scan_vectors(srtxn, &rest, |id, bytes| {
+            top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+            found.insert(id);
+        })?;
+        rest -= found;
+        if rest.is_empty() {
+            return Ok(());
         }
+        // Built: the vector is in the trees. Their transaction starts after
+        // the store's, so it holds every item the store saw as built; one
+        // deleted since is simply absent.
+        self.ann.lmdb.read(|artxn| {
+            self.ann
+                .scan_items(artxn, vector.len(), &rest, |id, bytes| {
+                    top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+                })
+        })
+    }
+
+    /// The pending additions scored exactly, merged with an arroy search
+    /// of the trees that masks what is pending (deleted, or re-added).
+    fn search_merged(
+        &self,
+        srtxn: &heed::RoTxn,
+        vector: &[f32],
+        qnorm: f32,
+        allowed: Option<&RoaringBitmap>,
+        top: &mut TopK,
+    ) -> Result<(), IndexError> {
+        let k = top.k();
+        // Pending additions: exactly from memory where this process holds
+        // the vector (the writer); else ranked by their int8 sketch, read
+        // with the pending list itself, and only the best `rerank` read in
+        // full and scored exactly. A reader process after a bulk load has
+        // tens of thousands pending: the sketch pass reads a quarter of the
+        // bytes, and no vector page at all.
+        let mut approx = TopK::new(rerank(k));
+        let mut full = RoaringBitmap::new();
+        let (delta, dels) = {
+            let hot = self.hot.view();
+            self.store.walk_pending(srtxn, |id, sketch| {
+                if allowed.is_some_and(|a| !a.contains(id)) {
+                    return;
+                }
+                if let Some(s) = hot.score(vector, qnorm, id) {
+                    top.push(s, id);
+                    return;
+                }
+                match exact::sketch_cosine(vector, qnorm, sketch) {
+                    Some(s) if self.opts.pending_sketches => approx.push(s, id),
+                    _ => {
+                        full.insert(id);
+                    }
+                }
+            })?
+        };
+        for Scored(_, id) in approx.into_sorted() {
+            full.insert(id);
+        }
+        self.store.scan_vectors(srtxn, &full, |id, bytes| {
+            top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+        })?;
+        let from_trees = self.ann.lmdb.read(|artxn| {
+            let Some(reader) = self.ann.reader(artxn)? else {
+                return Ok(Vec::new());
+            };
+            let mut masked = dels.clone();
+            masked |= &delta;
+            let candidates = match allowed {
+                Some(a) => Some(a - &masked),
+                None if (reader.item_ids() & &masked).is_empty() => None,
+                None => Some(reader.item_ids() - &masked),
+            };
+            let mut q = reader.nns(k);
+            if let Some(o) = std::num::NonZeroUsize::new(self.opts.oversampling) {
+                q.oversampling(o);
+            }
+            if let Some(c) = &candidates {
+                q.candidates(c);
+            }
+            q.by_vector(artxn, vector).map_err(|e| IndexError::Arroy {
+                path: self.ann.lmdb.path.clone(),
+                source: e,
+            })
+        })?;
+        for (id, distance) in from_trees {
+            // arroy's cosine distance is (1 - cos) / 2.
+            top.push(1.0 - 2.0 * distance, id);
+        }
+        Ok(())
+    }
+
+    fn exact_filter_below(&self) -> f64 {
+        f64::from_bits(self.exact_filter_below.load(Ordering::Relaxed))
     }
 
     /// One bounded build; returns how many additions it folded in.
     fn build(&self) -> Result<usize, IndexError> {
+        let _one = self.build_lock.lock().unwrap_or_else(|p| p.into_inner());
         let t0 = Instant::now();
         let (snap, dim) = self.store.lmdb.read(|r| {
             Ok((
@@ -675,8 +878,12 @@ impl Core {
         if snap.adds.is_empty() && snap.dels.is_empty() {
             return Ok(0);
         }
+        let shape = ann::TreeShape {
+            trees: self.opts.trees,
+            split_after: self.opts.split_after,
+        };
         self.ann
-            .build(dim as usize, &snap, &self.pool, &self.stop)?;
+            .build(dim as usize, &snap, &shape, &self.pool, &self.stop)?;
         self.store
             .lmdb
             .write(|w| self.store.finish_build(w, &snap))?;

@@ -13,7 +13,7 @@
 use super::lmdb::Lmdb;
 use super::{ChunkIn, DocOp, IndexError};
 use heed::byteorder::BE;
-use heed::types::{Bytes, DecodeIgnore, SerdeJson, Str, U32, U8};
+use heed::types::{Bytes, DecodeIgnore, SerdeJson, Str, U32};
 use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -51,9 +51,12 @@ pub struct ChunkRecord {
 pub struct Store {
     pub lmdb: Lmdb,
     chunks: Database<'static, Id, SerdeJson<ChunkRecord>>,
-    vectors: Database<'static, Id, Bytes>,
+    pub(super) vectors: Database<'static, Id, Bytes>,
     docs: Database<'static, Str, SerdeJson<Vec<u32>>>,
-    pending: Database<'static, Id, U8>,
+    /// Item -> `PENDING_ADD` followed by an int8 sketch of its vector
+    /// (see `exact::sketch`; empty in indexes written before sketches), or
+    /// `PENDING_DEL`.
+    pub(super) pending: Database<'static, Id, Bytes>,
     filters: Database<'static, Str, Bytes>,
     meta: Database<'static, Str, Bytes>,
 }
@@ -80,6 +83,11 @@ pub struct Changes {
 pub struct PendingSnapshot {
     pub adds: Vec<(u32, Vec<f32>)>,
     pub dels: Vec<u32>,
+}
+
+/// Bytes of a database's pages.
+pub fn page_bytes(s: &heed::DatabaseStat) -> u64 {
+    (s.branch_pages + s.leaf_pages + s.overflow_pages) as u64 * u64::from(s.page_size)
 }
 
 pub fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -297,7 +305,10 @@ impl Store {
         self.vectors
             .put(wtxn, &id, &vector_bytes(&c.vector))
             .map_err(&e)?;
-        self.pending.put(wtxn, &id, &PENDING_ADD).map_err(&e)?;
+        let mut pending = Vec::with_capacity(1 + super::exact::sketch_len(c.vector.len()));
+        pending.push(PENDING_ADD);
+        pending.extend(super::exact::sketch(&c.vector));
+        self.pending.put(wtxn, &id, &pending).map_err(&e)?;
         for (k, v) in &c.metadata {
             if let Some(key) = filter_key(k, v) {
                 self.update_filter(wtxn, &key, |b| {
@@ -313,12 +324,12 @@ impl Store {
         let rec = self.chunks.get(wtxn, &id).map_err(&e)?;
         self.chunks.delete(wtxn, &id).map_err(&e)?;
         self.vectors.delete(wtxn, &id).map_err(&e)?;
-        match self.pending.get(wtxn, &id).map_err(&e)? {
+        match self.pending_op(wtxn, id)? {
             // Never reached the approximate index: nothing to undo there.
             Some(PENDING_ADD) => {
                 self.pending.delete(wtxn, &id).map_err(&e)?;
             }
-            _ => self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?,
+            _ => self.pending.put(wtxn, &id, &[PENDING_DEL]).map_err(&e)?,
         }
         if let Some(rec) = rec {
             for (k, v) in &rec.metadata {
@@ -392,23 +403,55 @@ impl Store {
         Ok(acc)
     }
 
-    /// Pending adds (ids) and deletes (bitmap).
-    pub fn pending(&self, txn: &RoTxn) -> Result<(Vec<u32>, RoaringBitmap), IndexError> {
-        let mut adds = Vec::new();
+    /// Pending adds and deletes. Every search of the pending delta reads
+    /// this whole list (tens of thousands of entries after a bulk load), so
+    /// ids go straight into the bitmaps in key order (`push` appends)
+    /// instead of through a `Vec` and per-id inserts.
+    pub fn pending(&self, txn: &RoTxn) -> Result<(RoaringBitmap, RoaringBitmap), IndexError> {
+        self.walk_pending(txn, |_, _| {})
+    }
+
+    /// [`Store::pending`], calling `f(id, sketch)` for every pending
+    /// addition on the way (the sketch is empty for items written before
+    /// sketches existed): one pass over the list serves the search.
+    pub fn walk_pending(
+        &self,
+        txn: &RoTxn,
+        mut f: impl FnMut(u32, &[u8]),
+    ) -> Result<(RoaringBitmap, RoaringBitmap), IndexError> {
+        let mut adds = RoaringBitmap::new();
         let mut dels = RoaringBitmap::new();
         for r in self
             .pending
             .iter(txn)
             .map_err(self.err("reading pending"))?
         {
-            let (id, op) = r.map_err(self.err("reading pending"))?;
-            if op == PENDING_ADD {
-                adds.push(id);
-            } else {
-                dels.insert(id);
+            let (id, value) = r.map_err(self.err("reading pending"))?;
+            // Keys come sorted, so `push` always appends.
+            match value.split_first() {
+                Some((&PENDING_ADD, sketch)) => {
+                    if adds.try_push(id).is_err() {
+                        adds.insert(id);
+                    }
+                    f(id, sketch);
+                }
+                _ => {
+                    if dels.try_push(id).is_err() {
+                        dels.insert(id);
+                    }
+                }
             }
         }
         Ok((adds, dels))
+    }
+
+    /// `PENDING_ADD`, `PENDING_DEL` or nothing, for one item.
+    fn pending_op(&self, txn: &RoTxn, id: u32) -> Result<Option<u8>, IndexError> {
+        Ok(self
+            .pending
+            .get(txn, &id)
+            .map_err(self.err("reading pending"))?
+            .and_then(|v| v.first().copied()))
     }
 
     pub fn pending_len(&self, txn: &RoTxn) -> Result<u64, IndexError> {
@@ -421,10 +464,10 @@ impl Store {
     pub fn snapshot(&self, txn: &RoTxn, max_adds: usize) -> Result<PendingSnapshot, IndexError> {
         let (adds, dels) = self.pending(txn)?;
         let mut snap = PendingSnapshot {
-            adds: Vec::with_capacity(adds.len().min(max_adds)),
+            adds: Vec::with_capacity((adds.len() as usize).min(max_adds)),
             dels: dels.iter().collect(),
         };
-        for id in adds.into_iter().take(max_adds) {
+        for id in adds.iter().take(max_adds) {
             if let Some(v) = self.vector(txn, id)? {
                 snap.adds.push((id, v));
             }
@@ -435,44 +478,145 @@ impl Store {
     /// After a build that took in `snap`: those items are no longer
     /// pending, except adds deleted meanwhile, which the trees now hold and
     /// the next build must remove.
+    ///
+    /// Whether an add was deleted during the build is decided by the store
+    /// itself (is the chunk still live?), never by its pending entry being
+    /// gone: an entry also disappears when another build already finished
+    /// the same items, and reading that as "deleted" marked live chunks for
+    /// removal from the trees (the lost-items bug of `weft index build`,
+    /// whose bounded builds raced the background builder). Decided this
+    /// way, finishing the same snapshot twice changes nothing.
     pub fn finish_build(&self, wtxn: &mut RwTxn, snap: &PendingSnapshot) -> Result<(), IndexError> {
         let e = self.err("finishing a build");
         for (id, _) in &snap.adds {
-            match self.pending.get(wtxn, id).map_err(&e)? {
-                Some(PENDING_ADD) => {
+            let live = self.is_live(wtxn, *id)?;
+            match (live, self.pending_op(wtxn, *id)?) {
+                // The trees hold the vector now; the store keeps no second
+                // copy (the exact scans read it from the trees).
+                (true, Some(PENDING_ADD)) => {
                     self.pending.delete(wtxn, id).map_err(&e)?;
+                    self.vectors.delete(wtxn, id).map_err(&e)?;
                 }
-                Some(_) => {}
-                None => self.pending.put(wtxn, id, &PENDING_DEL).map_err(&e)?,
+                // Settled already (a build of the same items finished first).
+                (true, _) => {}
+                (false, Some(PENDING_DEL)) => {}
+                // Deleted while the build ran: the trees hold it now.
+                (false, _) => self.pending.put(wtxn, id, &[PENDING_DEL]).map_err(&e)?,
             }
         }
         for id in &snap.dels {
-            if self.pending.get(wtxn, id).map_err(&e)? == Some(PENDING_DEL) {
+            if self.pending_op(wtxn, *id)? == Some(PENDING_DEL) && !self.is_live(wtxn, *id)? {
                 self.pending.delete(wtxn, id).map_err(&e)?;
             }
         }
         Ok(())
     }
 
-    /// Marks items that the trees hold but the store does not (left by a
-    /// crash between a build and its bookkeeping) for removal.
-    pub fn reconcile(&self, wtxn: &mut RwTxn, in_trees: &RoaringBitmap) -> Result<u64, IndexError> {
-        let e = self.err("reconciling");
-        let mut ghosts = 0;
-        for id in in_trees {
-            let live = self.chunks.get(wtxn, &id).map_err(&e)?.is_some();
-            let pending = self.pending.get(wtxn, &id).map_err(&e)?;
-            if !live && pending != Some(PENDING_DEL) {
-                self.pending.put(wtxn, &id, &PENDING_DEL).map_err(&e)?;
-                ghosts += 1;
-            } else if live && pending == Some(PENDING_ADD) {
-                // Built before the crash; the next build re-adds it, harmless.
-            }
-        }
-        Ok(ghosts)
+    /// Whether item `id` holds a live chunk (ids are never reused, so a
+    /// removed item never comes back).
+    pub fn is_live(&self, txn: &RoTxn, id: u32) -> Result<bool, IndexError> {
+        Ok(self
+            .chunks
+            .remap_data_type::<DecodeIgnore>()
+            .get(txn, &id)
+            .map_err(self.err("reading a chunk"))?
+            .is_some())
     }
 
-    /// Calls `f(id, vector bytes)` for every id of `ids`. Pending additions
+    /// Every live item id.
+    pub fn live_ids(&self, txn: &RoTxn) -> Result<RoaringBitmap, IndexError> {
+        let e = self.err("listing chunks");
+        let mut out = RoaringBitmap::new();
+        for r in self
+            .chunks
+            .remap_data_type::<DecodeIgnore>()
+            .iter(txn)
+            .map_err(&e)?
+        {
+            out.insert(r.map_err(&e)?.0);
+        }
+        Ok(out)
+    }
+
+    /// Brings the pending list in line with what the trees hold
+    /// (`in_trees`), so that afterwards every live item is in the trees or
+    /// pending addition and every dead one in the trees is pending
+    /// deletion. Needed at open after a crash between a build and its
+    /// bookkeeping (items the trees hold but the store does not), and to
+    /// repair indexes damaged by the lost-items bug (live items neither in
+    /// the trees nor pending, or pending deletion). Returns (items marked
+    /// for removal from the trees, live items marked for addition).
+    pub fn reconcile(
+        &self,
+        wtxn: &mut RwTxn,
+        in_trees: &RoaringBitmap,
+    ) -> Result<(u64, u64), IndexError> {
+        let e = self.err("reconciling");
+        let live = self.live_ids(wtxn)?;
+        let (adds, dels) = self.pending(wtxn)?;
+        let (mut ghosts, mut lost) = (0, 0);
+        for id in in_trees - &live {
+            if !dels.contains(id) {
+                self.pending.put(wtxn, &id, &[PENDING_DEL]).map_err(&e)?;
+                ghosts += 1;
+            }
+        }
+        // A pending addition the store no longer holds has nothing to add.
+        for id in &adds - &live {
+            self.pending.delete(wtxn, &id).map_err(&e)?;
+        }
+        for id in &live & &dels {
+            if in_trees.contains(id) {
+                self.pending.delete(wtxn, &id).map_err(&e)?;
+            } else {
+                self.pending.put(wtxn, &id, &[PENDING_ADD]).map_err(&e)?;
+                lost += 1;
+            }
+        }
+        // Live, not in the trees, not pending: search would never find it.
+        for id in &(&live - in_trees) - &(&adds | &dels) {
+            self.pending.put(wtxn, &id, &[PENDING_ADD]).map_err(&e)?;
+            lost += 1;
+        }
+        // Live, in the trees and pending addition: built before a crash; the
+        // next build re-adds it, harmless.
+        Ok((ghosts, lost))
+    }
+
+    /// Drops the store's copy of vectors the trees hold (indexes written
+    /// before built vectors lived in the trees only); returns how many.
+    pub fn drop_built_vectors(
+        &self,
+        wtxn: &mut RwTxn,
+        in_trees: &RoaringBitmap,
+    ) -> Result<u64, IndexError> {
+        let e = self.err("dropping built vectors");
+        let (adds, _) = self.pending(wtxn)?;
+        let mut stored = RoaringBitmap::new();
+        for r in self
+            .vectors
+            .remap_data_type::<DecodeIgnore>()
+            .iter(wtxn)
+            .map_err(&e)?
+        {
+            stored.insert(r.map_err(&e)?.0);
+        }
+        let drop = &(&stored & in_trees) - &adds;
+        for id in &drop {
+            self.vectors.delete(wtxn, &id).map_err(&e)?;
+        }
+        Ok(drop.len())
+    }
+
+    /// Pending additions and deletions, counted.
+    pub fn pending_counts(&self, txn: &RoTxn) -> Result<(u64, u64), IndexError> {
+        let (adds, dels) = self.pending(txn)?;
+        Ok((adds.len(), dels.len()))
+    }
+
+    /// Calls `f(id, vector bytes)` for every id of `ids` whose vector the
+    /// store holds (the pending additions; built ones are in the trees).
+    /// Pending additions
     /// are the newest ids, so one cursor over that key range reads them in
     /// order instead of a B-tree lookup each; a small sparse set is looked
     /// up one by one.
@@ -486,8 +630,21 @@ impl Store {
             return Ok(());
         };
         let e = self.err("scanning vectors");
+        // The store holds only pending vectors (built ones are in the
+        // trees): when they are fewer than the ids asked for, one pass over
+        // them beats a lookup per id, most of which would miss.
+        let held = self.vectors.len(txn).map_err(&e)?;
+        if held < ids.len() {
+            for r in self.vectors.iter(txn).map_err(&e)? {
+                let (id, b) = r.map_err(&e)?;
+                if ids.contains(id) {
+                    f(id, b);
+                }
+            }
+            return Ok(());
+        }
         let span = u64::from(hi - lo) + 1;
-        if ids.len() * 8 < span {
+        if ids.len() * 6 < span {
             for id in ids {
                 if let Some(b) = self.vectors.get(txn, &id).map_err(&e)? {
                     f(id, b);
@@ -556,6 +713,21 @@ impl Store {
                 .len(txn)
                 .map_err(&e)?,
         ))
+    }
+
+    /// Bytes of the pages that hold data (the file keeps its high-water
+    /// mark: LMDB reuses freed pages but never shrinks the file).
+    pub fn live_bytes(&self, txn: &RoTxn) -> Result<u64, IndexError> {
+        let e = self.err("reading page counts");
+        let stats = [
+            self.chunks.stat(txn).map_err(&e)?,
+            self.vectors.stat(txn).map_err(&e)?,
+            self.docs.stat(txn).map_err(&e)?,
+            self.pending.stat(txn).map_err(&e)?,
+            self.filters.stat(txn).map_err(&e)?,
+            self.meta.stat(txn).map_err(&e)?,
+        ];
+        Ok(stats.iter().map(page_bytes).sum())
     }
 
     /// Every document id, in order (for tests and `weft index stats`).
