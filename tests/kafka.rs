@@ -133,9 +133,18 @@ topic = "chunks"
 }
 
 fn spawn_weft(manifest: &Path, brokers: &str, extra: &[&str], log: &Path) -> Child {
+    // State (indexes, sink keys) goes next to the log, in the test's temp
+    // dir, unless the test names its own.
+    let data = log.with_file_name("data");
+    let data_dir: Vec<&str> = if extra.contains(&"--data-dir") {
+        Vec::new()
+    } else {
+        vec!["--data-dir", data.to_str().expect("utf-8 temp path")]
+    };
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_weft"))
         .arg("run")
+        .args(&data_dir)
         .arg(manifest)
         .args([
             "--brokers",
