@@ -6,11 +6,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft::manifest::Manifest;
 use weft::pipeline::{BatchOutcome, Pipeline};
-use weft::record::{Item, Origin, Payload};
 use weft::runtime::state::STATE_MAX_BYTES;
 use weft::runtime::FailureKind;
 
@@ -22,22 +20,6 @@ fn peak_rss_mib() -> i64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
         .map_or(0, |kb| kb / 1024)
-}
-
-fn item(n: i64, value: &str) -> Item {
-    Item {
-        key: Some(format!("k{n}").into_bytes()),
-        headers: Vec::new(),
-        timestamp: None,
-        origin: Arc::new(Origin {
-            topic: "attack".into(),
-            partition: 0,
-            offset: n,
-            key: None,
-            value: Some(value.as_bytes().to_vec()),
-        }),
-        payload: Payload::Raw(Some(value.as_bytes().to_vec())),
-    }
 }
 
 fn pipeline(dir: &std::path::Path) -> Pipeline {
@@ -56,25 +38,15 @@ fn pipeline(dir: &std::path::Path) -> Pipeline {
 
 fn run(p: &mut Pipeline, bad: &str) -> BatchOutcome {
     p.process(vec![
-        item(1, "ok-before"),
-        item(2, bad),
-        item(3, "ok-after"),
+        support::item(1, "ok-before"),
+        support::item(2, bad),
+        support::item(3, "ok-after"),
     ])
-}
-
-fn out_values(o: &BatchOutcome) -> Vec<String> {
-    o.outputs
-        .iter()
-        .map(|i| match &i.payload {
-            Payload::Raw(Some(v)) => String::from_utf8_lossy(v).into_owned(),
-            other => format!("{other:?}"),
-        })
-        .collect()
 }
 
 /// The neighbours flowed and exactly the bad record failed, of `kind`.
 fn only_bad_failed(o: &BatchOutcome, kind: FailureKind, words: &str) {
-    assert_eq!(out_values(o), vec!["ok-before", "ok-after"]);
+    assert_eq!(support::values(o), vec!["ok-before", "ok-after"]);
     assert_eq!(o.dead.len(), 1, "{:?}", o.dead);
     let f = &o.dead[0].failure;
     assert_eq!(o.dead[0].item.origin.offset, 2);
@@ -104,7 +76,7 @@ fn state_deletes_of_keys_nobody_stored_hold_nothing() {
     let peak_before = peak_rss_mib();
     let o = run(&mut p, "state-deletes");
     assert_eq!(
-        out_values(&o),
+        support::values(&o),
         vec!["ok-before", "state-deletes", "ok-after"]
     );
     assert_eq!(p.stages[0].state_size(), (0, 0));
@@ -132,7 +104,7 @@ fn a_log_flood_is_rate_limited_and_counted() {
     let mut p = pipeline(dir.path());
     let t0 = Instant::now();
     let o = run(&mut p, "log-flood");
-    assert_eq!(out_values(&o).len(), 3, "logging is not a failure");
+    assert_eq!(support::values(&o).len(), 3, "logging is not a failure");
     let dropped = p.stages[0].logs_dropped();
     assert!(
         dropped >= 199_000,
@@ -221,14 +193,16 @@ fn a_wrong_result_count_does_not_take_the_neighbours_down() {
     // every input succeeds (it was the batch answer that was wrong).
     let o = run(&mut p, "short-count");
     assert!(o.dead.is_empty(), "{:?}", o.dead);
-    assert_eq!(out_values(&o), vec!["ok-before", "short-count", "ok-after"]);
+    assert_eq!(
+        support::values(&o),
+        vec!["ok-before", "short-count", "ok-after"]
+    );
 }
 
-/// A transform component, written against the published contract in the
-/// component text format, whose every call grows a funcref table by 100
-/// million entries (800 MB of host memory) before it traps.
+/// The core module of a transform component whose every call grows a
+/// funcref table by 100 million entries (800 MB of host memory) before it
+/// traps.
 const TABLE_BOMB: &str = r#"
-(component
   (core module $m
     (table $t 1 funcref)
     (memory (export "memory") 1)
@@ -241,6 +215,15 @@ const TABLE_BOMB: &str = r#"
     (func (export "transform") (param i32 i32) (result i32)
       (drop (table.grow $t (ref.null func) (i32.const 100000000)))
       unreachable))
+"#;
+
+/// A transform component, written against the published contract in the
+/// component text format, around `core_module` (which exports `memory`,
+/// `cabi_realloc` and `transform`), written to `dir/name`.
+fn transform_component(dir: &std::path::Path, name: &str, core_module: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"(component
+  {core_module}
   (core instance $i (instantiate $m))
   (type $header-def (record (field "key" string) (field "value" (list u8))))
   (export $header "header" (type $header-def))
@@ -259,15 +242,21 @@ const TABLE_BOMB: &str = r#"
     (export "error-kind" (type $kind))
     (export "plugin-error" (type $error))
     (export "transform" (func $transform)))
-  (export "weft:plugin/transform@0.1.0" (instance $exports)))
-"#;
+  (export "weft:plugin/transform@0.1.0" (instance $exports)))"#
+    );
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        wat::parse_str(text).expect("the component text parses"),
+    )
+    .unwrap();
+    path
+}
 
 #[test]
 fn tables_count_as_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = wat::parse_str(TABLE_BOMB).expect("the attack component parses");
-    let plugin = dir.path().join("table_bomb.wasm");
-    std::fs::write(&plugin, wasm).unwrap();
+    let plugin = transform_component(dir.path(), "table_bomb.wasm", TABLE_BOMB);
     let m = support::transform_manifest(dir.path(), &plugin, "limits = { memory_mb = 128 }");
     let mut p = Pipeline::new(
         &support::runtime(),
@@ -276,7 +265,7 @@ fn tables_count_as_memory() {
     )
     .expect("the component is a transform");
     let peak_before = peak_rss_mib();
-    let o = p.process(vec![item(1, "anything")]);
+    let o = p.process(vec![support::item(1, "anything")]);
     let grew = peak_rss_mib() - peak_before;
     assert_eq!(o.dead.len(), 1);
     let f = &o.dead[0].failure;
@@ -302,41 +291,21 @@ fn a_plugin_path_naming_a_host_file_does_not_echo_its_contents() {
     }
 }
 
-/// A transform component whose start function never returns.
+/// The core module of a transform component whose start function never
+/// returns.
 const SLOW_START: &str = r#"
-(component
   (core module $m
     (memory (export "memory") 1)
     (func $spin (loop $l (br $l)))
     (start $spin)
     (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8))
     (func (export "transform") (param i32 i32) (result i32) unreachable))
-  (core instance $i (instantiate $m))
-  (type $header-def (record (field "key" string) (field "value" (list u8))))
-  (export $header "header" (type $header-def))
-  (type $record-def (record (field "key" (option (list u8))) (field "value" (option (list u8))) (field "headers" (list $header))))
-  (export $record "record" (type $record-def))
-  (type $kind-def (enum "invalid-input" "config" "transient" "internal"))
-  (export $kind "error-kind" (type $kind-def))
-  (type $error-def (record (field "kind" $kind) (field "message" string)))
-  (export $error "plugin-error" (type $error-def))
-  (type $ty (func (param "records" (list $record)) (result (list (result (list $record) (error $error))))))
-  (func $transform (type $ty)
-    (canon lift (core func $i "transform") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
-  (instance $exports
-    (export "header" (type $header))
-    (export "record" (type $record))
-    (export "error-kind" (type $kind))
-    (export "plugin-error" (type $error))
-    (export "transform" (func $transform)))
-  (export "weft:plugin/transform@0.1.0" (instance $exports)))
 "#;
 
 #[test]
 fn a_start_function_that_never_returns_is_caught_by_check_and_bounded_at_run_time() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = dir.path().join("slow_start.wasm");
-    std::fs::write(&plugin, wat::parse_str(SLOW_START).expect("parses")).unwrap();
+    let plugin = transform_component(dir.path(), "slow_start.wasm", SLOW_START);
     let m = support::transform_manifest(dir.path(), &plugin, "limits = { timeout_ms = 300 }");
     let t0 = Instant::now();
     let out = support::weft(&["check", m.to_str().unwrap()]);
@@ -354,7 +323,7 @@ fn a_start_function_that_never_returns_is_caught_by_check_and_bounded_at_run_tim
         None,
     )
     .expect("prepares");
-    let o = p.process(vec![item(1, "a")]);
+    let o = p.process(vec![support::item(1, "a")]);
     assert_eq!(o.dead.len(), 1);
     assert_eq!(
         o.dead[0].failure.kind,

@@ -4,28 +4,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft::manifest::Manifest;
 use weft::pipeline::{BatchOutcome, Pipeline};
-use weft::record::{Item, Origin, Payload};
 use weft::runtime::FailureKind;
-
-fn item(n: i64, value: &str) -> Item {
-    Item {
-        key: Some(format!("k{n}").into_bytes()),
-        headers: vec![("trace".into(), format!("t{n}").into_bytes())],
-        timestamp: Some(1_700_000_000_000 + n),
-        origin: Arc::new(Origin {
-            topic: "test".into(),
-            partition: 0,
-            offset: n,
-            key: None,
-            value: Some(value.as_bytes().to_vec()),
-        }),
-        payload: Payload::Raw(Some(value.as_bytes().to_vec())),
-    }
-}
 
 fn hostile_pipeline(dir: &std::path::Path) -> Pipeline {
     let m = support::transform_manifest(
@@ -37,28 +19,18 @@ fn hostile_pipeline(dir: &std::path::Path) -> Pipeline {
     Pipeline::new(&support::runtime(), manifest, None).expect("pipeline")
 }
 
-fn values(o: &BatchOutcome) -> Vec<String> {
-    o.outputs
-        .iter()
-        .map(|i| match &i.payload {
-            Payload::Raw(Some(v)) => String::from_utf8_lossy(v).into_owned(),
-            other => format!("{other:?}"),
-        })
-        .collect()
-}
-
 /// Runs `[ok-before, bad, ok-after]` and returns the outcome.
 fn sandwich(p: &mut Pipeline, bad: &str) -> BatchOutcome {
     p.process(vec![
-        item(1, "ok-before"),
-        item(2, bad),
-        item(3, "ok-after"),
+        support::item(1, "ok-before"),
+        support::item(2, bad),
+        support::item(3, "ok-after"),
     ])
 }
 
 fn assert_contained(o: &BatchOutcome, kind: FailureKind, words: &str) {
     assert_eq!(
-        values(o),
+        support::values(o),
         vec!["ok-before", "ok-after"],
         "neighbours flow on"
     );
@@ -124,7 +96,7 @@ fn reading_etc_passwd_is_denied() {
     let mut p = hostile_pipeline(dir.path());
     let o = sandwich(&mut p, "read-passwd");
     assert_contained(&o, FailureKind::InvalidInput, "cannot read /etc/passwd");
-    assert!(values(&o).iter().all(|v| !v.contains("root:")));
+    assert!(support::values(&o).iter().all(|v| !v.contains("root:")));
 }
 
 #[test]
@@ -132,8 +104,12 @@ fn environment_is_empty_unless_granted() {
     std::env::set_var("WEFT_TEST_SECRET", "s3cret");
     let dir = tempfile::tempdir().unwrap();
     let mut p = hostile_pipeline(dir.path());
-    let o = p.process(vec![item(1, "env")]);
-    assert_eq!(values(&o), vec![""], "no environment variables are visible");
+    let o = p.process(vec![support::item(1, "env")]);
+    assert_eq!(
+        support::values(&o),
+        vec![""],
+        "no environment variables are visible"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let m = support::transform_manifest(
@@ -142,9 +118,9 @@ fn environment_is_empty_unless_granted() {
         "grants = { env = [\"WEFT_TEST_SECRET\"] }",
     );
     let mut p = Pipeline::new(&support::runtime(), Manifest::load(&m).unwrap(), None).unwrap();
-    let o = p.process(vec![item(1, "env")]);
+    let o = p.process(vec![support::item(1, "env")]);
     assert_eq!(
-        values(&o),
+        support::values(&o),
         vec!["WEFT_TEST_SECRET"],
         "exactly the granted variable"
     );
@@ -168,16 +144,16 @@ fn host_keeps_serving_after_every_kind_of_misbehaviour() {
     let bad = ["loop", "alloc", "recurse", "panic", "read-passwd", "big"];
     let mut batch = Vec::new();
     for (i, b) in bad.iter().enumerate() {
-        batch.push(item(2 * i as i64, &format!("good-{i}")));
-        batch.push(item(2 * i as i64 + 1, b));
+        batch.push(support::item(2 * i as i64, &format!("good-{i}")));
+        batch.push(support::item(2 * i as i64 + 1, b));
     }
     let o = p.process(batch);
     assert_eq!(o.dead.len(), bad.len());
     let good: Vec<String> = (0..bad.len()).map(|i| format!("good-{i}")).collect();
-    assert_eq!(values(&o), good, "every good record, in order");
+    assert_eq!(support::values(&o), good, "every good record, in order");
     // And a later batch runs on a fresh instance as if nothing happened.
-    let o = p.process(vec![item(100, "after")]);
-    assert_eq!(values(&o), vec!["after"]);
+    let o = p.process(vec![support::item(100, "after")]);
+    assert_eq!(support::values(&o), vec!["after"]);
     assert!(o.dead.is_empty());
 }
 
@@ -185,7 +161,7 @@ fn host_keeps_serving_after_every_kind_of_misbehaviour() {
 fn headers_key_and_timestamp_flow_through_a_stage_that_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = hostile_pipeline(dir.path());
-    let o = p.process(vec![item(7, "plain")]);
+    let o = p.process(vec![support::item(7, "plain")]);
     let out = &o.outputs[0];
     assert_eq!(out.key.as_deref(), Some(&b"k7"[..]));
     assert_eq!(out.headers, vec![("trace".to_string(), b"t7".to_vec())]);
@@ -196,13 +172,24 @@ fn headers_key_and_timestamp_flow_through_a_stage_that_keeps_them() {
 fn state_survives_instance_recycling_and_stays_per_stage() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = hostile_pipeline(dir.path());
-    let o = p.process(vec![item(1, "state"), item(2, "panic"), item(3, "state")]);
+    let o = p.process(vec![
+        support::item(1, "state"),
+        support::item(2, "panic"),
+        support::item(3, "state"),
+    ]);
     // The batch traps on `panic` and is replayed item by item: the aborted
     // call's state writes were discarded, so the counter counts each once.
-    assert_eq!(values(&o), vec!["1", "2"], "the counter outlives the trap");
+    assert_eq!(
+        support::values(&o),
+        vec!["1", "2"],
+        "the counter outlives the trap"
+    );
     let dir2 = tempfile::tempdir().unwrap();
     let mut other = hostile_pipeline(dir2.path());
-    assert_eq!(values(&other.process(vec![item(1, "state")])), vec!["1"]);
+    assert_eq!(
+        support::values(&other.process(vec![support::item(1, "state")])),
+        vec!["1"]
+    );
 }
 
 #[test]

@@ -92,3 +92,33 @@ pub fn consumed(log: &Path) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// A source item as the runners make them: key `k<n>`, a `trace` header,
+/// a timestamp, offset `n`, and `value` as its raw value.
+pub fn item(n: i64, value: &str) -> weft::record::Item {
+    use weft::record::{Item, Origin, Payload};
+    Item {
+        key: Some(format!("k{n}").into_bytes()),
+        headers: vec![("trace".into(), format!("t{n}").into_bytes())],
+        timestamp: Some(1_700_000_000_000 + n),
+        origin: std::sync::Arc::new(Origin {
+            topic: "test".into(),
+            partition: 0,
+            offset: n,
+            key: None,
+            value: Some(value.as_bytes().to_vec()),
+        }),
+        payload: Payload::Raw(Some(value.as_bytes().to_vec())),
+    }
+}
+
+/// The raw values of a batch's outputs, as text.
+pub fn values(o: &weft::pipeline::BatchOutcome) -> Vec<String> {
+    o.outputs
+        .iter()
+        .map(|i| match &i.payload {
+            weft::record::Payload::Raw(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
