@@ -5,7 +5,6 @@ use super::run::PipelineStatus;
 use super::{Host, Result, ServiceError};
 use crate::index::IndexStats;
 use crate::pipeline::Pipeline;
-use crate::stream::broker::LocalBroker;
 use crate::stream::file::parse_line;
 use crate::stream::kafka::{self, Counters, KafkaOptions, ReadRecord};
 use std::path::Path;
@@ -54,16 +53,10 @@ pub fn run_one(
     input: &Path,
     on_event: &mut dyn FnMut(DevEvent<'_>),
 ) -> Result<DevReport> {
-    let (_broker, brokers) = match brokers {
-        Some(b) => (None, b),
-        None => {
-            on_event(DevEvent::BrokerStarting { dir: broker_dir });
-            let b = LocalBroker::start(broker_dir).map_err(ServiceError::Stream)?;
-            let addr = b.address();
-            on_event(DevEvent::BrokerStarted { address: &addr });
-            (Some(b), addr)
-        }
-    };
+    let (_broker, brokers) = super::broker_or_local(brokers, broker_dir, |a| match a {
+        None => on_event(DevEvent::BrokerStarting { dir: broker_dir }),
+        Some(address) => on_event(DevEvent::BrokerStarted { address }),
+    })?;
     let text = std::fs::read_to_string(input)
         .map_err(|e| ServiceError::io(format!("reading {}", input.display()), e))?;
     let records: Vec<_> = text

@@ -23,6 +23,7 @@ use crate::manifest::Manifest;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::policy::Policy;
 use crate::runtime::Runtime;
+use crate::stream::broker::LocalBroker;
 use crate::stream::StreamError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +69,26 @@ impl ServiceError {
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// The broker to use: `brokers` if given, else a local one started in `dir`
+/// and kept running as long as the returned handle lives. `announce` hears
+/// `None` before a local broker starts and `Some(address)` once it listens.
+fn broker_or_local(
+    brokers: Option<String>,
+    dir: &Path,
+    mut announce: impl FnMut(Option<&str>),
+) -> Result<(Option<LocalBroker>, String)> {
+    match brokers {
+        Some(b) => Ok((None, b)),
+        None => {
+            announce(None);
+            let b = LocalBroker::start(dir)?;
+            let addr = b.address();
+            announce(Some(&addr));
+            Ok((Some(b), addr))
+        }
+    }
+}
 
 /// One process's plugin host: the Wasm runtime, the operator's policy and
 /// the tenants' indexes under one data directory.

@@ -25,7 +25,6 @@ use crate::index::{IndexStats, VectorIndex};
 use crate::manifest::{Manifest, StageKind};
 use crate::metrics::Histogram;
 use crate::pipeline::Pipeline;
-use crate::stream::broker::LocalBroker;
 use crate::stream::kafka::{self, Counters, KafkaOptions, KeyValue, ReadRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -273,16 +272,10 @@ pub fn run(
             return Err(unknown_pipeline(scenario, into));
         }
     }
-    let (_broker, brokers) = match brokers {
-        Some(b) => (None, b),
-        None => {
-            on_event(Event::BrokerStarting { dir: broker_dir });
-            let b = LocalBroker::start(broker_dir).map_err(ServiceError::Stream)?;
-            let addr = b.address();
-            on_event(Event::BrokerStarted { address: &addr });
-            (Some(b), addr)
-        }
-    };
+    let (_broker, brokers) = super::broker_or_local(brokers, broker_dir, |a| match a {
+        None => on_event(Event::BrokerStarting { dir: broker_dir }),
+        Some(address) => on_event(Event::BrokerStarted { address }),
+    })?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
     let mut report = rt.block_on(run_steps(host, scenario, pipelines, &brokers, on_event))?;
     report.embedder_alone = embedder_alone(host, scenario, &report.asked)?;
