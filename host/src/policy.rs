@@ -1,9 +1,13 @@
-//! The operator's policy: the ceiling on what any manifest may grant a plugin.
+//! The operator's policy: the ceiling on what any manifest may grant a plugin,
+//! and the quotas of the tenant it belongs to.
 //!
 //! A stage's effective capabilities are its manifest's request, checked against
-//! this policy before anything runs (deny by default). Per-tenant policies will
-//! extend this; for now there is one built-in default, overridable from a TOML
-//! file with `--policy`.
+//! this policy before anything runs (deny by default). `weft serve` reads one
+//! policy per tenant (`<tenants>/<tenant>/policy.toml`, owned by the operator);
+//! `weft run`/`check` use the built-in default or `--policy FILE`. The per-call
+//! ceilings are checked against manifests at load time; the tenant-wide
+//! quotas (total memory, instances, state, index size, CPU weight, dead-letter
+//! rate) are enforced while the tenant's pipelines run.
 
 use crate::manifest::{Diagnostic, Manifest};
 use serde::Deserialize;
@@ -28,6 +32,36 @@ pub struct Policy {
     /// Directories under which read-only file grants may point. Empty = only
     /// under the manifest's own directory tree.
     pub allowed_file_roots: Vec<PathBuf>,
+    /// Linear memories and tables of all the tenant's live instances together.
+    pub max_total_memory_mb: u64,
+    /// Live plugin instances of the tenant at once (one per stage today).
+    pub max_instances: u64,
+    /// The tenant's share of the plugin workers against other tenants that
+    /// are waiting (weighted fair queuing): weight 2 gets twice weight 1.
+    pub cpu_weight: u32,
+    /// Committed plugin state (keys + values) of all the tenant's stages.
+    pub max_state_mb: u64,
+    /// Indexes the tenant may write.
+    pub max_indexes: u64,
+    /// Documents in one of the tenant's indexes.
+    pub max_index_documents: u64,
+    /// Bytes on disk of one of the tenant's indexes.
+    pub max_index_mb: u64,
+    /// Dead letters per second (over 10 s) above which a pipeline's circuit
+    /// opens: it pauses instead of dead-lettering its whole topic.
+    pub max_dead_letters_per_sec: u64,
+    /// Where this policy was read from, and each top-level key's line, so a
+    /// refusal can point at the rule it breaks.
+    #[serde(skip)]
+    pub source: Option<PolicySource>,
+}
+
+/// The file a policy came from, for `file:line` references to its keys.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySource {
+    pub file: PathBuf,
+    /// `key -> (line, column)`, 1-based.
+    pub keys: std::collections::BTreeMap<String, (usize, usize)>,
 }
 
 impl Default for Policy {
@@ -40,6 +74,15 @@ impl Default for Policy {
             allowed_outbound_hosts: vec!["*".into()],
             allowed_env: vec!["WEFT_*".into(), "OPENAI_*".into()],
             allowed_file_roots: Vec::new(),
+            max_total_memory_mb: 4096,
+            max_instances: 64,
+            cpu_weight: 1,
+            max_state_mb: 256,
+            max_indexes: 16,
+            max_index_documents: 10_000_000,
+            max_index_mb: 16 << 10,
+            max_dead_letters_per_sec: 1000,
+            source: None,
         }
     }
 }
@@ -59,6 +102,11 @@ pub enum PolicyError {
         #[source]
         source: toml::de::Error,
     },
+    #[error("policy {}: {message}", .path.display())]
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 impl Policy {
@@ -67,10 +115,47 @@ impl Policy {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| PolicyError::Parse {
+        let mut policy: Policy = toml::from_str(&text).map_err(|source| PolicyError::Parse {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        if !(1..=1000).contains(&policy.cpu_weight) {
+            return Err(PolicyError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("cpu_weight must be 1 to 1000, got {}", policy.cpu_weight),
+            });
+        }
+        let mut keys = std::collections::BTreeMap::new();
+        if let Ok(table) = toml::de::DeTable::parse(&text) {
+            for (k, _) in table.get_ref() {
+                let (line, col) = crate::manifest::line_col(&text, k.span().start);
+                keys.insert(k.get_ref().to_string(), (line, col));
+            }
+        }
+        policy.source = Some(PolicySource {
+            file: path.to_path_buf(),
+            keys,
+        });
+        Ok(policy)
+    }
+
+    /// Where the rule `key` comes from: ` (policy <file>:<line>)` when it
+    /// was set in a policy file, ` (policy <file>, default)` when that file
+    /// leaves it at the default, or ` (built-in policy)`.
+    pub fn rule(&self, key: &str) -> String {
+        match &self.source {
+            Some(src) => match src.keys.get(key) {
+                Some((line, col)) => format!(
+                    "policy {}:{line}:{col} `{key}`",
+                    crate::manifest::display_path(&src.file)
+                ),
+                None => format!(
+                    "policy {}: `{key}` (default)",
+                    crate::manifest::display_path(&src.file)
+                ),
+            },
+            None => format!("built-in policy `{key}`"),
+        }
     }
 
     /// Every way in which `m` asks for more than this policy allows.
@@ -90,43 +175,68 @@ impl Policy {
             .canonicalize()
             .unwrap_or_default();
         for s in &m.stages {
-            let mut deny = |msg: String| {
+            let mut deny = |key: &str, msg: String| {
                 let mut d = s.location.clone();
-                d.message = format!("stage `{}`: {msg} (denied by policy)", s.name);
+                d.message = format!("stage `{}`: {msg} (denied by {})", s.name, self.rule(key));
                 out.push(d);
             };
             if s.limits.memory_bytes > self.max_memory_mb << 20 {
-                deny(format!(
-                    "limits.memory_mb {} exceeds the maximum {}",
-                    s.limits.memory_bytes >> 20,
-                    self.max_memory_mb
-                ));
+                deny(
+                    "max_memory_mb",
+                    format!(
+                        "limits.memory_mb {} exceeds the maximum {}",
+                        s.limits.memory_bytes >> 20,
+                        self.max_memory_mb
+                    ),
+                );
+            }
+            if s.limits.memory_bytes > self.max_total_memory_mb << 20 {
+                deny(
+                    "max_total_memory_mb",
+                    format!(
+                        "limits.memory_mb {} exceeds the tenant's total of {}",
+                        s.limits.memory_bytes >> 20,
+                        self.max_total_memory_mb
+                    ),
+                );
             }
             if s.limits.timeout_ms > self.max_timeout_ms {
-                deny(format!(
-                    "limits.timeout_ms {} exceeds the maximum {}",
-                    s.limits.timeout_ms, self.max_timeout_ms
-                ));
+                deny(
+                    "max_timeout_ms",
+                    format!(
+                        "limits.timeout_ms {} exceeds the maximum {}",
+                        s.limits.timeout_ms, self.max_timeout_ms
+                    ),
+                );
             }
             if s.limits.max_output_bytes > self.max_output_kb << 10 {
-                deny(format!(
-                    "limits.max_output_kb {} exceeds the maximum {}",
-                    s.limits.max_output_bytes >> 10,
-                    self.max_output_kb
-                ));
+                deny(
+                    "max_output_kb",
+                    format!(
+                        "limits.max_output_kb {} exceeds the maximum {}",
+                        s.limits.max_output_bytes >> 10,
+                        self.max_output_kb
+                    ),
+                );
             }
             if s.limits.max_outputs > self.max_outputs {
-                deny(format!(
-                    "limits.max_outputs {} exceeds the maximum {}",
-                    s.limits.max_outputs, self.max_outputs
-                ));
+                deny(
+                    "max_outputs",
+                    format!(
+                        "limits.max_outputs {} exceeds the maximum {}",
+                        s.limits.max_outputs, self.max_outputs
+                    ),
+                );
             }
             for h in &s.grants.outbound_hosts {
                 if is_forbidden_address(&h.host) {
-                    deny(format!(
-                        "outbound host `{}` is a link-local or metadata address",
-                        h.host
-                    ));
+                    deny(
+                        "allowed_outbound_hosts",
+                        format!(
+                            "outbound host `{}` is a link-local or metadata address",
+                            h.host
+                        ),
+                    );
                     continue;
                 }
                 let ok = self
@@ -134,7 +244,10 @@ impl Policy {
                     .iter()
                     .any(|a| a == "*" || a.eq_ignore_ascii_case(&h.host));
                 if !ok {
-                    deny(format!("outbound host `{}` is not allowed", h.host));
+                    deny(
+                        "allowed_outbound_hosts",
+                        format!("outbound host `{}` is not allowed", h.host),
+                    );
                 }
             }
             for e in &s.grants.env {
@@ -143,10 +256,13 @@ impl Policy {
                     None => a == e,
                 });
                 if !ok {
-                    deny(format!(
-                        "environment variable `{e}` is not allowed (allowed: {})",
-                        self.allowed_env.join(", ")
-                    ));
+                    deny(
+                        "allowed_env",
+                        format!(
+                            "environment variable `{e}` is not allowed (allowed: {})",
+                            self.allowed_env.join(", ")
+                        ),
+                    );
                 }
             }
             for (host_dir, _) in &s.grants.files {
@@ -159,15 +275,63 @@ impl Policy {
                         .collect()
                 };
                 if !roots.iter().any(|r| host_dir.starts_with(r)) {
-                    deny(format!(
-                        "file grant `{}` is outside the allowed roots ({})",
-                        host_dir.display(),
-                        roots
-                            .iter()
-                            .map(|r| r.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                    deny(
+                        "allowed_file_roots",
+                        format!(
+                            "file grant `{}` is outside the allowed roots ({})",
+                            host_dir.display(),
+                            roots
+                                .iter()
+                                .map(|r| r.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// What the tenant's manifests ask for together, against the tenant-wide
+    /// quotas: instances (one per stage) and indexes written. Reported at the
+    /// manifest that goes over.
+    pub fn check_tenant(&self, manifests: &[&Manifest]) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let mut instances = 0u64;
+        let mut indexes: Vec<&str> = Vec::new();
+        for m in manifests {
+            instances += m.stages.len() as u64;
+            if instances > self.max_instances {
+                out.push(Diagnostic {
+                    file: m.file.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "pipeline `{}` brings the tenant's plugin instances to {instances}, over the maximum {} (denied by {})",
+                        m.name,
+                        self.max_instances,
+                        self.rule("max_instances")
+                    ),
+                });
+            }
+            if let Some(i) = &m.sink_index {
+                if !indexes.contains(&i.as_str()) {
+                    indexes.push(i);
+                    if indexes.len() as u64 > self.max_indexes {
+                        out.push(Diagnostic {
+                            file: m.file.clone(),
+                            line: 1,
+                            column: 1,
+                            message: format!(
+                                "pipeline `{}` writes index `{i}`, the tenant's index number {}, over the maximum {} (denied by {})",
+                                m.name,
+                                indexes.len(),
+                                self.max_indexes,
+                                self.rule("max_indexes")
+                            ),
+                        });
+                    }
                 }
             }
         }
