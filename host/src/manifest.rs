@@ -475,7 +475,7 @@ impl Reporter<'_> {
 
 /// Names of tenants, pipelines, stages and topics: short, portable, no dots
 /// in the tenant (the dot separates tenant and topic in `<tenant>.<topic>`).
-fn check_name(what: &str, name: &str, allow_dot: bool) -> Result<(), String> {
+pub fn check_name(what: &str, name: &str, allow_dot: bool) -> Result<(), String> {
     if name.is_empty() || name.len() > 100 {
         return Err(format!("{what} must be 1 to 100 characters, got `{name}`"));
     }
@@ -487,6 +487,22 @@ fn check_name(what: &str, name: &str, allow_dot: bool) -> Result<(), String> {
             "{what} `{name}` may only contain ASCII letters, digits, `-`, `_`{}",
             if allow_dot { " and `.`" } else { "" }
         ));
+    }
+    Ok(())
+}
+
+/// The part of a topic name after `<tenant>.`: dot-separated names, no
+/// empty segment (`a..b`, a trailing dot), at most 200 characters, so
+/// prefixes cannot be confused.
+fn check_topic_rest(rest: &str) -> Result<(), String> {
+    if rest.len() > 200 {
+        return Err("longer than 200 characters".into());
+    }
+    for seg in rest.split('.') {
+        if seg.is_empty() {
+            return Err("empty name between dots (`..`, or a leading or trailing dot)".into());
+        }
+        check_name("topic name segment", seg, false)?;
     }
     Ok(())
 }
@@ -516,6 +532,14 @@ fn flatten_config(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, 
 impl Manifest {
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::load_in(path, None)
+    }
+
+    /// Reads and validates a manifest file that belongs to `tenant` (the
+    /// tenant directory it lives in, under `weft serve --tenants`): its
+    /// tenant is that one, and a `tenant =` key naming another is refused,
+    /// so a manifest cannot claim another tenant's topics or indexes.
+    pub fn load_in(path: &Path, tenant: Option<&str>) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
             diagnostics: vec![Diagnostic {
                 file: path.to_path_buf(),
@@ -534,11 +558,21 @@ impl Manifest {
             dir
         };
         let plugins = PluginPath::from_env(&dir.canonicalize().unwrap_or_else(|_| dir.clone()));
-        Manifest::parse(path, &text, &plugins)
+        Manifest::parse_in(path, &text, &plugins, tenant)
     }
 
     /// Parses and validates manifest `text` that was read from `file`.
     pub fn parse(file: &Path, text: &str, plugins: &PluginPath) -> Result<Manifest, ManifestError> {
+        Manifest::parse_in(file, text, plugins, None)
+    }
+
+    /// [`Manifest::parse`] for a manifest owned by `owner` (see [`Manifest::load_in`]).
+    pub fn parse_in(
+        file: &Path,
+        text: &str,
+        plugins: &PluginPath,
+        owner: Option<&str>,
+    ) -> Result<Manifest, ManifestError> {
         let mut r = Reporter {
             file,
             text,
@@ -571,18 +605,29 @@ impl Manifest {
         if let Err(m) = check_name("pipeline name", raw.name.get_ref(), false) {
             r.error(raw.name.span(), m);
         }
-        let tenant = match &raw.tenant {
-            Some(t) => {
+        let tenant = match (&raw.tenant, owner) {
+            (Some(t), Some(owner)) if t.get_ref() != owner => {
+                r.error(
+                    t.span(),
+                    format!(
+                        "tenant `{}` disagrees with the directory: this manifest lives in tenant `{owner}`'s directory, so it runs as `{owner}` (remove the `tenant` key or move the file)",
+                        t.get_ref()
+                    ),
+                );
+                owner.to_string()
+            }
+            (_, Some(owner)) => owner.to_string(),
+            (Some(t), None) => {
                 if let Err(m) = check_name("tenant", t.get_ref(), false) {
                     r.error(t.span(), m);
                 }
                 t.get_ref().clone()
             }
-            None => "default".to_string(),
+            (None, None) => "default".to_string(),
         };
         let topic_of = |r: &mut Reporter, t: &Spanned<String>| -> String {
             let name = t.get_ref();
-            if let Some((prefix, _)) = name.split_once('.') {
+            if let Some((prefix, rest)) = name.split_once('.') {
                 if prefix != tenant {
                     r.error(
                         t.span(),
@@ -590,6 +635,8 @@ impl Manifest {
                             "topic `{name}` belongs to tenant `{prefix}`; this pipeline is tenant `{tenant}` and may only name its own topics (write it without the tenant prefix)"
                         ),
                     );
+                } else if let Err(m) = check_topic_rest(rest) {
+                    r.error(t.span(), format!("topic `{name}`: {m}"));
                 }
                 return name.clone();
             }

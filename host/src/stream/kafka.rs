@@ -12,6 +12,7 @@
 //! deterministic key (`<doc id>#<n>`, the question id), the replay overwrites
 //! instead of duplicating. Kafka transactions are not used (tansu has none).
 
+use super::circuit::{Breaker, CircuitPolicy};
 use super::orphans::ChunkKeys;
 use super::{Result, StreamError};
 use crate::manifest::Format;
@@ -54,6 +55,45 @@ pub struct Counters {
     pub indexed_docs: AtomicU64,
     /// Record timestamp to searchable in the index, in ms.
     pub freshness: Histogram,
+    /// New versions swapped in while running (hot reloads).
+    pub reloads: AtomicU64,
+    /// Why the circuit is open, while it is (the pipeline is paused).
+    pub circuit: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// The open circuit's reason, if the pipeline is paused.
+    pub fn circuit_open(&self) -> Option<String> {
+        self.circuit.lock().ok().and_then(|c| c.clone())
+    }
+
+    fn set_circuit(&self, reason: Option<String>) {
+        if let Ok(mut c) = self.circuit.lock() {
+            *c = reason;
+        }
+    }
+}
+
+/// What a host may do to a running pipeline besides stopping it.
+#[derive(Default)]
+pub struct Control {
+    /// New versions of the pipeline (same topics, group and sink), each
+    /// swapped in at the next batch boundary: after the batch in flight is
+    /// committed, before the next is read.
+    pub swap: Option<tokio::sync::mpsc::UnboundedReceiver<Pipeline>>,
+    /// When the pipeline pauses itself instead of dead-lettering its topic
+    /// (the default never does).
+    pub circuit: CircuitPolicy,
+}
+
+/// The next new version from `swap`; never resolves without a channel.
+async fn next_version(
+    swap: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Pipeline>>,
+) -> Option<Pipeline> {
+    match swap {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Writes a batch to the pipeline's document sink, retrying a failing store
@@ -475,11 +515,23 @@ fn group_caught_up(consumer: &StreamConsumer, topic: &str) -> bool {
 /// Runs `pipeline` from its source topic to its sink topic until `stop` is
 /// raised (or it has been idle for `idle_exit`). Returns the pipeline back.
 pub async fn run(
+    pipeline: Pipeline,
+    opts: KafkaOptions,
+    counters: Arc<Counters>,
+    stop: watch::Receiver<bool>,
+) -> Result<Pipeline> {
+    run_with(pipeline, opts, counters, stop, Control::default()).await
+}
+
+/// [`run`], taking new versions and pausing on failures as `control` says.
+pub async fn run_with(
     mut pipeline: Pipeline,
     opts: KafkaOptions,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
+    mut control: Control,
 ) -> Result<Pipeline> {
+    let mut breaker = Breaker::new(control.circuit.clone());
     let m = pipeline.manifest.clone();
     let sink = m.sink_topic.clone();
     let sink_desc = match (&sink, &m.sink_index) {
@@ -507,14 +559,67 @@ pub async fn run(
         }
         _ => None,
     };
-    let max = m.batch_records as usize;
-    let linger = Duration::from_millis(m.linger_ms);
     tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink_desc}", m.source_topic);
     let mut last_record = Instant::now();
+    let mut paused = false;
     loop {
         if *stop.borrow() {
             break;
         }
+        // A batch boundary: the last batch is committed, so a new version
+        // may take over from here.
+        if let Some(rx) = &mut control.swap {
+            while let Ok(next) = rx.try_recv() {
+                pipeline = next;
+                breaker.reset();
+                counters.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(pipeline = %m.name, "new version swapped in");
+            }
+        }
+        if let Some(open) = breaker.check(Instant::now()).cloned() {
+            if !paused {
+                set_paused(&consumer, true);
+                paused = true;
+                counters.set_circuit(Some(open.reason.clone()));
+            }
+            let wait = open
+                .until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            tokio::select! {
+                _ = stop.changed() => break,
+                next = next_version(&mut control.swap) => {
+                    if let Some(next) = next {
+                        pipeline = next;
+                        breaker.reset();
+                        counters.reloads.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(pipeline = %m.name, "new version swapped in; circuit closed");
+                    }
+                }
+                // Polled while paused so the group keeps this member; a
+                // record from a partition assigned since the pause is put
+                // back and its partition paused too.
+                r = consumer.recv() => {
+                    if let Ok(msg) = r {
+                        let (t, p, o) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                        drop(msg);
+                        if let Err(e) = consumer.seek(&t, p, Offset::Offset(o), Duration::from_secs(2)) {
+                            tracing::warn!(pipeline = %m.name, "seeking back while paused: {e}");
+                        }
+                        set_paused(&consumer, true);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        if paused {
+            set_paused(&consumer, false);
+            paused = false;
+            counters.set_circuit(None);
+        }
+        let max = pipeline.manifest.batch_records as usize;
+        let linger = Duration::from_millis(pipeline.manifest.linger_ms);
         // Wait for the first record of a batch, the stop signal, or idleness.
         let first = tokio::select! {
             _ = stop.changed() => break,
@@ -630,6 +735,9 @@ pub async fn run(
             }
         }
         let n_dead = dead.len() as u64;
+        if let Some(open) = breaker.record(Instant::now(), n.saturating_sub(n_dead), &dead) {
+            tracing::error!(pipeline = %m.name, "circuit open: {}", open.reason);
+        }
         for d in dead {
             tracing::warn!(
                 pipeline = %m.name, stage = %d.stage, topic = %d.item.origin.topic,
@@ -667,6 +775,24 @@ pub async fn run(
         counters.batches.fetch_add(1, Ordering::Relaxed);
     }
     Ok(pipeline)
+}
+
+/// Pauses (or resumes) every partition assigned to `consumer`.
+fn set_paused(consumer: &StreamConsumer, pause: bool) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let r = if pause {
+        consumer.pause(&assigned)
+    } else {
+        consumer.resume(&assigned)
+    };
+    if let Err(e) = r {
+        tracing::warn!(
+            "{} the consumer: {e}",
+            if pause { "pausing" } else { "resuming" }
+        );
+    }
 }
 
 /// A record read back from a topic (for `weft dev`'s display and tools).

@@ -3,6 +3,7 @@
 //! JSON Lines files (`weft run --input`).
 
 pub mod broker;
+pub mod circuit;
 pub mod file;
 pub mod kafka;
 pub mod orphans;

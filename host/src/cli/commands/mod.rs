@@ -5,3 +5,4 @@ pub mod dev;
 pub mod index;
 pub mod plugin;
 pub mod run;
+pub mod serve;

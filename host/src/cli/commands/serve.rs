@@ -1,0 +1,100 @@
+//! `weft serve`: every tenant's pipelines in one process.
+
+use crate::cli::commands::run::progress_line;
+use crate::cli::Globals;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use weft::service::serve::{ReloadReport, ServeEvent, ServeOptions, ServeStatus, Server};
+use weft::service::Host;
+use weft::stream::circuit::CircuitPolicy;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The tenants directory: `<dir>/<tenant>/policy.toml` (the operator's)
+    /// and `<dir>/<tenant>/pipelines/*.toml` (the tenant's).
+    #[arg(long)]
+    tenants: PathBuf,
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long)]
+    brokers: String,
+    /// Partitions for topics weft creates when they are missing.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Do not reload when a file under the tenants directory changes
+    /// (SIGHUP still reloads).
+    #[arg(long)]
+    no_watch: bool,
+    /// Records failing in a plugin in a row after which a pipeline pauses
+    /// (its circuit opens) instead of dead-lettering its whole topic; 0: never.
+    #[arg(long, default_value_t = 100)]
+    circuit_failures: u64,
+    /// Seconds a pipeline stays paused the first time its circuit opens
+    /// (doubling each time it fails again, up to 10 minutes).
+    #[arg(long, default_value_t = 30)]
+    circuit_pause_secs: u64,
+    /// Seconds between progress lines on stderr.
+    #[arg(long, default_value_t = 10)]
+    progress_secs: u64,
+}
+
+fn print_report(why: &str, r: &ReloadReport) {
+    for (what, list) in [
+        ("started", &r.started),
+        ("swapped in a new version of", &r.swapped),
+        ("restarted", &r.restarted),
+        ("stopped", &r.stopped),
+    ] {
+        for p in list {
+            eprintln!("{why}: {what} {p}");
+        }
+    }
+    for p in &r.refused {
+        eprintln!("{why}: refused: {p}");
+    }
+}
+
+fn print_status(s: &ServeStatus) {
+    for p in &s.pipelines {
+        let state = if p.state == "running" {
+            String::new()
+        } else {
+            format!(" [{}]", p.state)
+        };
+        eprintln!("{}/{}{state}", p.tenant, progress_line(&p.figures));
+    }
+}
+
+pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
+    let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &g.data_dir)?;
+    let opts = ServeOptions {
+        tenants: a.tenants,
+        brokers: a.brokers,
+        partitions: a.partitions,
+        circuit: CircuitPolicy {
+            consecutive_failures: a.circuit_failures,
+            first_pause: Duration::from_secs(a.circuit_pause_secs.max(1)),
+            ..CircuitPolicy::default()
+        },
+    };
+    let (server, report) = Server::start(host, opts)?;
+    print_report("start", &report);
+    let last = server.serve_until_signal(
+        !a.no_watch,
+        Duration::from_secs(a.progress_secs.max(1)),
+        |e| match e {
+            ServeEvent::Progress(s) => print_status(s),
+            ServeEvent::Reloaded(why, r) => {
+                if r.changed() || !r.refused.is_empty() {
+                    print_report(&format!("reload ({why})"), r);
+                }
+            }
+            ServeEvent::ReloadFailed(why, e) => eprintln!("reload ({why}) failed: {e}"),
+            ServeEvent::Stopping => {
+                eprintln!("stopping: finishing the batches in flight and committing")
+            }
+        },
+    )?;
+    print_status(&last);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,456 @@
+//! `weft serve`: one long-running process hosting every tenant's pipelines
+//! from a tenants directory (see [`super::tenants`]), reloading what changed
+//! without losing or duplicating records.
+//!
+//! A reload (on SIGHUP, on a file change when watching, or by calling
+//! [`Server::reload`]) re-reads the tree and checks every manifest as `weft
+//! check --tenants` does (which also instantiates each stage once). Then:
+//! - a new manifest starts;
+//! - a changed one (manifest text, its tenant's policy or a plugin file)
+//!   with the same topics, group and sink is swapped in at the next batch
+//!   boundary, after the batch in flight is committed; one whose topics or
+//!   sink changed is stopped (drained, committed) and started again;
+//! - a manifest that no longer passes its checks is refused and reported,
+//!   and the version already running keeps running;
+//! - a deleted manifest's pipeline is stopped.
+//!
+//! Several `weft serve` processes given the same tenants directory and
+//! brokers share the work: each pipeline's consumer group
+//! (`weft.<tenant>.<pipeline>`) spreads its topic's partitions over them.
+
+use super::run::{topics_of, PipelineStatus};
+use super::tenants::{check_tenant, scan};
+use super::{Host, Result, ServiceError};
+use crate::manifest::{display_path, Manifest};
+use crate::policy::Policy;
+use crate::stream::circuit::CircuitPolicy;
+use crate::stream::kafka::{self, Control, Counters, KafkaOptions};
+use crate::stream::StreamError;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `<tenants>/<tenant>/{policy.toml,pipelines/*.toml}`.
+    pub tenants: PathBuf,
+    pub brokers: String,
+    /// Partitions of the topics weft creates when they are missing.
+    pub partitions: i32,
+    /// When pipelines pause themselves; each tenant's
+    /// `max_dead_letters_per_sec` is added from its policy.
+    pub circuit: CircuitPolicy,
+}
+
+/// A pipeline the server hosts.
+struct Running {
+    tenant: String,
+    file: PathBuf,
+    /// What the running version was made from (manifest, policy, plugins).
+    fingerprint: String,
+    /// Topics, group and sink: what a swap in place may not change.
+    identity: String,
+    counters: Arc<Counters>,
+    swap: mpsc::UnboundedSender<crate::pipeline::Pipeline>,
+    stop: watch::Sender<bool>,
+    task: Option<
+        tokio::task::JoinHandle<std::result::Result<crate::pipeline::Pipeline, StreamError>>,
+    >,
+    /// Why the pipeline's task ended on its own, if it did.
+    failed: Option<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// `tenant/pipeline` of each pipeline started.
+    pub started: Vec<String>,
+    /// Swapped in place to a new version at a batch boundary.
+    pub swapped: Vec<String>,
+    /// Stopped and started again (its topics or sink changed).
+    pub restarted: Vec<String>,
+    /// Stopped because its manifest is gone.
+    pub stopped: Vec<String>,
+    /// Every problem found, one `file:line:col: message` line each; the
+    /// manifests concerned did not start, or keep their running version.
+    pub refused: Vec<String>,
+}
+
+impl ReloadReport {
+    pub fn changed(&self) -> bool {
+        !(self.started.is_empty()
+            && self.swapped.is_empty()
+            && self.restarted.is_empty()
+            && self.stopped.is_empty())
+    }
+}
+
+/// One hosted pipeline's state and figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServedPipeline {
+    pub tenant: String,
+    pub file: String,
+    /// `running`, `paused: <why>` (circuit open) or `failed: <why>`.
+    pub state: String,
+    /// New versions swapped in since it started.
+    pub reloads: u64,
+    #[serde(flatten)]
+    pub figures: PipelineStatus,
+}
+
+/// Everything the server hosts, and what its last reload refused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServeStatus {
+    pub pipelines: Vec<ServedPipeline>,
+    pub refused: Vec<String>,
+}
+
+/// The multi-tenant host. Dropping it without [`Server::stop`] aborts the
+/// pipelines without draining them (their last batch is replayed).
+pub struct Server {
+    rt: tokio::runtime::Runtime,
+    host: Host,
+    opts: ServeOptions,
+    running: Mutex<BTreeMap<(String, String), Running>>,
+    refused: Mutex<Vec<String>>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data here (plain
+    // maps and vectors updated in single statements), so go on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// SHA-256 of what a pipeline version is made of: its manifest text, its
+/// tenant's policy text and every plugin file it loads.
+fn fingerprint(m: &Manifest, policy_file: &Path) -> String {
+    let mut h = Sha256::new();
+    for f in std::iter::once(m.file.as_path())
+        .chain(std::iter::once(policy_file))
+        .chain(m.stages.iter().map(|s| s.plugin.as_path()))
+    {
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update(std::fs::read(f).unwrap_or_default());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+fn identity(m: &Manifest) -> String {
+    format!(
+        "{} -> {:?} + {:?}, dead letters {}, {:?}",
+        m.source_topic, m.sink_topic, m.sink_index, m.dead_letter_topic, m.format
+    )
+}
+
+impl Server {
+    /// Starts hosting `opts.tenants`: every manifest that passes its checks
+    /// runs; the others are reported in [`Server::status`]. Fails only if
+    /// the tree cannot be read or the broker is unreachable.
+    pub fn start(host: Host, opts: ServeOptions) -> Result<(Server, ReloadReport)> {
+        let rt =
+            tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
+        let server = Server {
+            rt,
+            host,
+            opts,
+            running: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
+        };
+        let report = server.reload()?;
+        Ok((server, report))
+    }
+
+    /// Re-reads the tenants directory and applies what changed (see the
+    /// module's documentation). Never stops a healthy pipeline because
+    /// another manifest is broken.
+    pub fn reload(&self) -> Result<ReloadReport> {
+        let _one = lock(&self.reloading);
+        let mut report = ReloadReport::default();
+        let tenants = scan(&self.opts.tenants)?;
+        let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+        // Files whose current version checked out (under whatever name).
+        let mut good_files: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut present: BTreeSet<PathBuf> = BTreeSet::new();
+        for t in &tenants {
+            present.extend(t.manifests.iter().cloned());
+            let check = check_tenant(&self.host.runtime, t);
+            report.refused.extend(check.problems);
+            let Ok(policy) = &t.policy else { continue };
+            for c in check.ok {
+                let m = c.manifest;
+                let key = (t.name.clone(), m.name.clone());
+                good_files.insert(m.file.clone());
+                wanted.insert(key.clone());
+                let label = format!("{}/{}", key.0, key.1);
+                let fp = fingerprint(&m, &t.policy_file());
+                let current = {
+                    let running = lock(&self.running);
+                    running.get(&key).map(|r| {
+                        (
+                            r.fingerprint.clone(),
+                            r.identity.clone(),
+                            r.failed.is_some(),
+                        )
+                    })
+                };
+                let outcome = match current {
+                    Some((f, _, false)) if f == fp => continue,
+                    Some((_, id, false)) if id == identity(&m) => {
+                        self.swap(&key, m, policy, fp).map(|()| &mut report.swapped)
+                    }
+                    Some(_) => {
+                        self.stop_one(&key);
+                        self.start_one(t.name.clone(), m, policy, fp)
+                            .map(|()| &mut report.restarted)
+                    }
+                    None => self
+                        .start_one(t.name.clone(), m, policy, fp)
+                        .map(|()| &mut report.started),
+                };
+                match outcome {
+                    Ok(list) => list.push(label),
+                    Err(e) => report.refused.push(format!("{label}: {e}")),
+                }
+            }
+        }
+        // A pipeline whose file is gone, or now holds another pipeline, stops;
+        // one whose file is still there but broken keeps running.
+        let gone: Vec<(String, String)> = lock(&self.running)
+            .iter()
+            .filter(|(k, r)| {
+                !wanted.contains(*k) && (!present.contains(&r.file) || good_files.contains(&r.file))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.stop_one(&key);
+            report.stopped.push(format!("{}/{}", key.0, key.1));
+        }
+        *lock(&self.refused) = report.refused.clone();
+        for r in &report.refused {
+            tracing::warn!("refused: {r}");
+        }
+        Ok(report)
+    }
+
+    fn kafka_options(&self) -> KafkaOptions {
+        KafkaOptions {
+            brokers: self.opts.brokers.clone(),
+            group: None,
+            idle_exit: None,
+            state_dir: Some(self.host.data_dir.join("sink")),
+        }
+    }
+
+    fn start_one(&self, tenant: String, m: Manifest, policy: &Policy, fp: String) -> Result<()> {
+        let topics = topics_of(&[&m], self.opts.partitions);
+        self.rt
+            .block_on(kafka::ensure_topics(&self.opts.brokers, &topics))?;
+        if let Some(i) = &m.sink_index {
+            self.host.indexes.will_write(&m.tenant, i);
+        }
+        let key = (tenant.clone(), m.name.clone());
+        let file = m.file.clone();
+        let id = identity(&m);
+        let pipeline = self.host.pipeline_for(m, policy)?;
+        let counters = Arc::new(Counters::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let (swap, swap_rx) = mpsc::unbounded_channel();
+        let control = Control {
+            swap: Some(swap_rx),
+            circuit: CircuitPolicy {
+                max_dead_letters_per_sec: policy.max_dead_letters_per_sec,
+                ..self.opts.circuit.clone()
+            },
+        };
+        let task = self.rt.spawn(kafka::run_with(
+            pipeline,
+            self.kafka_options(),
+            counters.clone(),
+            stop_rx,
+            control,
+        ));
+        lock(&self.running).insert(
+            key,
+            Running {
+                tenant,
+                file,
+                fingerprint: fp,
+                identity: id,
+                counters,
+                swap,
+                stop,
+                task: Some(task),
+                failed: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn swap(&self, key: &(String, String), m: Manifest, policy: &Policy, fp: String) -> Result<()> {
+        let pipeline = self.host.pipeline_for(m, policy)?;
+        let mut running = lock(&self.running);
+        let r = running
+            .get_mut(key)
+            .ok_or_else(|| ServiceError::Run(format!("{}/{} is not running", key.0, key.1)))?;
+        r.swap
+            .send(pipeline)
+            .map_err(|_| ServiceError::Run(format!("{}/{} has stopped", key.0, key.1)))?;
+        r.fingerprint = fp;
+        Ok(())
+    }
+
+    /// Stops one pipeline: its batch in flight is finished and committed.
+    fn stop_one(&self, key: &(String, String)) {
+        let Some(mut r) = lock(&self.running).remove(key) else {
+            return;
+        };
+        let _ = r.stop.send(true);
+        if let Some(t) = r.task.take() {
+            if let Ok(Err(e)) = self.rt.block_on(t) {
+                tracing::warn!(pipeline = %key.1, tenant = %key.0, "stopped with an error: {e}");
+            }
+        }
+    }
+
+    /// Every hosted pipeline's state and figures, and what the last reload
+    /// refused.
+    pub fn status(&self) -> ServeStatus {
+        let mut running = lock(&self.running);
+        let mut out = Vec::new();
+        for ((tenant, name), r) in running.iter_mut() {
+            if r.task.as_ref().is_some_and(|t| t.is_finished()) {
+                if let Some(t) = r.task.take() {
+                    r.failed = Some(match self.rt.block_on(t) {
+                        Ok(Ok(_)) => "stopped".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("the pipeline task panicked: {e}"),
+                    });
+                }
+            }
+            let state = match (&r.failed, r.counters.circuit_open()) {
+                (Some(f), _) => format!("failed: {f}"),
+                (None, Some(why)) => format!("paused: {why}"),
+                (None, None) => "running".to_string(),
+            };
+            out.push(ServedPipeline {
+                tenant: tenant.clone(),
+                file: display_path(&r.file),
+                state,
+                reloads: r
+                    .counters
+                    .reloads
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                figures: PipelineStatus::of(name, &r.counters),
+            });
+            debug_assert_eq!(&r.tenant, tenant);
+        }
+        ServeStatus {
+            pipelines: out,
+            refused: lock(&self.refused).clone(),
+        }
+    }
+
+    /// Stops every pipeline (each finishes and commits its batch in flight)
+    /// and returns the final status.
+    pub fn stop(self) -> ServeStatus {
+        let keys: Vec<_> = lock(&self.running).keys().cloned().collect();
+        for r in lock(&self.running).values() {
+            let _ = r.stop.send(true);
+        }
+        let last = self.status();
+        for k in keys {
+            self.stop_one(&k);
+        }
+        last
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, reloading on SIGHUP and, if `watch`,
+    /// when a file under the tenants directory changes (debounced by
+    /// 500 ms); reports progress every `progress_every`. Returns after the
+    /// pipelines stopped, with their final status.
+    pub fn serve_until_signal(
+        self,
+        watch: bool,
+        progress_every: Duration,
+        on_event: impl Fn(ServeEvent<'_>),
+    ) -> Result<ServeStatus> {
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
+        let _watcher = if watch {
+            Some(watch_tree(&self.opts.tenants, changed_tx)?)
+        } else {
+            None
+        };
+        // The waiting happens in short `block_on`s, so that a reload (which
+        // blocks on the runtime itself) runs outside of one.
+        let handle = self.rt.handle().clone();
+        let _in_runtime = handle.enter();
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| ServiceError::io("listening for SIGHUP", e))?;
+        let mut stop = Box::pin(super::run::shutdown_signal());
+        let mut tick = tokio::time::interval(progress_every);
+        tick.reset();
+        loop {
+            let wake = handle.block_on(async {
+                #[cfg(unix)]
+                let hup_recv = hup.recv();
+                #[cfg(not(unix))]
+                let hup_recv = std::future::pending::<Option<()>>();
+                tokio::select! {
+                    _ = &mut stop => None,
+                    _ = hup_recv => Some(Some("SIGHUP")),
+                    Some(()) = changed_rx.recv() => {
+                        // Let a burst of writes (an editor's save, a copy) settle.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        while changed_rx.try_recv().is_ok() {}
+                        Some(Some("a file changed"))
+                    }
+                    _ = tick.tick() => Some(None),
+                }
+            });
+            match wake {
+                None => break,
+                Some(None) => on_event(ServeEvent::Progress(&self.status())),
+                Some(Some(why)) => match self.reload() {
+                    Ok(r) => on_event(ServeEvent::Reloaded(why, &r)),
+                    Err(e) => on_event(ServeEvent::ReloadFailed(why, &e)),
+                },
+            }
+        }
+        on_event(ServeEvent::Stopping);
+        Ok(self.stop())
+    }
+}
+
+/// What [`Server::serve_until_signal`] reports.
+pub enum ServeEvent<'a> {
+    Progress(&'a ServeStatus),
+    /// A reload ran: what triggered it, and what it did.
+    Reloaded(&'static str, &'a ReloadReport),
+    ReloadFailed(&'static str, &'a ServiceError),
+    /// A signal arrived: the batches in flight are being finished and committed.
+    Stopping,
+}
+
+/// Watches `root` recursively; every event sends a unit on `tx`.
+fn watch_tree(root: &Path, tx: mpsc::UnboundedSender<()>) -> Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if e.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| ServiceError::Run(format!("watching {}: {e}", display_path(root))))?;
+    w.watch(root, notify::RecursiveMode::Recursive)
+        .map_err(|e| ServiceError::Run(format!("watching {}: {e}", display_path(root))))?;
+    Ok(w)
+}
