@@ -18,15 +18,16 @@ pub mod indexes;
 pub mod run;
 pub mod scenario;
 
-use crate::index::{IndexError, IndexOptions, IndexRegistry};
+use crate::index::{IndexError, IndexOptions, IndexQuota, IndexRegistry};
 use crate::manifest::Manifest;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::policy::Policy;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, TenantAccount};
 use crate::stream::broker::LocalBroker;
 use crate::stream::StreamError;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Why a service call failed. Every variant names what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,8 @@ pub struct Host {
     pub data_dir: PathBuf,
     pub policy: Policy,
     pub indexes: Arc<IndexRegistry>,
+    /// One account per tenant, shared by all its pipelines in this process.
+    accounts: Mutex<HashMap<String, Arc<TenantAccount>>>,
 }
 
 impl Host {
@@ -109,6 +112,7 @@ impl Host {
             data_dir: data_dir.to_path_buf(),
             policy,
             indexes: Arc::new(IndexRegistry::new(data_dir, IndexOptions::default())),
+            accounts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -133,12 +137,27 @@ impl Host {
         loaded.into_iter().map(|m| self.pipeline(m)).collect()
     }
 
-    /// Prepares one loaded manifest.
+    /// `tenant`'s run-time account under `policy`, made on first use and
+    /// then shared, so the tenant's quotas hold across its pipelines.
+    pub fn account(&self, tenant: &str, policy: &Policy) -> Arc<TenantAccount> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(TenantAccount::from_policy(tenant, policy)))
+            .clone()
+    }
+
+    /// Prepares one loaded manifest, charged to its tenant's account and
+    /// index quota.
     pub fn pipeline(&self, manifest: Manifest) -> Result<Pipeline> {
-        Ok(Pipeline::new(
+        self.indexes
+            .set_quota(&manifest.tenant, IndexQuota::from_policy(&self.policy));
+        let account = self.account(&manifest.tenant, &self.policy);
+        Ok(Pipeline::for_tenant(
             &self.runtime,
             manifest,
             Some(self.indexes.as_ref()),
+            account,
         )?)
     }
 }
