@@ -154,8 +154,8 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let mut stages = Vec::new();
         for s in &manifest.stages {
-            let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s)
-                .with_account(account.clone());
+            let mut shared =
+                StageShared::new(&manifest.tenant, &manifest.name, s).with_account(account.clone());
             if let Some(name) = &s.index {
                 let at = || format!("{}: index `{name}`", s.location);
                 let registry = indexes.ok_or_else(|| PipelineError::NoIndexes(at()))?;

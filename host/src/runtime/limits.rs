@@ -157,7 +157,10 @@ mod tests {
         let e = b.memory_growing(0, 512 << 10, None).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("forcing trap when growing memory"), "{msg}");
-        assert!(msg.contains("tenant `t`") && msg.contains("max_total_memory_mb"), "{msg}");
+        assert!(
+            msg.contains("tenant `t`") && msg.contains("max_total_memory_mb"),
+            "{msg}"
+        );
         assert_eq!(b.used(), 0);
         drop(a);
         assert_eq!(account.memory_used(), 0);

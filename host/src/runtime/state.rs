@@ -243,7 +243,10 @@ mod tests {
             }
         }
         let e = refused.expect("the tenant's quota refuses a set");
-        assert!(e.contains("tenant `t`") && e.contains("max_state_mb"), "{e}");
+        assert!(
+            e.contains("tenant `t`") && e.contains("max_state_mb"),
+            "{e}"
+        );
         b.commit(p, &t).unwrap();
         assert!(t.state_used() <= 1 << 20);
         // Deleting gives bytes back; overwriting with less too.
