@@ -217,46 +217,10 @@ const TABLE_BOMB: &str = r#"
       unreachable))
 "#;
 
-/// A transform component, written against the published contract in the
-/// component text format, around `core_module` (which exports `memory`,
-/// `cabi_realloc` and `transform`), written to `dir/name`.
-fn transform_component(dir: &std::path::Path, name: &str, core_module: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"(component
-  {core_module}
-  (core instance $i (instantiate $m))
-  (type $header-def (record (field "key" string) (field "value" (list u8))))
-  (export $header "header" (type $header-def))
-  (type $record-def (record (field "key" (option (list u8))) (field "value" (option (list u8))) (field "headers" (list $header))))
-  (export $record "record" (type $record-def))
-  (type $kind-def (enum "invalid-input" "config" "transient" "internal"))
-  (export $kind "error-kind" (type $kind-def))
-  (type $error-def (record (field "kind" $kind) (field "message" string)))
-  (export $error "plugin-error" (type $error-def))
-  (type $ty (func (param "records" (list $record)) (result (list (result (list $record) (error $error))))))
-  (func $transform (type $ty)
-    (canon lift (core func $i "transform") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
-  (instance $exports
-    (export "header" (type $header))
-    (export "record" (type $record))
-    (export "error-kind" (type $kind))
-    (export "plugin-error" (type $error))
-    (export "transform" (func $transform)))
-  (export "weft:plugin/transform@0.1.0" (instance $exports)))"#
-    );
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        wat::parse_str(text).expect("the component text parses"),
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn tables_count_as_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = transform_component(dir.path(), "table_bomb.wasm", TABLE_BOMB);
+    let plugin = support::transform_component(dir.path(), "table_bomb.wasm", TABLE_BOMB);
     let m = support::transform_manifest(dir.path(), &plugin, "limits = { memory_mb = 128 }");
     let mut p = Pipeline::new(
         &support::runtime(),
@@ -305,7 +269,7 @@ const SLOW_START: &str = r#"
 #[test]
 fn a_start_function_that_never_returns_is_caught_by_check_and_bounded_at_run_time() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = transform_component(dir.path(), "slow_start.wasm", SLOW_START);
+    let plugin = support::transform_component(dir.path(), "slow_start.wasm", SLOW_START);
     let m = support::transform_manifest(dir.path(), &plugin, "limits = { timeout_ms = 300 }");
     let t0 = Instant::now();
     let out = support::weft(&["check", m.to_str().unwrap()]);

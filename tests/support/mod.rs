@@ -122,3 +122,43 @@ pub fn values(o: &weft::pipeline::BatchOutcome) -> Vec<String> {
         })
         .collect()
 }
+
+/// A transform component, written against the published contract in the
+/// component text format, around `core_module` (which exports `memory`,
+/// `cabi_realloc` and `transform`), written to `dir/name`.
+pub fn transform_component(
+    dir: &std::path::Path,
+    name: &str,
+    core_module: &str,
+) -> std::path::PathBuf {
+    let text = format!(
+        r#"(component
+  {core_module}
+  (core instance $i (instantiate $m))
+  (type $header-def (record (field "key" string) (field "value" (list u8))))
+  (export $header "header" (type $header-def))
+  (type $record-def (record (field "key" (option (list u8))) (field "value" (option (list u8))) (field "headers" (list $header))))
+  (export $record "record" (type $record-def))
+  (type $kind-def (enum "invalid-input" "config" "transient" "internal"))
+  (export $kind "error-kind" (type $kind-def))
+  (type $error-def (record (field "kind" $kind) (field "message" string)))
+  (export $error "plugin-error" (type $error-def))
+  (type $ty (func (param "records" (list $record)) (result (list (result (list $record) (error $error))))))
+  (func $transform (type $ty)
+    (canon lift (core func $i "transform") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
+  (instance $exports
+    (export "header" (type $header))
+    (export "record" (type $record))
+    (export "error-kind" (type $kind))
+    (export "plugin-error" (type $error))
+    (export "transform" (func $transform)))
+  (export "weft:plugin/transform@0.1.0" (instance $exports)))"#
+    );
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        wat::parse_str(text).expect("the component text parses"),
+    )
+    .expect("writing the component");
+    path
+}

@@ -72,6 +72,7 @@ impl Indexes for IndexRegistry {
         Ok(Arc::new(IndexSink {
             index,
             model: model.fingerprint.clone(),
+            quota: self.quota(tenant),
         }))
     }
 }

@@ -31,7 +31,7 @@ mod tests;
 
 use ann::Ann;
 use exact::{Scored, TopK};
-pub use registry::{IndexRegistry, ReadOnlyIndex, Searcher};
+pub use registry::{IndexQuota, IndexRegistry, ReadOnlyIndex, Searcher};
 use roaring::RoaringBitmap;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -71,6 +71,9 @@ pub enum IndexError {
     Full(PathBuf),
     #[error("index {} is open for writing by another process (lock {})", .0.display(), .0.join("writer.lock").display())]
     Locked(PathBuf),
+    /// A tenant-wide index quota of the operator's policy.
+    #[error("{0}")]
+    Quota(String),
     #[error("query vector has {got} dimensions; the index {} holds {want}-dimensional vectors", .path.display())]
     Dimension {
         path: PathBuf,
@@ -569,6 +572,39 @@ impl VectorIndex {
         })
     }
 
+    /// Documents and bytes of live pages (store and trees): what a
+    /// tenant's index quota is checked against. Cheap (LMDB's own counts
+    /// of entries and pages, no scan), so the sink asks once per batch.
+    pub fn usage(&self) -> Result<IndexUsage, IndexError> {
+        let c = &self.core;
+        let ((documents, _), store_bytes) = c
+            .store
+            .lmdb
+            .read(|r| Ok((c.store.counts(r)?, c.store.live_bytes(r)?)))?;
+        Ok(IndexUsage {
+            documents,
+            bytes: store_bytes + c.ann.live_bytes()?,
+        })
+    }
+
+    /// Which of `doc_ids` the index holds now, in one read transaction.
+    pub fn existing_docs<'a>(
+        &self,
+        doc_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<std::collections::HashSet<String>, IndexError> {
+        let s = &self.core.store;
+        let ids: Vec<&str> = doc_ids.into_iter().collect();
+        s.lmdb.read(|r| {
+            let mut found = std::collections::HashSet::new();
+            for &id in &ids {
+                if s.has_doc(r, id)? {
+                    found.insert(id.to_string());
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// The stored chunks of one document (tests, debugging).
     pub fn doc_chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>, IndexError> {
         let s = &self.core.store;
@@ -959,6 +995,14 @@ impl Core {
             }
         }
     }
+}
+
+/// What an index holds, as its quota counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexUsage {
+    pub documents: u64,
+    /// Bytes of the LMDB pages in use in the store and the trees.
+    pub bytes: u64,
 }
 
 /// Where a tenant's index lives under a data directory.

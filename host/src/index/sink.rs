@@ -6,8 +6,14 @@
 //! document is indexed whole or not at all: if any of its chunks failed in a
 //! stage (and went to the dead-letter topic with the original record), the
 //! index keeps the previous version rather than a partial new one.
+//!
+//! The tenant's index quota (documents, bytes) is checked once per batch,
+//! before it is applied: upserts over it become `quota-exceeded` dead
+//! letters, while deletes always go through (they free what the quota
+//! counts). The byte figure is LMDB's pages in use before the batch, so an
+//! index can go past `max_index_mb` by at most one batch.
 
-use super::{ChunkIn, DocOp, IndexError, VectorIndex};
+use super::{ChunkIn, DocOp, IndexError, IndexQuota, VectorIndex};
 use crate::pipeline::{BatchOutcome, DeadLetter, DocumentSink, SinkError, SinkReport};
 use crate::record::{Item, Payload};
 use crate::runtime::{Failure, FailureKind};
@@ -129,11 +135,14 @@ fn plan(
 pub struct IndexSink {
     pub index: Arc<VectorIndex>,
     pub model: Option<String>,
+    /// The tenant's index quota, checked per batch.
+    pub quota: IndexQuota,
 }
 
 impl DocumentSink for IndexSink {
     fn write(&self, outcome: &BatchOutcome) -> Result<SinkReport, SinkError> {
-        write(&self.index, outcome, self.model.as_deref()).map_err(SinkError::new)
+        write_within(&self.index, outcome, self.model.as_deref(), &self.quota)
+            .map_err(SinkError::new)
     }
 
     fn reusable_vectors(
@@ -163,8 +172,82 @@ pub fn write(
     outcome: &BatchOutcome,
     model: Option<&str>,
 ) -> Result<SinkReport, IndexError> {
+    write_within(index, outcome, model, &IndexQuota::unlimited())
+}
+
+/// Keeps the upserts `quota` allows, dead-lettering the others. New
+/// documents are admitted in order while the index has room for them;
+/// versions of documents it holds add none. All upserts are refused once
+/// the index's pages reach `max_bytes`.
+fn admit(
+    index: &VectorIndex,
+    planned: Vec<(DocOp, Item)>,
+    quota: &IndexQuota,
+    dead: &mut Vec<DeadLetter>,
+) -> Result<Vec<(DocOp, Item)>, IndexError> {
+    let upserts = planned
+        .iter()
+        .filter(|(op, _)| matches!(op, DocOp::Upsert { .. }))
+        .count() as u64;
+    if upserts == 0 {
+        return Ok(planned);
+    }
+    let usage = index.usage()?;
+    let full = usage.bytes >= quota.max_bytes;
+    let near = usage.documents.saturating_add(upserts) > quota.max_documents;
+    if !full && !near {
+        return Ok(planned);
+    }
+    // Only near the document limit is it worth asking which are new.
+    let existing = if near && !full {
+        index.existing_docs(planned.iter().filter_map(|(op, _)| match op {
+            DocOp::Upsert { doc_id, .. } => Some(doc_id.as_str()),
+            DocOp::Delete { .. } => None,
+        }))?
+    } else {
+        HashSet::new()
+    };
+    let mut documents = usage.documents;
+    let mut kept = Vec::with_capacity(planned.len());
+    for (op, item) in planned {
+        let refusal = match &op {
+            DocOp::Delete { .. } => None,
+            DocOp::Upsert { .. } if full => Some(format!(
+                "index `{}` holds {} bytes, at its quota of {} MiB ({}); only deletes are accepted",
+                index.dir().display(),
+                usage.bytes,
+                quota.max_bytes >> 20,
+                quota.bytes_rule
+            )),
+            DocOp::Upsert { doc_id, .. } if existing.contains(doc_id) => None,
+            DocOp::Upsert { doc_id, .. } if documents >= quota.max_documents => Some(format!(
+                "index `{}` holds {documents} documents, its quota ({}); new document `{doc_id}` refused",
+                index.dir().display(),
+                quota.documents_rule
+            )),
+            DocOp::Upsert { .. } => {
+                documents += 1;
+                None
+            }
+        };
+        match refusal {
+            Some(reason) => dead.push(sink_dead(&item, FailureKind::QuotaExceeded, reason)),
+            None => kept.push((op, item)),
+        }
+    }
+    Ok(kept)
+}
+
+/// [`write`] within the tenant's index quota.
+pub fn write_within(
+    index: &VectorIndex,
+    outcome: &BatchOutcome,
+    model: Option<&str>,
+    quota: &IndexQuota,
+) -> Result<SinkReport, IndexError> {
     let mut res = SinkReport::default();
     let planned = plan(outcome, model, &mut res.dead);
+    let planned = admit(index, planned, quota, &mut res.dead)?;
     if planned.is_empty() {
         return Ok(res);
     }

@@ -715,6 +715,16 @@ impl Store {
         ))
     }
 
+    /// Whether the document `doc_id` is in the index.
+    pub fn has_doc(&self, txn: &RoTxn, doc_id: &str) -> Result<bool, IndexError> {
+        Ok(self
+            .docs
+            .remap_data_type::<DecodeIgnore>()
+            .get(txn, doc_id)
+            .map_err(self.err("reading a document"))?
+            .is_some())
+    }
+
     /// Bytes of the pages that hold data (the file keeps its high-water
     /// mark: LMDB reuses freed pages but never shrinks the file).
     pub fn live_bytes(&self, txn: &RoTxn) -> Result<u64, IndexError> {

@@ -18,7 +18,7 @@ use crate::record::{
     QuestionState,
 };
 use crate::runtime::bindings::types::{self, ErrorKind};
-use crate::runtime::{Failure, FailureKind, Runtime, StagePlugin, StageShared};
+use crate::runtime::{Failure, FailureKind, Runtime, StagePlugin, StageShared, TenantAccount};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,14 +131,31 @@ impl Pipeline {
     /// Prepares every stage (compile, link, type-check). Fails with the stage
     /// and plugin named if any cannot be prepared. Retriever stages get the
     /// tenant's index they name, opened from `indexes`.
+    /// Its stages are charged to no tenant-wide quota: see
+    /// [`Pipeline::for_tenant`].
     pub fn new(
         runtime: &Runtime,
         manifest: Manifest,
         indexes: Option<&dyn Indexes>,
     ) -> Result<Pipeline, PipelineError> {
+        let account = Arc::new(TenantAccount::unlimited(&manifest.tenant));
+        Pipeline::for_tenant(runtime, manifest, indexes, account)
+    }
+
+    /// Like [`Pipeline::new`], with every stage charged to `account`, the
+    /// tenant's (shared with its other pipelines): their memory, instances
+    /// and state count against its quotas together, and their calls wait in
+    /// the runtime's worker pool with its weight.
+    pub fn for_tenant(
+        runtime: &Runtime,
+        manifest: Manifest,
+        indexes: Option<&dyn Indexes>,
+        account: Arc<TenantAccount>,
+    ) -> Result<Pipeline, PipelineError> {
         let mut stages = Vec::new();
         for s in &manifest.stages {
-            let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s);
+            let mut shared =
+                StageShared::new(&manifest.tenant, &manifest.name, s).with_account(account.clone());
             if let Some(name) = &s.index {
                 let at = || format!("{}: index `{name}`", s.location);
                 let registry = indexes.ok_or_else(|| PipelineError::NoIndexes(at()))?;

@@ -7,6 +7,7 @@ use super::http::OutboundPolicy;
 use super::limits::Budget;
 use super::logs::{loggable, LogBudget};
 use super::state::{PendingWrites, StateMap};
+use super::tenant::TenantAccount;
 use crate::manifest::Stage;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,9 @@ pub struct StageShared {
     pub index: Option<Arc<dyn IndexSearch>>,
     /// How much this stage may still log, and how much it could not.
     pub logs: LogBudget,
+    /// The tenant's account: memory, instances and state of all its stages
+    /// count there, and its weight orders its calls in the worker pool.
+    pub account: Arc<TenantAccount>,
 }
 
 impl StageShared {
@@ -74,7 +78,15 @@ impl StageShared {
             state: Mutex::new(StateMap::default()),
             index: None,
             logs: LogBudget::default(),
+            account: Arc::new(TenantAccount::unlimited(tenant)),
         }
+    }
+
+    /// Charges this stage to `account` (its tenant's) instead of an
+    /// unlimited one.
+    pub fn with_account(mut self, account: Arc<TenantAccount>) -> StageShared {
+        self.account = account;
+        self
     }
 
     pub fn with_index(mut self, index: Arc<dyn IndexSearch>) -> StageShared {
@@ -185,7 +197,7 @@ impl StageCtx {
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        let limits = Budget::new(stage.limits.memory_bytes);
+        let limits = Budget::for_tenant(stage.limits.memory_bytes, shared.account.clone());
         StageCtx {
             wasi: b.build(),
             http: WasiHttpCtx::new(),
@@ -198,13 +210,20 @@ impl StageCtx {
         }
     }
 
-    /// Applies the state writes of a call that returned normally.
-    pub fn commit_state(&mut self) {
+    /// Applies the state writes of a call that returned normally, or
+    /// discards them all if they would take the tenant over its state
+    /// quota (another stage of the tenant may have committed since the
+    /// plugin's `set` was checked); the call then fails with that reason.
+    pub fn commit_state(&mut self) -> Result<(), String> {
         if self.pending.is_empty() {
-            return;
+            return Ok(());
         }
-        if let Ok(mut st) = self.shared.state.lock() {
-            st.apply(std::mem::take(&mut self.pending));
+        let pending = std::mem::take(&mut self.pending);
+        match self.shared.state.lock() {
+            Ok(mut st) => st
+                .commit(pending, &self.shared.account)
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("state store poisoned".to_string()),
         }
     }
 }
@@ -288,7 +307,7 @@ impl state::Host for StageCtx {
             .state
             .lock()
             .map_err(|_| "state store poisoned".to_string())?;
-        self.pending.set(&st, key, value)
+        self.pending.set(&st, &self.shared.account, key, value)
     }
 
     fn delete(&mut self, key: String) {

@@ -28,6 +28,9 @@ pub enum FailureKind {
     OutputTooLarge,
     /// The plugin returned something malformed (wrong count, bad vector).
     BadOutput,
+    /// A tenant-wide quota of the operator's policy was reached (instances,
+    /// state, an index's size or documents).
+    QuotaExceeded,
     /// A bug in the host.
     Internal,
 }
@@ -46,6 +49,7 @@ impl FailureKind {
             FailureKind::StackOverflow => "stack-overflow",
             FailureKind::OutputTooLarge => "output-too-large",
             FailureKind::BadOutput => "bad-output",
+            FailureKind::QuotaExceeded => "quota-exceeded",
             FailureKind::Internal => "internal",
         }
     }
@@ -141,6 +145,16 @@ impl Failure {
                 ),
                 other => Failure::new(FailureKind::Trap, format!("{what} trapped: {other}")),
             };
+        }
+        // The tenant's total, not the stage's limit (see `TenantAccount`).
+        if let Some(at) = chain.find("forcing trap when growing") {
+            if let Some(i) = chain[at..].find("the instances of tenant `") {
+                let detail = chain[at + i..].lines().next().unwrap_or_default();
+                return Failure::new(
+                    FailureKind::MemoryLimit,
+                    format!("{what} needed more memory than its tenant has left: {detail}"),
+                );
+            }
         }
         if chain.contains("forcing trap when growing memory")
             || chain.contains("forcing a memory growth failure")

@@ -5,7 +5,14 @@
 //! each, host memory) under a 128 MiB `memory_mb`. Growth past the budget
 //! traps, so the record fails as `memory-limit` and the instance is
 //! replaced.
+//!
+//! Every byte is also charged to the tenant's account ([`TenantAccount`]),
+//! so all the instances of one tenant together stay within its
+//! `max_total_memory_mb`; the budget gives its bytes back when the store
+//! (and so the instance) is dropped.
 
+use super::tenant::TenantAccount;
+use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 
 /// Host bytes one table element takes (a pointer, per wasmtime's docs).
@@ -23,13 +30,21 @@ pub const MAX_MEMORIES: usize = 16;
 pub struct Budget {
     limit: usize,
     used: usize,
+    account: Arc<TenantAccount>,
 }
 
 impl Budget {
+    /// A budget charged to no tenant-wide total.
     pub fn new(memory_bytes: u64) -> Budget {
+        Budget::for_tenant(memory_bytes, Arc::new(TenantAccount::unlimited("")))
+    }
+
+    /// A budget of `memory_bytes` whose bytes also count against `account`.
+    pub fn for_tenant(memory_bytes: u64, account: Arc<TenantAccount>) -> Budget {
         Budget {
             limit: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
             used: 0,
+            account,
         }
     }
 
@@ -49,8 +64,19 @@ impl Budget {
                 self.limit
             );
         }
+        // The wording of a refusal is also a memory limit's (see
+        // `TenantAccount::charge_memory`).
+        self.account
+            .charge_memory(what, more as u64)
+            .map_err(wasmtime::Error::msg)?;
         self.used = after;
         Ok(true)
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.account.release_memory(self.used as u64);
     }
 }
 
@@ -115,5 +141,30 @@ mod tests {
         assert_eq!(b.used(), 1 << 20);
         // A grow past the declared maximum fails as the spec says (-1), no trap.
         assert!(!b.table_growing(1, 10, Some(5)).unwrap());
+    }
+
+    #[test]
+    fn budgets_of_one_tenant_share_its_total_and_give_it_back() {
+        let policy = crate::policy::Policy {
+            max_total_memory_mb: 1,
+            ..Default::default()
+        };
+        let account = Arc::new(TenantAccount::from_policy("t", &policy));
+        let mut a = Budget::for_tenant(1 << 20, account.clone());
+        let mut b = Budget::for_tenant(1 << 20, account.clone());
+        assert!(a.memory_growing(0, 768 << 10, None).unwrap());
+        // Within b's own limit, over the tenant's total.
+        let e = b.memory_growing(0, 512 << 10, None).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("forcing trap when growing memory"), "{msg}");
+        assert!(
+            msg.contains("tenant `t`") && msg.contains("max_total_memory_mb"),
+            "{msg}"
+        );
+        assert_eq!(b.used(), 0);
+        drop(a);
+        assert_eq!(account.memory_used(), 0);
+        assert!(b.memory_growing(0, 512 << 10, None).unwrap());
+        assert_eq!(account.memory_used(), 512 << 10);
     }
 }

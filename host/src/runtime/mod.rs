@@ -6,14 +6,18 @@ pub mod bindings;
 mod cache;
 mod ctx;
 mod failure;
+pub mod fair;
 mod http;
 pub mod limits;
 pub mod logs;
 pub mod state;
+pub mod tenant;
 
 pub use cache::CompileCache;
 pub use ctx::{IndexHit, IndexSearch, SearchError, StageCtx, StageShared};
 pub use failure::{Failure, FailureKind};
+pub use fair::{FairScheduler, Permit};
+pub use tenant::TenantAccount;
 
 use crate::manifest::{display_path, Stage, StageKind};
 use anyhow::{anyhow, Context};
@@ -63,12 +67,15 @@ pub enum InstanceAllocator {
 /// stage keeps one instance), so this caps the stages of one process.
 pub const POOL_INSTANCES: u32 = 1000;
 
-/// The process-wide Wasm engine and the compile cache.
+/// The process-wide Wasm engine, the compile cache and the plugin workers.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     meter: CpuMeter,
     cache: CompileCache,
+    /// Every plugin call of every stage prepared by this runtime holds one
+    /// of its permits (one per core by default, see [`Runtime::with_workers`]).
+    scheduler: Arc<FairScheduler>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -151,8 +158,23 @@ impl Runtime {
             meter,
             cache: CompileCache::new(cache_dir, &engine),
             engine,
+            scheduler: Arc::new(FairScheduler::per_core()),
             _ticker: Arc::new(EpochTicker { stop }),
         })
+    }
+
+    /// This runtime with a fair pool of `workers` plugin calls at once
+    /// (at least one), for stages prepared from now on. The default is one
+    /// per core: more would only make the tenants' calls share the cores
+    /// by the OS's rules instead of by their weights.
+    pub fn with_workers(mut self, workers: usize) -> Runtime {
+        self.scheduler = Arc::new(FairScheduler::new(workers));
+        self
+    }
+
+    /// The fair worker pool plugin calls wait in.
+    pub fn scheduler(&self) -> &Arc<FairScheduler> {
+        &self.scheduler
     }
 
     pub fn engine(&self) -> &Engine {
@@ -206,6 +228,7 @@ impl Runtime {
             typed,
             live: None,
             shared,
+            scheduler: self.scheduler.clone(),
             deadline_ticks: ticks,
             stats: StageStats::default(),
             _ticker: self._ticker.clone(),
@@ -376,6 +399,8 @@ pub enum Bindings {
 struct Live {
     store: Store<StageCtx>,
     bindings: Bindings,
+    /// Counts this instance against the tenant's `max_instances` while it lives.
+    _slot: tenant::InstanceSlot,
 }
 
 /// Counters a stage keeps about its plugin, for summaries and metrics.
@@ -402,6 +427,7 @@ pub struct StagePlugin {
     typed: TypedPre,
     live: Option<Live>,
     shared: Arc<StageShared>,
+    scheduler: Arc<FairScheduler>,
     deadline_ticks: u64,
     pub stats: StageStats,
     /// Keeps the epoch thread alive while this stage can run: without ticks a
@@ -429,9 +455,25 @@ impl StagePlugin {
 }
 
 impl StagePlugin {
+    /// The tenant's account this stage is charged to.
+    pub fn account(&self) -> &Arc<TenantAccount> {
+        &self.shared.account
+    }
+}
+
+impl StagePlugin {
+    /// The live instance, created now if there is none. Callers hold a
+    /// worker permit: instantiating runs the plugin's start code.
     fn live(&mut self) -> Result<&mut Live, Failure> {
         if self.live.is_none() {
             let t0 = Instant::now();
+            let slot = self.shared.account.start_instance().map_err(|e| {
+                self.stats.failures += 1;
+                Failure::new(
+                    FailureKind::QuotaExceeded,
+                    format!("instantiating stage `{}`: {e}", self.name),
+                )
+            })?;
             let mut store = Store::new(&self.engine, StageCtx::new(self.shared.clone()));
             store.limiter(|ctx| &mut ctx.limits);
             match self.meter {
@@ -458,7 +500,11 @@ impl StagePlugin {
             };
             self.stats.instantiations += 1;
             self.stats.instantiate_time += t0.elapsed();
-            self.live = Some(Live { store, bindings });
+            self.live = Some(Live {
+                store,
+                bindings,
+                _slot: slot,
+            });
         }
         // `live` was filled just above when it was empty.
         self.live
@@ -481,6 +527,7 @@ impl StagePlugin {
     ) -> Result<R, Failure> {
         let ticks = self.deadline_ticks;
         let limits = self.limits;
+        let _permit = self.scheduler.acquire(&self.shared.account);
         let t0 = Instant::now();
         let meter = self.meter;
         let live = self.live()?;
@@ -496,10 +543,20 @@ impl StagePlugin {
         self.stats.busy += t0.elapsed();
         match result {
             Ok(r) => {
-                if let Some(l) = self.live.as_mut() {
-                    l.store.data_mut().commit_state();
+                let committed = match self.live.as_mut() {
+                    Some(l) => l.store.data_mut().commit_state(),
+                    None => Ok(()),
+                };
+                match committed {
+                    Ok(()) => Ok(r),
+                    Err(reason) => {
+                        self.stats.failures += 1;
+                        Err(Failure::new(
+                            FailureKind::QuotaExceeded,
+                            format!("{what}: its state writes were discarded: {reason}"),
+                        ))
+                    }
                 }
-                Ok(r)
             }
             Err(e) => {
                 self.stats.failures += 1;
@@ -525,6 +582,7 @@ impl StagePlugin {
 
     /// Warms the instance up (and fails early if it cannot be instantiated).
     pub fn warm_up(&mut self) -> Result<(), Failure> {
+        let _permit = self.scheduler.acquire(&self.shared.account);
         self.live().map(|_| ())
     }
 

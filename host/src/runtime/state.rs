@@ -2,7 +2,10 @@
 //! bounded in every dimension a plugin controls: key size, value size,
 //! entry count and total bytes, counting the writes of the call in progress
 //! (which only reach the shared state when the call returns normally).
+//! Committed bytes also count against the tenant's `max_state_mb`, across
+//! all its stages ([`TenantAccount`]).
 
+use super::tenant::TenantAccount;
 use std::collections::BTreeMap;
 
 /// Most entries one stage may keep.
@@ -43,6 +46,39 @@ impl StateMap {
         self.bytes
     }
 
+    /// Bytes the state would hold after `pending`, minus what it holds now.
+    pub fn growth(&self, pending: &PendingWrites) -> i64 {
+        let mut delta: i64 = 0;
+        for (k, v) in &pending.writes {
+            if let Some(old) = self.entries.get(k) {
+                delta -= (k.len() + old.len()) as i64;
+            }
+            if let Some(v) = v {
+                delta += (k.len() + v.len()) as i64;
+            }
+        }
+        delta
+    }
+
+    /// Applies a finished call's writes, charging what they add to (or
+    /// giving what they free back to) the tenant. Writes that would take
+    /// the tenant over its state quota are discarded, all of them.
+    pub fn commit(
+        &mut self,
+        pending: PendingWrites,
+        account: &TenantAccount,
+    ) -> Result<(), super::tenant::QuotaError> {
+        let growth = self.growth(&pending);
+        if growth > 0 {
+            account.charge_state(growth as u64)?;
+        }
+        self.apply(pending);
+        if growth < 0 {
+            account.release_state(growth.unsigned_abs());
+        }
+        Ok(())
+    }
+
     /// Applies a finished call's writes.
     pub fn apply(&mut self, pending: PendingWrites) {
         for (k, v) in pending.writes {
@@ -81,8 +117,15 @@ impl PendingWrites {
         self.writes.insert(key, value);
     }
 
-    /// Records `set(key, value)` if it keeps the stage within its bounds.
-    pub fn set(&mut self, committed: &StateMap, key: String, value: Vec<u8>) -> Result<(), String> {
+    /// Records `set(key, value)` if it keeps the stage within its bounds
+    /// and the tenant within its state quota.
+    pub fn set(
+        &mut self,
+        committed: &StateMap,
+        account: &TenantAccount,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), String> {
         if key.len() > STATE_MAX_KEY_BYTES {
             return Err(format!(
                 "state key of {} bytes exceeds the {STATE_MAX_KEY_BYTES}-byte limit",
@@ -106,6 +149,10 @@ impl PendingWrites {
                 "state would hold {after} bytes, over the {STATE_MAX_BYTES}-byte limit per stage"
             ));
         }
+        // Also conservative, against what all the tenant's stages committed.
+        account
+            .check_state((self.bytes + key.len() + value.len()) as u64)
+            .map_err(|e| e.to_string())?;
         self.put(key, Some(value));
         Ok(())
     }
@@ -130,16 +177,17 @@ mod tests {
     fn bounds_hold_for_keys_values_entries_and_bytes() {
         let mut st = StateMap::default();
         let mut p = PendingWrites::default();
+        let t = TenantAccount::unlimited("t");
         assert!(p
-            .set(&st, "k".repeat(STATE_MAX_KEY_BYTES + 1), vec![])
+            .set(&st, &t, "k".repeat(STATE_MAX_KEY_BYTES + 1), vec![])
             .is_err());
         assert!(p
-            .set(&st, "k".into(), vec![0; STATE_MAX_VALUE_BYTES + 1])
+            .set(&st, &t, "k".into(), vec![0; STATE_MAX_VALUE_BYTES + 1])
             .is_err());
         // Total bytes: 300 values of 64 KiB are 19 MiB > 16 MiB.
         let mut refused = 0;
         for i in 0..300 {
-            if p.set(&st, format!("v{i}"), vec![1; STATE_MAX_VALUE_BYTES])
+            if p.set(&st, &t, format!("v{i}"), vec![1; STATE_MAX_VALUE_BYTES])
                 .is_err()
             {
                 refused += 1;
@@ -169,5 +217,45 @@ mod tests {
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
         );
+    }
+
+    #[test]
+    fn the_tenant_is_charged_for_commits_and_refunded_for_deletes() {
+        let policy = crate::policy::Policy {
+            max_state_mb: 1,
+            ..Default::default()
+        };
+        let t = TenantAccount::from_policy("t", &policy);
+        let (mut a, mut b) = (StateMap::default(), StateMap::default());
+        let mut p = PendingWrites::default();
+        for i in 0..10 {
+            p.set(&a, &t, format!("a{i}"), vec![1; 60_000]).unwrap();
+        }
+        a.commit(p, &t).unwrap();
+        assert_eq!(t.state_used(), a.bytes() as u64);
+        // Another stage of the tenant: refused once the tenant is full.
+        let mut p = PendingWrites::default();
+        let mut refused = None;
+        for i in 0..10 {
+            if let Err(e) = p.set(&b, &t, format!("b{i}"), vec![1; 60_000]) {
+                refused = Some(e);
+                break;
+            }
+        }
+        let e = refused.expect("the tenant's quota refuses a set");
+        assert!(
+            e.contains("tenant `t`") && e.contains("max_state_mb"),
+            "{e}"
+        );
+        b.commit(p, &t).unwrap();
+        assert!(t.state_used() <= 1 << 20);
+        // Deleting gives bytes back; overwriting with less too.
+        let before = t.state_used();
+        let mut p = PendingWrites::default();
+        p.delete(&a, "a0".into());
+        p.set(&a, &t, "a1".into(), vec![1; 10]).unwrap();
+        a.commit(p, &t).unwrap();
+        assert_eq!(t.state_used(), before - 60_002 - 59_990);
+        assert_eq!(t.state_used(), (a.bytes() + b.bytes()) as u64);
     }
 }

@@ -20,15 +20,16 @@ pub mod scenario;
 pub mod serve;
 pub mod tenants;
 
-use crate::index::{IndexError, IndexOptions, IndexRegistry};
+use crate::index::{IndexError, IndexOptions, IndexQuota, IndexRegistry};
 use crate::manifest::Manifest;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::policy::Policy;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, TenantAccount};
 use crate::stream::broker::LocalBroker;
 use crate::stream::StreamError;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Why a service call failed. Every variant names what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,8 @@ pub struct Host {
     pub data_dir: PathBuf,
     pub policy: Policy,
     pub indexes: Arc<IndexRegistry>,
+    /// One account per tenant, shared by all its pipelines in this process.
+    accounts: Mutex<HashMap<String, Arc<TenantAccount>>>,
 }
 
 impl Host {
@@ -111,6 +114,7 @@ impl Host {
             data_dir: data_dir.to_path_buf(),
             policy,
             indexes: Arc::new(IndexRegistry::new(data_dir, IndexOptions::default())),
+            accounts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -135,18 +139,36 @@ impl Host {
         loaded.into_iter().map(|m| self.pipeline(m)).collect()
     }
 
-    /// Prepares one loaded manifest of a tenant governed by `policy` (its
-    /// run-time quotas apply; `weft serve` has one policy per tenant).
-    pub fn pipeline_for(&self, manifest: Manifest, _policy: &Policy) -> Result<Pipeline> {
-        self.pipeline(manifest)
+    /// `tenant`'s run-time account under `policy`, made on first use and
+    /// then shared, so the tenant's quotas hold across its pipelines; a
+    /// changed policy (a reload) applies to the account already there.
+    pub fn account(&self, tenant: &str, policy: &Policy) -> Arc<TenantAccount> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let account = accounts
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(TenantAccount::from_policy(tenant, policy)))
+            .clone();
+        account.apply(policy);
+        account
     }
 
-    /// Prepares one loaded manifest.
+    /// Prepares one loaded manifest under the process's policy.
     pub fn pipeline(&self, manifest: Manifest) -> Result<Pipeline> {
-        Ok(Pipeline::new(
+        self.pipeline_for(manifest, &self.policy)
+    }
+
+    /// Prepares one loaded manifest of a tenant governed by `policy`
+    /// (`weft serve` has one per tenant), charged to the tenant's account
+    /// and index quota.
+    pub fn pipeline_for(&self, manifest: Manifest, policy: &Policy) -> Result<Pipeline> {
+        self.indexes
+            .set_quota(&manifest.tenant, IndexQuota::from_policy(policy));
+        let account = self.account(&manifest.tenant, policy);
+        Ok(Pipeline::for_tenant(
             &self.runtime,
             manifest,
             Some(self.indexes.as_ref()),
+            account,
         )?)
     }
 }
