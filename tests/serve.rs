@@ -356,3 +356,106 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
     assert_eq!(s.state, "running", "{s:?}");
     assert_eq!(s.figures.produced + s.figures.dead_letters, 1000, "{s:?}");
 }
+
+fn spawn_serve(root: &Path, brokers: &str, data: &Path, log: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([
+            "serve",
+            "--no-watch",
+            "--progress-secs",
+            "1",
+            "--partitions",
+            "4",
+        ])
+        .arg("--tenants")
+        .arg(root)
+        .args(["--brokers", brokers])
+        .arg("--data-dir")
+        .arg(data)
+        .env("WEFT_CACHE_DIR", support::cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawning weft serve")
+}
+
+fn sigterm_and_wait(mut c: std::process::Child, log: &Path) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = c.try_wait().unwrap() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(status.success(), "weft serve failed:\n{text}");
+            assert!(text.contains("stopping: finishing the batches"), "{text}");
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = c.kill();
+            panic!("weft serve did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_serve_processes_on_one_directory_share_the_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
+    let brokers = broker.address();
+    let root = dir.path().join("tenants");
+    let t = tenant(&root, "two", POLICY);
+    transform(&t, "p", &support::plugin("noop-transform"), "");
+    let (log1, log2) = (dir.path().join("one.log"), dir.path().join("two.log"));
+    let one = spawn_serve(&root, &brokers, &dir.path().join("d1"), &log1);
+    wait_for(
+        "the first process to start",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&log1)
+                .unwrap_or_default()
+                .contains("start: started two/p")
+        },
+    );
+    let two = spawn_serve(&root, &brokers, &dir.path().join("d2"), &log2);
+    wait_for(
+        "the second process to start",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&log2)
+                .unwrap_or_default()
+                .contains("start: started two/p")
+        },
+    );
+    // Let the group settle on two members, then feed 4 partitions for ~10 s.
+    std::thread::sleep(Duration::from_secs(8));
+    const N: usize = 4000;
+    for burst in 0..20 {
+        let records: Vec<KeyValue> = (0..N / 20)
+            .map(|i| {
+                let n = burst * (N / 20) + i;
+                (
+                    Some(format!("k{n}").into_bytes()),
+                    Some(format!("v{n}").into_bytes()),
+                )
+            })
+            .collect();
+        produce(&brokers, "two.in", records);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = read(&brokers, "two.out", N);
+    let keys: std::collections::BTreeSet<_> = out.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys.len(), N, "every record came out");
+    sigterm_and_wait(one, &log1);
+    sigterm_and_wait(two, &log2);
+    let (c1, c2) = (support::consumed(&log1), support::consumed(&log2));
+    eprintln!("split: {c1} + {c2}");
+    assert!(
+        c1 > 0 && c2 > 0 && c1 + c2 >= N as u64,
+        "both processes took part: {c1} + {c2} of {N}"
+    );
+}
