@@ -586,6 +586,21 @@ impl StagePlugin {
         self.live().map(|_| ())
     }
 
+    /// Instantiates the plugin and makes one call that needs no data: an
+    /// empty batch for chunkers and transforms, `dimension()` for embedders
+    /// (per-question kinds are only instantiated). A reload runs this before
+    /// swapping a new version in, so a component that traps on its first
+    /// call is refused instead of dead-lettering the stream.
+    pub fn smoke_call(&mut self) -> Result<(), Failure> {
+        self.warm_up()?;
+        match self.kind {
+            StageKind::Chunker => self.chunk(&[]).map(drop),
+            StageKind::Embedder => self.dimension().map(drop),
+            StageKind::Transform => self.transform(&[]).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     pub fn chunk(
         &mut self,
         docs: &[types::Document],

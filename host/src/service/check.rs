@@ -94,11 +94,12 @@ pub fn check_manifest_in(
             ));
         }
         let shared = Arc::new(StageShared::new(&m.tenant, &m.name, s));
-        // Prepared (compiled, linked, type-checked) and instantiated once
-        // under the stage's limits, so a plugin whose start-up traps or
-        // never returns is caught here rather than on every record.
+        // Prepared (compiled, linked, type-checked), instantiated once and
+        // called once with no data under the stage's limits, so a plugin
+        // whose start-up or first call traps or never returns is caught
+        // here (and a reload refuses it) rather than on every record.
         match runtime.prepare(s, shared) {
-            Ok(mut plugin) => match plugin.warm_up() {
+            Ok(mut plugin) => match plugin.smoke_call() {
                 Ok(()) => stages.push(format!("{} [{}]", s.name, s.kind)),
                 Err(f) => problems.push(format!(
                     "{}: stage `{}`: the plugin cannot start: {f}",
