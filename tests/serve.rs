@@ -403,7 +403,7 @@ fn sigterm_and_wait(mut c: std::process::Child, log: &Path) {
 }
 
 #[test]
-fn two_serve_processes_on_one_directory_share_the_partitions() {
+fn two_serve_processes_on_one_directory_share_the_partitions_and_reload_on_edits() {
     let dir = tempfile::tempdir().unwrap();
     let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
     let brokers = broker.address();
@@ -450,6 +450,17 @@ fn two_serve_processes_on_one_directory_share_the_partitions() {
     let out = read(&brokers, "two.out", N);
     let keys: std::collections::BTreeSet<_> = out.iter().map(|r| r.key.clone()).collect();
     assert_eq!(keys.len(), N, "every record came out");
+    // Both processes watch the directory: an edit is swapped in by each.
+    let m = t.join("pipelines/p.toml");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, text.replace("max_records = 50", "max_records = 40")).unwrap();
+    for log in [&log1, &log2] {
+        wait_for("the watcher's reload", Duration::from_secs(30), || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("reload (a file changed): swapped in a new version of two/p")
+        });
+    }
     sigterm_and_wait(one, &log1);
     sigterm_and_wait(two, &log2);
     let (c1, c2) = (support::consumed(&log1), support::consumed(&log2));
