@@ -628,7 +628,14 @@ impl Manifest {
         let topic_of = |r: &mut Reporter, t: &Spanned<String>| -> String {
             let name = t.get_ref();
             if let Some((prefix, rest)) = name.split_once('.') {
-                if prefix != tenant {
+                // `.in`, `in.`, `b..in`: a malformed name first, so it is
+                // not reported as the topic of a tenant called `` or `in`.
+                if name.split('.').any(str::is_empty) {
+                    r.error(
+                        t.span(),
+                        format!("topic `{name}`: empty name between dots (`..`, or a leading or trailing dot)"),
+                    );
+                } else if prefix != tenant {
                     r.error(
                         t.span(),
                         format!(
