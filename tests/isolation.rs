@@ -644,6 +644,10 @@ fn as_log_lines_are_as_and_a_flood_does_not_silence_b() {
         "{line}"
     );
     assert!(line.ends_with("tenant=a pipeline=p stage=s"), "{line}");
+    // The first tags of the line are a's too (they open it, before the
+    // message), so a reader that takes the first `tenant=` is not fooled.
+    let first = line.find("tenant=").map(|i| &line[i..i + 8]);
+    assert_eq!(first, Some("tenant=a"), "{line}");
     for l in text.lines() {
         assert!(
             !l.starts_with("2026-11-30T10:00:00"),

@@ -252,6 +252,11 @@ impl super::bindings::types::Host for StageCtx {}
 impl log::Host for StageCtx {
     fn log(&mut self, level: log::Level, message: String) {
         let s = &self.shared;
+        // The tags open the line (span fields are printed before the
+        // message), so the first `tenant=` of a line is always the real
+        // one, whatever the message says; the rate-limit warning is tagged too.
+        let span = tracing::info_span!("plugin", tenant = %s.tenant, pipeline = %s.pipeline, stage = %s.stage.name);
+        let _in_span = span.enter();
         if !s.logs.admit() {
             return;
         }
