@@ -33,7 +33,17 @@ use weft::stream::kafka::{self, KeyValue};
 fn tenant(root: &Path, name: &str, policy: &str) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    // The tests' plugins are the repository's built ones, outside the
+    // tenant's directory: the operator allows that directory.
+    let plugins = support::repo_root().join("target/plugins");
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "{policy}\nallowed_plugin_dirs = [{:?}]\n",
+            plugins.display().to_string()
+        ),
+    )
+    .unwrap();
     dir
 }
 

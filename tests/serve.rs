@@ -21,7 +21,17 @@ const POLICY: &str = "max_memory_mb = 64\nmax_timeout_ms = 5000\nmax_instances =
 fn tenant(root: &Path, name: &str, policy: &str) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    // The tests' plugins are the repository's built ones, outside the
+    // tenant's directory: the operator allows that directory.
+    let plugins = support::repo_root().join("target/plugins");
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "{policy}\nallowed_plugin_dirs = [{:?}]\n",
+            plugins.display().to_string()
+        ),
+    )
+    .unwrap();
     dir
 }
 
@@ -359,14 +369,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
 
 fn spawn_serve(root: &Path, brokers: &str, data: &Path, log: &Path) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args([
-            "serve",
-            "--no-watch",
-            "--progress-secs",
-            "1",
-            "--partitions",
-            "4",
-        ])
+        .args(["serve", "--progress-secs", "1", "--partitions", "4"])
         .arg("--tenants")
         .arg(root)
         .args(["--brokers", brokers])
@@ -455,11 +458,18 @@ fn two_serve_processes_on_one_directory_share_the_partitions_and_reload_on_edits
     let text = std::fs::read_to_string(&m).unwrap();
     std::fs::write(&m, text.replace("max_records = 50", "max_records = 40")).unwrap();
     for log in [&log1, &log2] {
-        wait_for("the watcher's reload", Duration::from_secs(30), || {
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .contains("reload (a file changed): swapped in a new version of two/p")
-        });
+        let t0 = Instant::now();
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("reload (a file changed): swapped in a new version of two/p")
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no reload after the edit:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     sigterm_and_wait(one, &log1);
     sigterm_and_wait(two, &log2);
@@ -469,4 +479,40 @@ fn two_serve_processes_on_one_directory_share_the_partitions_and_reload_on_edits
         c1 > 0 && c2 > 0 && c1 + c2 >= N as u64,
         "both processes took part: {c1} + {c2} of {N}"
     );
+}
+
+#[test]
+fn a_tenant_cannot_load_another_tenants_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tenants");
+    let a = tenant(&root, "a", POLICY);
+    let b = tenant(&root, "b", POLICY);
+    std::fs::create_dir_all(b.join("plugins")).unwrap();
+    std::fs::copy(
+        support::plugin("noop-transform"),
+        b.join("plugins/private.wasm"),
+    )
+    .unwrap();
+    // b may use its own component; a may not, by a relative path or a link.
+    transform(&b, "own", Path::new("../plugins/private.wasm"), "");
+    transform(&a, "steal", Path::new("../../b/plugins/private.wasm"), "");
+    std::os::unix::fs::symlink(b.join("plugins"), a.join("linked")).unwrap();
+    transform(&a, "link", Path::new("../linked/private.wasm"), "");
+    let checks = check_tree(&Runtime::new(Some(support::cache_dir())).unwrap(), &root).unwrap();
+    let problems = checks[0].problems.join("\n");
+    assert!(checks[0].ok.is_empty(), "{problems}");
+    for name in ["steal", "link"] {
+        assert!(
+            problems.contains(&format!("{name}.toml:"))
+                && problems.contains(
+                    "is outside this tenant's directory and the allowed plugin directories"
+                ),
+            "{problems}"
+        );
+    }
+    assert!(
+        problems.contains("(denied by policy") && problems.contains("`allowed_plugin_dirs`"),
+        "{problems}"
+    );
+    assert_eq!(checks[1].ok.len(), 1, "{:?}", checks[1].problems);
 }

@@ -32,6 +32,12 @@ pub struct Policy {
     /// Directories under which read-only file grants may point. Empty = only
     /// under the manifest's own directory tree.
     pub allowed_file_roots: Vec<PathBuf>,
+    /// Directories a tenant's plugin files may be loaded from under `weft
+    /// serve`, besides the tenant's own directory and the operator's plugin
+    /// search path (`WEFT_PLUGIN_PATH`, `target/plugins` beside weft or
+    /// above the tenants directory). Without this a manifest could load
+    /// another tenant's private component by a relative path.
+    pub allowed_plugin_dirs: Vec<PathBuf>,
     /// Linear memories and tables of all the tenant's live instances together.
     pub max_total_memory_mb: u64,
     /// Live plugin instances of the tenant at once (one per stage today).
@@ -74,6 +80,7 @@ impl Default for Policy {
             allowed_outbound_hosts: vec!["*".into()],
             allowed_env: vec!["WEFT_*".into(), "OPENAI_*".into()],
             allowed_file_roots: Vec::new(),
+            allowed_plugin_dirs: Vec::new(),
             max_total_memory_mb: 4096,
             max_instances: 64,
             cpu_weight: 1,
@@ -288,6 +295,40 @@ impl Policy {
                         ),
                     );
                 }
+            }
+        }
+        out
+    }
+
+    /// Plugin files of a tenant's manifest `m` outside `roots` (the
+    /// tenant's directory and the operator's plugin directories) and
+    /// outside `allowed_plugin_dirs`. Paths are compared canonical, so
+    /// `..` and symbolic links cannot leave a root.
+    pub fn check_plugin_dirs(&self, m: &Manifest, roots: &[PathBuf]) -> Vec<Diagnostic> {
+        let allowed: Vec<PathBuf> = roots
+            .iter()
+            .chain(&self.allowed_plugin_dirs)
+            .filter_map(|r| r.canonicalize().ok())
+            .collect();
+        let mut out = Vec::new();
+        for s in &m.stages {
+            let Ok(plugin) = s.plugin.canonicalize() else {
+                continue; // a missing file is reported by the loader
+            };
+            if !allowed.iter().any(|r| plugin.starts_with(r)) {
+                let mut d = s.location.clone();
+                d.message = format!(
+                    "stage `{}`: plugin {} is outside this tenant's directory and the allowed plugin directories ({}) (denied by {})",
+                    s.name,
+                    crate::manifest::display_path(&s.plugin),
+                    allowed
+                        .iter()
+                        .map(|r| crate::manifest::display_path(r))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.rule("allowed_plugin_dirs")
+                );
+                out.push(d);
             }
         }
         out

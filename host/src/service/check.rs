@@ -5,7 +5,7 @@ use crate::manifest::Manifest;
 use crate::policy::Policy;
 use crate::runtime::{Runtime, StageShared};
 use crate::stream::kafka::MAX_MESSAGE_BYTES;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Loads a manifest and checks it against the policy; every problem is a
@@ -68,20 +68,36 @@ pub fn check_manifest(
     check_manifest_in(runtime, policy, path, None)
 }
 
-/// [`check_manifest`] for a manifest that belongs to `tenant` (its directory).
+/// Who owns a manifest under `weft serve`: its tenant, and the directories
+/// its plugin files may come from (the tenant's own and the operator's).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub tenant: &'a str,
+    pub plugin_roots: &'a [PathBuf],
+}
+
+/// [`check_manifest`] for a manifest that belongs to a tenant (its directory).
 pub fn check_manifest_in(
     runtime: &Runtime,
     policy: &Policy,
     path: &Path,
-    tenant: Option<&str>,
+    owner: Option<Owner<'_>>,
 ) -> std::result::Result<Checked, Vec<String>> {
-    let m = Manifest::load_in(path, tenant).map_err(|e| {
+    let m = Manifest::load_in(path, owner.map(|o| o.tenant)).map_err(|e| {
         e.diagnostics
             .iter()
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
     })?;
     let mut problems: Vec<String> = policy.check(&m).iter().map(|d| d.to_string()).collect();
+    if let Some(o) = owner {
+        let outside = policy.check_plugin_dirs(&m, o.plugin_roots);
+        if !outside.is_empty() {
+            // Not even compiled: the file is not this tenant's to load.
+            problems.extend(outside.iter().map(|d| d.to_string()));
+            return Err(problems);
+        }
+    }
     let mut stages = Vec::new();
     let mut warnings = Vec::new();
     for s in &m.stages {

@@ -454,3 +454,23 @@ fn watch_tree(root: &Path, tx: mpsc::UnboundedSender<()>) -> Result<notify::Reco
         .map_err(|e| ServiceError::Run(format!("watching {}: {e}", display_path(root))))?;
     Ok(w)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_hears_a_manifest_edit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sub = dir.path().join("t/pipelines");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join("p.toml"), "a").expect("write");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _w = watch_tree(dir.path(), tx).expect("watch");
+        std::fs::write(sub.join("p.toml"), "b").expect("write");
+        let rt = tokio::runtime::Runtime::new().expect("tokio");
+        let heard =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.recv()).await });
+        assert_eq!(heard.ok().flatten(), Some(()));
+    }
+}

@@ -10,7 +10,7 @@
 //! policy is that directory's `policy.toml`, which is required (a tenant the
 //! operator wrote no policy for runs nothing).
 
-use super::check::{check_manifest_in, Checked};
+use super::check::{check_manifest_in, Checked, Owner};
 use super::{Result, ServiceError};
 use crate::manifest::{check_name, display_path, Manifest};
 use crate::policy::Policy;
@@ -92,6 +92,21 @@ pub fn scan(root: &Path) -> Result<Vec<TenantDir>> {
     Ok(tenants)
 }
 
+/// Where a tenant's plugin files may come from: its own directory and the
+/// operator's plugin search path, i.e. `WEFT_PLUGIN_PATH`, `target/plugins`
+/// beside weft or the current directory, and above (never inside) the
+/// tenants directory.
+fn plugin_roots(t: &TenantDir) -> Vec<PathBuf> {
+    let above = t
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let mut roots = vec![t.dir.clone()];
+    roots.extend(crate::manifest::PluginPath::from_env(above).dirs);
+    roots
+}
+
 /// What checking one tenant found.
 #[derive(Debug)]
 pub struct TenantCheck {
@@ -118,8 +133,13 @@ pub fn check_tenant(runtime: &Runtime, t: &TenantDir) -> TenantCheck {
             return out;
         }
     };
+    let roots = plugin_roots(t);
+    let owner = Owner {
+        tenant: &t.name,
+        plugin_roots: &roots,
+    };
     for m in &t.manifests {
-        match check_manifest_in(runtime, policy, m, Some(&t.name)) {
+        match check_manifest_in(runtime, policy, m, Some(owner)) {
             Ok(c) => out.ok.push(c),
             Err(p) => out.problems.extend(p),
         }
