@@ -516,3 +516,22 @@ fn a_tenant_cannot_load_another_tenants_plugin_file() {
     );
     assert_eq!(checks[1].ok.len(), 1, "{:?}", checks[1].problems);
 }
+
+#[test]
+fn a_tenant_directory_with_an_underscore_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tenants");
+    // `a_b.in` and tenant a's `b.in` (`a.b.in`) are one topic to Kafka.
+    tenant(&root, "a_b", POLICY);
+    let ok = tenant(&root, "a", POLICY);
+    transform(&ok, "p", &support::plugin("noop-transform"), "");
+    let checks = check_tree(&Runtime::new(Some(support::cache_dir())).unwrap(), &root).unwrap();
+    assert_eq!(checks[0].tenant, "a");
+    assert_eq!(checks[0].ok.len(), 1, "{:?}", checks[0].problems);
+    assert_eq!(checks[1].tenant, "a_b");
+    assert!(
+        checks[1].problems[0].contains("tenant `a_b` may not contain `_`"),
+        "{:?}",
+        checks[1].problems
+    );
+}

@@ -491,6 +491,19 @@ pub fn check_name(what: &str, name: &str, allow_dot: bool) -> Result<(), String>
     Ok(())
 }
 
+/// A tenant name: a [`check_name`] without `_`. Kafka treats `.` and `_` in
+/// topic names as the same character (metric names), so with `_` allowed,
+/// tenant `a_b`'s topic `a_b.in` would collide with tenant `a`'s `a.b.in`.
+pub fn check_tenant_name(name: &str) -> Result<(), String> {
+    check_name("tenant", name, false)?;
+    if name.contains('_') {
+        return Err(format!(
+            "tenant `{name}` may not contain `_`: Kafka treats `.` and `_` in topic names alike, so its topics could collide with another tenant's (use `-`)"
+        ));
+    }
+    Ok(())
+}
+
 /// The part of a topic name after `<tenant>.`: dot-separated names, no
 /// empty segment (`a..b`, a trailing dot), at most 200 characters, so
 /// prefixes cannot be confused.
@@ -618,7 +631,7 @@ impl Manifest {
             }
             (_, Some(owner)) => owner.to_string(),
             (Some(t), None) => {
-                if let Err(m) = check_name("tenant", t.get_ref(), false) {
+                if let Err(m) = check_tenant_name(t.get_ref()) {
                     r.error(t.span(), m);
                 }
                 t.get_ref().clone()

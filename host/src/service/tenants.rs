@@ -12,7 +12,7 @@
 
 use super::check::{check_manifest_in, Checked, Owner};
 use super::{Result, ServiceError};
-use crate::manifest::{check_name, display_path, Manifest};
+use crate::manifest::{check_tenant_name, display_path, Manifest};
 use crate::policy::Policy;
 use crate::runtime::Runtime;
 use std::path::{Path, PathBuf};
@@ -34,8 +34,9 @@ impl TenantDir {
 }
 
 /// Every tenant directory under `root`, sorted by name. Entries that are not
-/// directories are ignored; a directory whose name is not a valid tenant
-/// name is an error, as is a missing `root`.
+/// directories (or start with `.`) are ignored; a directory whose name is
+/// not a valid tenant name comes back with that as its policy error. A
+/// missing `root` is an error.
 pub fn scan(root: &Path) -> Result<Vec<TenantDir>> {
     let entries = std::fs::read_dir(root).map_err(|e| {
         ServiceError::io(
@@ -54,8 +55,16 @@ pub fn scan(root: &Path) -> Result<Vec<TenantDir>> {
         if name.starts_with('.') {
             continue;
         }
-        if let Err(m) = check_name("tenant directory", &name, false) {
-            return Err(ServiceError::Input(format!("{}: {m}", display_path(&dir))));
+        // A directory that cannot be a tenant is reported (as that
+        // tenant's problem) and runs nothing; the others are unaffected.
+        if let Err(m) = check_tenant_name(&name) {
+            tenants.push(TenantDir {
+                name,
+                policy: Err(format!("{}: {m}", display_path(&dir))),
+                dir,
+                manifests: Vec::new(),
+            });
+            continue;
         }
         let policy_file = dir.join("policy.toml");
         let policy = if policy_file.is_file() {
