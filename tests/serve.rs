@@ -199,6 +199,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
         brokers: brokers.clone(),
         partitions: 2,
         circuit: CircuitPolicy::default(),
+        grace: Duration::from_secs(30),
     };
     let (server, report) = Server::start(host(dir.path()), opts).expect("serve");
     assert_eq!(report.started, ["rel/tag"], "{report:?}");
@@ -264,7 +265,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
     });
     let status = server.stop();
     let p = &status.pipelines[0];
-    assert_eq!(p.state, "running", "{p:?}");
+    assert_eq!(p.state, "stopped", "{p:?}");
     assert_eq!(p.reloads, 10);
     assert_eq!(p.figures.dead_letters, 0, "{p:?}");
 
@@ -332,6 +333,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
             first_pause: Duration::from_secs(600),
             ..CircuitPolicy::default()
         },
+        grace: Duration::from_secs(30),
     };
     let (server, _) = Server::start(host(dir.path()), opts).expect("serve");
     // 1,000 records that each make the plugin panic.
@@ -363,7 +365,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
         server.status().pipelines[0].figures.consumed >= 1000
     });
     let s = server.stop().pipelines[0].clone();
-    assert_eq!(s.state, "running", "{s:?}");
+    assert_eq!(s.state, "stopped", "{s:?}");
     assert_eq!(s.figures.produced + s.figures.dead_letters, 1000, "{s:?}");
 }
 
@@ -534,4 +536,39 @@ fn a_tenant_directory_with_an_underscore_is_refused_alone() {
         "{:?}",
         checks[1].problems
     );
+}
+
+#[test]
+fn stopping_is_bounded_by_the_grace_period_when_a_plugin_hangs_in_a_host_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
+    let brokers = broker.address();
+    let root = dir.path().join("tenants");
+    let t = tenant(&root, "hang", POLICY);
+    transform(&t, "p", &support::plugin("hostile"), "");
+    let opts = ServeOptions {
+        partitions: 1,
+        grace: Duration::from_secs(3),
+        ..ServeOptions::new(&root, &brokers)
+    };
+    let (server, _) = Server::start(host(dir.path()), opts).expect("serve");
+    // An hour of sleep in a WASI host call, which no epoch deadline stops.
+    produce(
+        &brokers,
+        "hang.in",
+        vec![(Some(b"k".to_vec()), Some(b"sleep".to_vec()))],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let t0 = Instant::now();
+    let status = server.stop();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(6), "stop took {took:?}");
+    let p = &status.pipelines[0];
+    assert!(
+        p.state
+            .contains("did not finish within the 3s grace period")
+            && p.state.contains("replayed"),
+        "{p:?}"
+    );
+    assert_eq!(p.figures.consumed, 0, "nothing was committed: {p:?}");
 }

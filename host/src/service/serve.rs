@@ -44,6 +44,22 @@ pub struct ServeOptions {
     /// When pipelines pause themselves; each tenant's
     /// `max_dead_letters_per_sec` is added from its policy.
     pub circuit: CircuitPolicy,
+    /// How long [`Server::stop`] waits for the batches in flight.
+    pub grace: Duration,
+}
+
+impl ServeOptions {
+    /// `weft serve`'s defaults: 3 partitions, a circuit that opens after
+    /// 100 plugin failures in a row, 30 s of grace to stop.
+    pub fn new(tenants: impl Into<PathBuf>, brokers: impl Into<String>) -> ServeOptions {
+        ServeOptions {
+            tenants: tenants.into(),
+            brokers: brokers.into(),
+            partitions: 3,
+            circuit: CircuitPolicy::default(),
+            grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A pipeline the server hosts.
@@ -60,8 +76,9 @@ struct Running {
     task: Option<
         tokio::task::JoinHandle<std::result::Result<crate::pipeline::Pipeline, StreamError>>,
     >,
-    /// Why the pipeline's task ended on its own, if it did.
-    failed: Option<String>,
+    /// How the pipeline's task ended, once it has: `stopped` when asked
+    /// to, otherwise `failed: <why>`.
+    ended: Option<String>,
 }
 
 /// What a reload did.
@@ -94,7 +111,7 @@ impl ReloadReport {
 pub struct ServedPipeline {
     pub tenant: String,
     pub file: String,
-    /// `running`, `paused: <why>` (circuit open) or `failed: <why>`.
+    /// `running`, `paused: <why>` (circuit open), `stopped` or `failed: <why>`.
     pub state: String,
     /// New versions swapped in since it started.
     pub reloads: u64,
@@ -140,6 +157,20 @@ fn fingerprint(m: &Manifest, policy_file: &Path) -> String {
         h.update([0]);
     }
     hex::encode(h.finalize())
+}
+
+/// A finished pipeline task's outcome, as its state.
+fn ended(
+    joined: std::result::Result<
+        std::result::Result<crate::pipeline::Pipeline, StreamError>,
+        tokio::task::JoinError,
+    >,
+) -> String {
+    match joined {
+        Ok(Ok(_)) => "stopped".to_string(),
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(e) => format!("failed: the pipeline task panicked: {e}"),
+    }
 }
 
 fn identity(m: &Manifest) -> String {
@@ -193,13 +224,9 @@ impl Server {
                 let fp = fingerprint(&m, &t.policy_file());
                 let current = {
                     let running = lock(&self.running);
-                    running.get(&key).map(|r| {
-                        (
-                            r.fingerprint.clone(),
-                            r.identity.clone(),
-                            r.failed.is_some(),
-                        )
-                    })
+                    running
+                        .get(&key)
+                        .map(|r| (r.fingerprint.clone(), r.identity.clone(), r.ended.is_some()))
                 };
                 let outcome = match current {
                     Some((f, _, false)) if f == fp => continue,
@@ -289,7 +316,7 @@ impl Server {
                 swap,
                 stop,
                 task: Some(task),
-                failed: None,
+                ended: None,
             },
         );
         Ok(())
@@ -329,15 +356,11 @@ impl Server {
         for ((tenant, name), r) in running.iter_mut() {
             if r.task.as_ref().is_some_and(|t| t.is_finished()) {
                 if let Some(t) = r.task.take() {
-                    r.failed = Some(match self.rt.block_on(t) {
-                        Ok(Ok(_)) => "stopped".to_string(),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => format!("the pipeline task panicked: {e}"),
-                    });
+                    r.ended = Some(ended(self.rt.block_on(t)));
                 }
             }
-            let state = match (&r.failed, r.counters.circuit_open()) {
-                (Some(f), _) => format!("failed: {f}"),
+            let state = match (&r.ended, r.counters.circuit_open()) {
+                (Some(e), _) => e.clone(),
                 (None, Some(why)) => format!("paused: {why}"),
                 (None, None) => "running".to_string(),
             };
@@ -359,17 +382,35 @@ impl Server {
         }
     }
 
-    /// Stops every pipeline (each finishes and commits its batch in flight)
-    /// and returns the final status.
+    /// Stops every pipeline: each finishes and commits its batch in flight,
+    /// within `opts.grace` all together. A pipeline stuck in a plugin call
+    /// past that (a plugin blocked in a host call) is abandoned without
+    /// committing, so its batch is replayed by whoever runs it next; the
+    /// status says so. Returns the final status.
     pub fn stop(self) -> ServeStatus {
-        let keys: Vec<_> = lock(&self.running).keys().cloned().collect();
-        for r in lock(&self.running).values() {
-            let _ = r.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.opts.grace;
+        {
+            let mut running = lock(&self.running);
+            for r in running.values() {
+                let _ = r.stop.send(true);
+            }
+            for r in running.values_mut() {
+                let Some(t) = r.task.take() else { continue };
+                r.ended = Some(
+                    match self.rt.block_on(async { tokio::time::timeout_at(deadline, t).await }) {
+                        Ok(joined) => ended(joined),
+                        Err(_) => format!(
+                            "failed: its batch in flight did not finish within the {:?} grace period; abandoned uncommitted (it is replayed from the last commit)",
+                            self.opts.grace
+                        ),
+                    },
+                );
+            }
         }
         let last = self.status();
-        for k in keys {
-            self.stop_one(&k);
-        }
+        // Threads still inside a plugin call are not waited for.
+        let Server { rt, .. } = self;
+        rt.shutdown_timeout(Duration::from_millis(200));
         last
     }
 

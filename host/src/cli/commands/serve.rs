@@ -33,6 +33,11 @@ pub struct Args {
     /// (doubling each time it fails again, up to 10 minutes).
     #[arg(long, default_value_t = 30)]
     circuit_pause_secs: u64,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for the batches in flight to
+    /// finish and commit; a batch stuck longer is abandoned uncommitted
+    /// (and replayed by whoever runs the pipeline next).
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 10)]
     progress_secs: u64,
@@ -76,6 +81,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
             first_pause: Duration::from_secs(a.circuit_pause_secs.max(1)),
             ..CircuitPolicy::default()
         },
+        grace: Duration::from_secs(a.grace_secs),
     };
     let (server, report) = Server::start(host, opts)?;
     print_report("start", &report);
