@@ -641,3 +641,53 @@ fn a_shorter_version_or_a_tombstone_removes_the_chunk_keys_it_no_longer_has() {
         "doc-b's chunks were produced"
     );
 }
+
+#[test]
+fn sigterm_is_bounded_by_the_grace_period_when_a_plugin_hangs_in_a_host_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let brokers = b.address();
+    let m = support::transform_manifest(dir.path(), &support::plugin("hostile"), "");
+    let log = dir.path().join("weft.log");
+    let c = spawn_weft(&m, &brokers, &["--grace-secs", "2"], &log);
+    // An hour of sleep in a WASI host call, where no epoch deadline reaches.
+    let source = "default.in";
+    create_topics(&brokers, &[source], 4);
+    produce(
+        &brokers,
+        source,
+        &[(Some("k".into()), Some(b"sleep".to_vec()))],
+    );
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(" consumed")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "weft did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Time for the group join and the record to reach the plugin.
+    std::thread::sleep(Duration::from_secs(8));
+    let ok = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let t1 = Instant::now();
+    wait_exit(c, Duration::from_secs(10), &log);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        t1.elapsed() < Duration::from_secs(6),
+        "{:?}\n{text}",
+        t1.elapsed()
+    );
+    assert!(
+        text.contains("did not finish within the 2s grace period") && text.contains("replayed"),
+        "{text}"
+    );
+}

@@ -72,6 +72,7 @@ fn two_pipelines_on_one_source_topic_run_side_by_side_and_report_typed_status() 
         partitions: 2,
         progress_every: None,
         stop_on_signals: false,
+        grace: Duration::from_secs(30),
     };
     let status = run_kafka(pipelines, &run, |_| {}).expect("run");
     assert_eq!(status.len(), 2);

@@ -49,6 +49,10 @@ pub struct KafkaRun {
     pub progress_every: Option<Duration>,
     /// Stop on Ctrl-C / SIGTERM (finish the batch in flight, commit, return).
     pub stop_on_signals: bool,
+    /// How long a stop waits for the batches in flight; a pipeline stuck
+    /// longer (a plugin blocked in a host call) is abandoned uncommitted,
+    /// and its batch is replayed by the next run.
+    pub grace: Duration,
 }
 
 /// What a run reports while it runs.
@@ -89,7 +93,7 @@ pub fn run_kafka(
     let rt = tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
     let run = run.clone();
     let on_event = Arc::new(on_event);
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let manifests: Vec<_> = pipelines.iter().map(|p| &p.manifest).collect();
         let topics = topics_of(&manifests, run.partitions);
         kafka::ensure_topics(&run.options.brokers, &topics)
@@ -133,10 +137,25 @@ pub fn run_kafka(
             })
         });
         let mut first_err = None;
-        for t in tasks {
-            let r = match t.await {
-                Ok(r) => r.map(|_| ()).map_err(ServiceError::Stream),
-                Err(e) => Err(ServiceError::Run(format!("pipeline task: {e}"))),
+        let grace = run.grace;
+        for (t, (name, _)) in tasks.into_iter().zip(&all) {
+            let mut stopped = stop_rx.clone();
+            let out_of_grace = async move {
+                if stopped.wait_for(|s| *s).await.is_err() {
+                    // No stop can come any more: only the task ends this.
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(grace).await;
+            };
+            let r = tokio::select! {
+                r = t => match r {
+                    Ok(r) => r.map(|_| ()).map_err(ServiceError::Stream),
+                    Err(e) => Err(ServiceError::Run(format!("pipeline task: {e}"))),
+                },
+                _ = out_of_grace => {
+                    tracing::error!(pipeline = %name, "its batch in flight did not finish within the {grace:?} grace period; abandoned uncommitted (it is replayed from the last commit)");
+                    Ok(())
+                }
             };
             if let Err(e) = r {
                 first_err = first_err.or(Some(e));
@@ -151,7 +170,11 @@ pub fn run_kafka(
             Some(e) => Err(e),
             None => Ok(last),
         }
-    })
+    });
+    // A pipeline abandoned after the grace period still has a thread in a
+    // plugin call: do not wait for it (dropping the runtime would).
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM.

@@ -27,6 +27,11 @@ pub struct Args {
     /// Exit after this many seconds without a new record (default: run until Ctrl-C).
     #[arg(long, requires = "brokers")]
     idle_exit_secs: Option<u64>,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for the batches in flight to
+    /// finish and commit; one stuck longer is abandoned uncommitted and
+    /// replayed by the next run.
+    #[arg(long, default_value_t = 30, requires = "brokers")]
+    grace_secs: u64,
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 5, requires = "brokers")]
     progress_secs: u64,
@@ -80,6 +85,7 @@ fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
         partitions: a.partitions,
         progress_every: (!a.quiet).then(|| Duration::from_secs(a.progress_secs.max(1))),
         stop_on_signals: true,
+        grace: Duration::from_secs(a.grace_secs),
     };
     let quiet = a.quiet;
     let last = run_kafka(pipelines, &run, move |e| match e {
