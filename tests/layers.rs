@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Layer of each top-level module; `cli` is the binary.
 const LAYERS: &[(&str, u32)] = &[
+    ("net", 0),
     ("manifest", 1),
     ("policy", 1),
     ("metrics", 1),

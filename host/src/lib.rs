@@ -23,6 +23,7 @@
 pub mod index;
 pub mod manifest;
 pub mod metrics;
+pub mod net;
 pub mod pipeline;
 pub mod policy;
 pub mod record;

@@ -278,17 +278,21 @@ impl fmt::Display for HostGrant {
 }
 
 impl HostGrant {
-    /// Parses `scheme://host[:port]`; the port defaults by scheme.
+    /// Parses `scheme://host[:port]`; the port defaults by scheme, and the
+    /// host is kept canonical ([`crate::net::canonical_host`]).
     pub fn parse(s: &str) -> Result<HostGrant, String> {
         let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
         let scheme = url.scheme().to_string();
         if scheme != "http" && scheme != "https" {
             return Err(format!("`{s}`: only http and https are supported"));
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("`{s}` has no host"))?
-            .to_ascii_lowercase();
+        let host =
+            crate::net::canonical_host(url.host_str().ok_or_else(|| format!("`{s}` has no host"))?);
+        if host.is_empty() || host.contains('*') {
+            return Err(format!(
+                "`{s}`: grant one exact host (no wildcards: a wildcard DNS name can point anywhere)"
+            ));
+        }
         if url.path() != "/" && !url.path().is_empty() {
             return Err(format!(
                 "`{s}`: grant a host, not a path (use `{scheme}://{host}`)"

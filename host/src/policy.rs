@@ -10,6 +10,7 @@
 //! rate) are enforced while the tenant's pipelines run.
 
 use crate::manifest::{Diagnostic, Manifest};
+use crate::net::Reach;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -24,8 +25,9 @@ pub struct Policy {
     pub max_output_kb: u64,
     /// Most records one input may produce at a stage.
     pub max_outputs: u64,
-    /// Hosts a stage may be granted (`*` = any public host name). Exact host
-    /// names; link-local and cloud metadata addresses are always refused.
+    /// Hosts a stage may be granted: `*` = any public host; loopback,
+    /// private and other internal addresses (and `localhost`) only when
+    /// named here exactly; link-local and cloud metadata addresses never.
     pub allowed_outbound_hosts: Vec<String>,
     /// Environment variables a stage may be granted (exact names, or a prefix ending in `*`).
     pub allowed_env: Vec<String>,
@@ -90,6 +92,22 @@ impl Default for Policy {
             max_index_mb: 16 << 10,
             max_dead_letters_per_sec: 1000,
             source: None,
+        }
+    }
+}
+
+impl Policy {
+    /// The policy `weft run`, `check` and `dev` use without `--policy`: the
+    /// defaults, plus this machine's loopback hosts, so a local stand-in or
+    /// model server can be granted during development. A policy file (and
+    /// every tenant's under `weft serve`) starts from the defaults, where
+    /// loopback must be named.
+    pub fn builtin() -> Policy {
+        Policy {
+            allowed_outbound_hosts: ["*", "127.0.0.1", "localhost", "[::1]"]
+                .map(String::from)
+                .to_vec(),
+            ..Policy::default()
         }
     }
 }
@@ -236,25 +254,31 @@ impl Policy {
                 );
             }
             for h in &s.grants.outbound_hosts {
-                if is_forbidden_address(&h.host) {
-                    deny(
-                        "allowed_outbound_hosts",
-                        format!(
-                            "outbound host `{}` is a link-local or metadata address",
-                            h.host
-                        ),
-                    );
-                    continue;
-                }
-                let ok = self
+                let named = self
                     .allowed_outbound_hosts
                     .iter()
-                    .any(|a| a == "*" || a.eq_ignore_ascii_case(&h.host));
-                if !ok {
-                    deny(
+                    .any(|a| crate::net::canonical_host(a) == h.host);
+                match crate::net::reach_of_host(&h.host) {
+                    Reach::Forbidden(what) => deny(
                         "allowed_outbound_hosts",
-                        format!("outbound host `{}` is not allowed", h.host),
-                    );
+                        format!("outbound host `{}` is {what}, never allowed", h.host),
+                    ),
+                    Reach::Internal(what) if !named => deny(
+                        "allowed_outbound_hosts",
+                        format!(
+                            "outbound host `{}` is {what}: the policy must name it exactly (`*` covers public hosts only)",
+                            h.host
+                        ),
+                    ),
+                    Reach::Internal(_) => {}
+                    Reach::Public => {
+                        if !named && !self.allowed_outbound_hosts.iter().any(|a| a == "*") {
+                            deny(
+                                "allowed_outbound_hosts",
+                                format!("outbound host `{}` is not allowed", h.host),
+                            );
+                        }
+                    }
                 }
             }
             for e in &s.grants.env {
@@ -381,18 +405,5 @@ impl Policy {
             instances = with;
         }
         out
-    }
-}
-
-/// Addresses no plugin may ever reach: link-local (cloud metadata services live
-/// at 169.254.169.254) and the unspecified address.
-fn is_forbidden_address(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    match h.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => v4.is_link_local() || v4.is_unspecified(),
-        Ok(std::net::IpAddr::V6(v6)) => {
-            v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
-        Err(_) => h.eq_ignore_ascii_case("metadata.google.internal"),
     }
 }

@@ -75,7 +75,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let policy = match &cli.policy {
         Some(p) => Policy::load(p)?,
-        None => Policy::default(),
+        None => Policy::builtin(),
     };
     let g = Globals {
         cache_dir: cli.cache_dir,
