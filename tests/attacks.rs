@@ -302,3 +302,34 @@ fn a_start_function_that_never_returns_is_caught_by_check_and_bounded_at_run_tim
     );
     assert!(p.stages[0].stats.failures >= 1, "the failure is counted");
 }
+
+#[test]
+fn a_sleep_in_a_host_call_is_cut_at_the_stage_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = support::transform_manifest(
+        dir.path(),
+        &support::plugin("hostile"),
+        "limits = { timeout_ms = 1000 }",
+    );
+    let mut p = Pipeline::new(&support::runtime(), Manifest::load(&m).unwrap(), None).unwrap();
+    // An hour of `std::thread::sleep`: WASI's poll, inside the host, where
+    // an epoch deadline cannot reach. The batch fails, then the records
+    // are replayed one by one: two calls of about a second each.
+    let t0 = Instant::now();
+    let o = run(&mut p, "sleep");
+    let took = t0.elapsed();
+    only_bad_failed(
+        &o,
+        FailureKind::Timeout,
+        "was blocked in a host call (wasi:io/poll",
+    );
+    assert!(
+        o.dead[0]
+            .failure
+            .message
+            .contains("past the stage's deadline (limits.timeout_ms = 1000)"),
+        "{}",
+        o.dead[0].failure
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

@@ -643,14 +643,18 @@ fn a_shorter_version_or_a_tombstone_removes_the_chunk_keys_it_no_longer_has() {
 }
 
 #[test]
-fn sigterm_is_bounded_by_the_grace_period_when_a_plugin_hangs_in_a_host_call() {
+fn sigterm_is_bounded_by_the_grace_period_when_a_call_runs_long() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
     let brokers = b.address();
-    let m = support::transform_manifest(dir.path(), &support::plugin("hostile"), "");
+    // A call allowed a minute, that sleeps for it: longer than the grace.
+    let m = support::transform_manifest(
+        dir.path(),
+        &support::plugin("hostile"),
+        "limits = { timeout_ms = 60000 }",
+    );
     let log = dir.path().join("weft.log");
     let c = spawn_weft(&m, &brokers, &["--grace-secs", "2"], &log);
-    // An hour of sleep in a WASI host call, where no epoch deadline reaches.
     let source = "default.in";
     create_topics(&brokers, &[source], 4);
     produce(

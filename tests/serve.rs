@@ -539,20 +539,27 @@ fn a_tenant_directory_with_an_underscore_is_refused_alone() {
 }
 
 #[test]
-fn stopping_is_bounded_by_the_grace_period_when_a_plugin_hangs_in_a_host_call() {
+fn stopping_is_bounded_by_the_grace_period_when_a_call_runs_long() {
     let dir = tempfile::tempdir().unwrap();
     let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
     let brokers = broker.address();
     let root = dir.path().join("tenants");
-    let t = tenant(&root, "hang", POLICY);
-    transform(&t, "p", &support::plugin("hostile"), "");
+    let t = tenant(&root, "hang", "max_timeout_ms = 60000\n");
+    // A call allowed a minute that sleeps for it: longer than the grace.
+    std::fs::write(
+        t.join("pipelines/p.toml"),
+        format!(
+            "name = \"p\"\n[source]\ntopic = \"in\"\n[[stage]]\nname = \"t\"\nkind = \"transform\"\nplugin = \"{}\"\nlimits = {{ timeout_ms = 60000 }}\n[sink]\ntopic = \"out\"\n",
+            support::plugin("hostile").display()
+        ),
+    )
+    .unwrap();
     let opts = ServeOptions {
         partitions: 1,
         grace: Duration::from_secs(3),
         ..ServeOptions::new(&root, &brokers)
     };
     let (server, _) = Server::start(host(dir.path()), opts).expect("serve");
-    // An hour of sleep in a WASI host call, which no epoch deadline stops.
     produce(
         &brokers,
         "hang.in",

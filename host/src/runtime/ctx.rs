@@ -174,6 +174,10 @@ pub struct StageCtx {
     /// shared state only when the call returns normally, so a call that traps
     /// and is replayed does not apply its side effects twice.
     pending: PendingWrites,
+    /// When the call in progress must end: blocking host calls (WASI
+    /// `poll`, `pollable.block`, so sleeps) are cut there, since an epoch
+    /// deadline cannot interrupt a guest blocked inside the host.
+    pub call_deadline: Option<std::time::Instant>,
 }
 
 impl StageCtx {
@@ -207,6 +211,7 @@ impl StageCtx {
             stderr,
             shared,
             pending: PendingWrites::default(),
+            call_deadline: None,
         }
     }
 
@@ -225,6 +230,13 @@ impl StageCtx {
                 .map_err(|e| e.to_string()),
             Err(_) => Err("state store poisoned".to_string()),
         }
+    }
+}
+
+impl StageCtx {
+    /// The instance's resource table (pollables, streams).
+    pub fn resource_table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 

@@ -146,6 +146,15 @@ impl Failure {
                 other => Failure::new(FailureKind::Trap, format!("{what} trapped: {other}")),
             };
         }
+        if let Some(t) = e.downcast_ref::<super::blocking::HostCallTimeout>() {
+            return Failure::new(
+                FailureKind::Timeout,
+                format!(
+                    "{what} was {t} (limits.timeout_ms = {}) and was stopped",
+                    limits.timeout_ms
+                ),
+            );
+        }
         // The tenant's total, not the stage's limit (see `TenantAccount`).
         if let Some(at) = chain.find("forcing trap when growing") {
             if let Some(i) = chain[at..].find("the instances of tenant `") {

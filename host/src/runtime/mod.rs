@@ -3,6 +3,7 @@
 //! reused across calls until one traps or breaks a limit.
 
 pub mod bindings;
+mod blocking;
 mod cache;
 mod ctx;
 mod failure;
@@ -245,6 +246,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        blocking::add_deadlines(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("bounding WASI's blocking calls")?;
         if http {
             wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
                 .map_err(anyhow::Error::from)
@@ -487,6 +491,8 @@ impl StagePlugin {
             }
             // Under the same deadline as a call: a start function that
             // never returns fails here, counted, instead of hanging.
+            store.data_mut().call_deadline =
+                Some(Instant::now() + Duration::from_millis(self.limits.timeout_ms));
             let bindings = match self.typed.instantiate(&mut store) {
                 Ok(b) => b,
                 Err(e) => {
@@ -538,6 +544,7 @@ impl StagePlugin {
                 .set_fuel(limits.timeout_ms.saturating_mul(FUEL_PER_MS))
                 .map_err(|e| Failure::new(FailureKind::Internal, format!("{e}")))?,
         }
+        live.store.data_mut().call_deadline = Some(t0 + Duration::from_millis(limits.timeout_ms));
         let result = f(&mut live.store, &live.bindings);
         self.stats.calls += 1;
         self.stats.busy += t0.elapsed();
