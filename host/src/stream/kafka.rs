@@ -570,10 +570,7 @@ pub async fn run_with(
         // may take over from here.
         if let Some(rx) = &mut control.swap {
             while let Ok(next) = rx.try_recv() {
-                pipeline = next;
-                breaker.reset();
-                counters.reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(pipeline = %m.name, "new version swapped in");
+                pipeline = swapped_in(next, &mut breaker, &counters);
             }
         }
         if let Some(open) = breaker.check(Instant::now()).cloned() {
@@ -590,10 +587,7 @@ pub async fn run_with(
                 _ = stop.changed() => break,
                 next = next_version(&mut control.swap) => {
                     if let Some(next) = next {
-                        pipeline = next;
-                        breaker.reset();
-                        counters.reloads.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(pipeline = %m.name, "new version swapped in; circuit closed");
+                        pipeline = swapped_in(next, &mut breaker, &counters);
                     }
                 }
                 // Polled while paused so the group keeps this member; a
@@ -775,6 +769,15 @@ pub async fn run_with(
         counters.batches.fetch_add(1, Ordering::Relaxed);
     }
     Ok(pipeline)
+}
+
+/// Takes `next` as the running version: counted, and with its circuit
+/// closed (a new version deserves a fresh start).
+fn swapped_in(next: Pipeline, breaker: &mut Breaker, counters: &Counters) -> Pipeline {
+    breaker.reset();
+    counters.reloads.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(pipeline = %next.manifest.name, "new version swapped in");
+    next
 }
 
 /// Pauses (or resumes) every partition assigned to `consumer`.
