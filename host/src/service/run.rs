@@ -22,6 +22,8 @@ pub struct PipelineStatus {
     pub indexed_docs: u64,
     /// Produced -> searchable, `p50 .. ms, p99 .. ms`, once anything was indexed.
     pub freshness: Option<String>,
+    /// Why it is waiting on the broker for partitions, if it is.
+    pub stalled: Option<String>,
 }
 
 impl PipelineStatus {
@@ -34,6 +36,7 @@ impl PipelineStatus {
             batches: c.batches.load(Relaxed),
             indexed_docs: c.indexed_docs.load(Relaxed),
             freshness: c.freshness.summary(),
+            stalled: c.stalled(),
         }
     }
 }

@@ -111,7 +111,8 @@ impl ReloadReport {
 pub struct ServedPipeline {
     pub tenant: String,
     pub file: String,
-    /// `running`, `paused: <why>` (circuit open), `stopped` or `failed: <why>`.
+    /// `running`, `paused: <why>` (circuit open), `stalled: <why>` (no
+    /// partitions while the group has lag), `stopped` or `failed: <why>`.
     pub state: String,
     /// New versions swapped in since it started.
     pub reloads: u64,
@@ -359,10 +360,11 @@ impl Server {
                     r.ended = Some(ended(self.rt.block_on(t)));
                 }
             }
-            let state = match (&r.ended, r.counters.circuit_open()) {
-                (Some(e), _) => e.clone(),
-                (None, Some(why)) => format!("paused: {why}"),
-                (None, None) => "running".to_string(),
+            let state = match (&r.ended, r.counters.circuit_open(), r.counters.stalled()) {
+                (Some(e), _, _) => e.clone(),
+                (None, Some(why), _) => format!("paused: {why}"),
+                (None, None, Some(why)) => format!("stalled: {why}"),
+                (None, None, None) => "running".to_string(),
             };
             out.push(ServedPipeline {
                 tenant: tenant.clone(),

@@ -14,6 +14,7 @@
 
 use super::circuit::{Breaker, CircuitPolicy};
 use super::orphans::ChunkKeys;
+use super::stall::StallWatch;
 use super::{Result, StreamError};
 use crate::manifest::Format;
 use crate::metrics::Histogram;
@@ -59,12 +60,25 @@ pub struct Counters {
     pub reloads: AtomicU64,
     /// Why the circuit is open, while it is (the pipeline is paused).
     pub circuit: std::sync::Mutex<Option<String>>,
+    /// Why the pipeline is waiting on the broker for partitions, while it is.
+    pub stall: std::sync::Mutex<Option<String>>,
 }
 
 impl Counters {
     /// The open circuit's reason, if the pipeline is paused.
     pub fn circuit_open(&self) -> Option<String> {
         self.circuit.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Why the pipeline holds no partitions while its group has lag.
+    pub fn stalled(&self) -> Option<String> {
+        self.stall.lock().ok().and_then(|c| c.clone())
+    }
+
+    fn set_stalled(&self, reason: Option<String>) {
+        if let Ok(mut c) = self.stall.lock() {
+            *c = reason;
+        }
     }
 
     fn set_circuit(&self, reason: Option<String>) {
@@ -483,33 +497,33 @@ async fn produce_all(
     }
 }
 
-/// Whether the consumer group has committed every partition of `topic` up
-/// to its end. Idle exit waits for this, not just for silence: after a
-/// member dies, its partitions come back only when its session expires.
-fn group_caught_up(consumer: &StreamConsumer, topic: &str) -> bool {
+/// Records of `topic` the consumer group has not committed yet, over all
+/// partitions (`None`: the broker did not say). Idle exit waits for 0, not
+/// just for silence: after a member dies, its partitions come back only
+/// when its session expires.
+fn group_lag(consumer: &StreamConsumer, topic: &str) -> Option<i64> {
     let t = Duration::from_secs(2);
-    let Ok(md) = consumer.fetch_metadata(Some(topic), t) else {
-        return false;
-    };
-    let Some(tm) = md.topics().iter().find(|x| x.name() == topic) else {
-        return false;
-    };
+    let md = consumer.fetch_metadata(Some(topic), t).ok()?;
+    let tm = md.topics().iter().find(|x| x.name() == topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in tm.partitions() {
         tpl.add_partition(topic, p.id());
     }
-    let Ok(committed) = consumer.committed_offsets(tpl, t) else {
-        return false;
-    };
-    committed.elements().iter().all(|e| {
-        let Ok((low, high)) = consumer.fetch_watermarks(topic, e.partition(), t) else {
-            return false;
+    let committed = consumer.committed_offsets(tpl, t).ok()?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(topic, e.partition(), t).ok()?;
+        lag += match e.offset() {
+            Offset::Offset(o) => (high - o).max(0),
+            _ => (high - low).max(0),
         };
-        match e.offset() {
-            Offset::Offset(o) => o >= high,
-            _ => high <= low,
-        }
-    })
+    }
+    Some(lag)
+}
+
+/// Whether `consumer` holds any partition now.
+fn holds_partitions(consumer: &StreamConsumer) -> bool {
+    consumer.assignment().is_ok_and(|a| a.count() > 0)
 }
 
 /// Runs `pipeline` from its source topic to its sink topic until `stop` is
@@ -562,6 +576,7 @@ pub async fn run_with(
     tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink_desc}", m.source_topic);
     let mut last_record = Instant::now();
     let mut paused = false;
+    let mut stall = StallWatch::new(Instant::now());
     loop {
         if *stop.borrow() {
             break;
@@ -619,9 +634,33 @@ pub async fn run_with(
             _ = stop.changed() => break,
             r = consumer.recv() => r,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                let now = Instant::now();
+                let mut lag = None;
+                if stall.due(now) {
+                    let holds = holds_partitions(&consumer);
+                    if !holds {
+                        lag = group_lag(&consumer, &m.source_topic);
+                    }
+                    let stalled = stall.observe(now, holds, lag, &m.source_topic);
+                    if let Some(why) = &stalled {
+                        if counters.stalled().is_none() {
+                            tracing::warn!(pipeline = %m.name, "stalled: {why}");
+                        }
+                    }
+                    counters.set_stalled(stalled);
+                }
+                // Idle exit only once the group has consumed everything: a
+                // process without partitions while there is lag waits (and
+                // says it is stalled) rather than leave records behind.
                 if let Some(idle) = opts.idle_exit {
-                    if last_record.elapsed() >= idle && group_caught_up(&consumer, &m.source_topic) {
-                        break;
+                    if last_record.elapsed() >= idle {
+                        let lag = match lag {
+                            Some(l) => Some(l),
+                            None => group_lag(&consumer, &m.source_topic),
+                        };
+                        if lag == Some(0) {
+                            break;
+                        }
                     }
                 }
                 continue;
@@ -648,6 +687,14 @@ pub async fn run_with(
             }
         }
         last_record = Instant::now();
+        // A record came, so a partition is held: no stall.
+        if stall
+            .observe(last_record, true, None, &m.source_topic)
+            .is_none()
+            && counters.stalled().is_some()
+        {
+            counters.set_stalled(None);
+        }
         let n = batch.len() as u64;
         // The offsets to commit once every output of this batch is durable.
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();

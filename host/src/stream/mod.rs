@@ -7,6 +7,7 @@ pub mod circuit;
 pub mod file;
 pub mod kafka;
 pub mod orphans;
+pub mod stall;
 
 use crate::pipeline::SinkError;
 

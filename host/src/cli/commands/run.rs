@@ -69,6 +69,9 @@ pub fn progress_line(s: &PipelineStatus) -> String {
     if let Some(f) = &s.freshness {
         line.push_str(&format!(", {} docs indexed, freshness {f}", s.indexed_docs));
     }
+    if let Some(why) = &s.stalled {
+        line.push_str(&format!(" [stalled: {why}]"));
+    }
     line
 }
 
