@@ -333,3 +333,38 @@ fn a_sleep_in_a_host_call_is_cut_at_the_stage_timeout() {
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+#[test]
+fn a_transform_with_the_right_version_and_the_wrong_signature_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Exports `weft:plugin/transform@0.1.9` (a version this host accepts)
+    // whose `transform` takes and returns a u32: not the contract's shape.
+    let text = r#"(component
+  (core module $m
+    (func (export "transform") (param i32) (result i32) local.get 0))
+  (core instance $i (instantiate $m))
+  (func $transform (param "x" u32) (result u32) (canon lift (core func $i "transform")))
+  (instance $exports (export "transform" (func $transform)))
+  (export "weft:plugin/transform@0.1.9" (instance $exports)))"#;
+    let plugin = dir.path().join("wrong_shape.wasm");
+    std::fs::write(&plugin, wat::parse_str(text).expect("component text")).unwrap();
+    let m = support::transform_manifest(dir.path(), &plugin, "");
+    // What `weft run`, `dev` and `serve` load through.
+    let host = weft::service::Host::new(
+        Some(support::cache_dir()),
+        weft::policy::Policy::default(),
+        &dir.path().join("data"),
+    )
+    .unwrap();
+    let err = host
+        .pipelines(std::slice::from_ref(&m))
+        .err()
+        .expect("a component of the wrong shape must not load");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("pipeline.toml:5:8: stage `s`: the plugin cannot start")
+            && msg.contains("do not have the contract's types (type mismatch with parameters: expected `list` found `u32`)"),
+        "{msg}"
+    );
+    eprintln!("{msg}");
+}

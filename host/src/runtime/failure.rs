@@ -155,6 +155,17 @@ impl Failure {
                 ),
             );
         }
+        // Export names match the contract but their types do not; wasmtime
+        // finds that only when it instantiates.
+        if let Some(at) = chain.find("type mismatch") {
+            return Failure::new(
+                FailureKind::Config,
+                format!(
+                    "{what} failed: the plugin's exports do not have the contract's types ({})",
+                    &chain[at..]
+                ),
+            );
+        }
         // The tenant's total, not the stage's limit (see `TenantAccount`).
         if let Some(at) = chain.find("forcing trap when growing") {
             if let Some(i) = chain[at..].find("the instances of tenant `") {

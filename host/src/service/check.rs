@@ -117,10 +117,7 @@ pub fn check_manifest_in(
         match runtime.prepare(s, shared) {
             Ok(mut plugin) => match plugin.smoke_call() {
                 Ok(()) => stages.push(format!("{} [{}]", s.name, s.kind)),
-                Err(f) => problems.push(format!(
-                    "{}: stage `{}`: the plugin cannot start: {f}",
-                    s.location, s.name
-                )),
+                Err(f) => problems.push(format!("{}: the plugin cannot start: {f}", s.location)),
             },
             Err(e) => problems.push(format!("{}: {e:#}", s.location)),
         }

@@ -164,11 +164,26 @@ impl Host {
         self.indexes
             .set_quota(&manifest.tenant, IndexQuota::from_policy(policy));
         let account = self.account(&manifest.tenant, policy);
-        Ok(Pipeline::for_tenant(
+        let mut p = Pipeline::for_tenant(
             &self.runtime,
             manifest,
             Some(self.indexes.as_ref()),
             account,
-        )?)
+        )?;
+        // Each stage is instantiated now, under its limits: a component
+        // whose exports have the contract's names but not its types (only
+        // checked by wasmtime at instantiation), or whose start traps or
+        // never returns, is refused here, located, instead of failing
+        // every record. The instance is kept for the first batch.
+        let mut problems = Vec::new();
+        for (plugin, stage) in p.stages.iter_mut().zip(&p.manifest.stages) {
+            if let Err(f) = plugin.warm_up() {
+                problems.push(format!("{}: the plugin cannot start: {f}", stage.location));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ServiceError::Manifest(problems));
+        }
+        Ok(p)
     }
 }
