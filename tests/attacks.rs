@@ -206,12 +206,7 @@ const TABLE_BOMB: &str = r#"
   (core module $m
     (table $t 1 funcref)
     (memory (export "memory") 1)
-    (global $bump (mut i32) (i32.const 1024))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $bump) (i32.const 7)) (i32.const -8)))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
-      (local.get $p))
+    {BUMP_REALLOC}
     (func (export "transform") (param i32 i32) (result i32)
       (drop (table.grow $t (ref.null func) (i32.const 100000000)))
       unreachable))
@@ -220,7 +215,8 @@ const TABLE_BOMB: &str = r#"
 #[test]
 fn tables_count_as_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = support::transform_component(dir.path(), "table_bomb.wasm", TABLE_BOMB);
+    let core = TABLE_BOMB.replace("{BUMP_REALLOC}", support::BUMP_REALLOC);
+    let plugin = support::transform_component(dir.path(), "table_bomb.wasm", &core);
     let m = support::transform_manifest(dir.path(), &plugin, "limits = { memory_mb = 128 }");
     let mut p = Pipeline::new(
         &support::runtime(),

@@ -28,24 +28,6 @@ use weft::service::Host;
 use weft::stream::broker::LocalBroker;
 use weft::stream::kafka::{self, KeyValue};
 
-/// `<root>/<name>/{policy.toml,pipelines/}`; returns the tenant's directory.
-fn tenant(root: &Path, name: &str, policy: &str) -> PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-    // The tests' plugins are the repository's built ones, outside the
-    // tenant's directory: the operator allows that directory.
-    let plugins = support::repo_root().join("target/plugins");
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            "{policy}\nallowed_plugin_dirs = [{:?}]\n",
-            plugins.display().to_string()
-        ),
-    )
-    .unwrap();
-    dir
-}
-
 /// Writes `text` as `<tenant dir>/pipelines/<file>`.
 fn pipeline_file(tenant_dir: &Path, file: &str, text: &str) -> PathBuf {
     support::write(&tenant_dir.join("pipelines"), file, text)
@@ -133,8 +115,8 @@ fn read_keys(brokers: &str, topic: &str, n: usize) -> Vec<String> {
 fn a_cannot_name_bs_topics_in_check_start_or_reload() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tenants");
-    let a = tenant(&root, "a", "max_instances = 16\n");
-    let b = tenant(&root, "b", "max_instances = 16\n");
+    let a = support::tenant(&root, "a", "max_instances = 16\n");
+    let b = support::tenant(&root, "b", "max_instances = 16\n");
     let noop = support::plugin("noop-transform");
     pipeline_file(
         &b,
@@ -337,8 +319,8 @@ const B_SECRET: &str =
 fn as_retriever_never_sees_bs_documents() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tenants");
-    let a = tenant(&root, "a", "max_instances = 16\n");
-    let b = tenant(&root, "b", "max_instances = 16\n");
+    let a = support::tenant(&root, "a", "max_instances = 16\n");
+    let b = support::tenant(&root, "b", "max_instances = 16\n");
     pipeline_file(&b, "ingest.toml", &ingest_text("kb"));
     pipeline_file(&b, "query.toml", &query_text("query", "kb"));
     pipeline_file(&a, "query.toml", &query_text("query", "kb"));
@@ -469,24 +451,15 @@ fn run_one(p: &mut Pipeline, n: i64, value: &str) -> String {
     support::values(&o).join("|")
 }
 
-fn host(dir: &Path) -> Host {
-    Host::new(
-        Some(support::cache_dir()),
-        Policy::default(),
-        &dir.join("data"),
-    )
-    .expect("host")
-}
-
 /// State: `a` and `b` run the same pipeline name, stage name and state key
 /// (`count`) in one host; each counter counts only its own tenant's calls.
 #[test]
 fn as_state_and_bs_state_do_not_mix() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tenants");
-    let host = host(tmp.path());
-    let mut pa = hostile(&host, &tenant(&root, "a", ""), "");
-    let mut pb = hostile(&host, &tenant(&root, "b", ""), "");
+    let host = support::host(tmp.path());
+    let mut pa = hostile(&host, &support::tenant(&root, "a", ""), "");
+    let mut pb = hostile(&host, &support::tenant(&root, "b", ""), "");
     assert_eq!(
         (pa.manifest.tenant.as_str(), pb.manifest.tenant.as_str()),
         ("a", "b")
@@ -511,15 +484,15 @@ fn as_state_and_bs_state_do_not_mix() {
 fn as_plugin_sees_only_as_config() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tenants");
-    let host = host(tmp.path());
+    let host = support::host(tmp.path());
     let mut pa = hostile(
         &host,
-        &tenant(&root, "a", ""),
+        &support::tenant(&root, "a", ""),
         "config = { owner = \"a\", endpoint = \"https://a.example\" }\n",
     );
     let mut pb = hostile(
         &host,
-        &tenant(&root, "b", ""),
+        &support::tenant(&root, "b", ""),
         "config = { owner = \"b\", api_key = \"b-secret\", nested = { token = \"b-token\" } }\n",
     );
     assert_eq!(
@@ -579,9 +552,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
 fn as_log_lines_are_as_and_a_flood_does_not_silence_b() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tenants");
-    let host = host(tmp.path());
-    let mut pa = hostile(&host, &tenant(&root, "a", ""), "");
-    let mut pb = hostile(&host, &tenant(&root, "b", ""), "");
+    let host = support::host(tmp.path());
+    let mut pa = hostile(&host, &support::tenant(&root, "a", ""), "");
+    let mut pb = hostile(&host, &support::tenant(&root, "b", ""), "");
     let text = Buf::default();
     let events = Events::default();
     let subscriber = {
@@ -681,7 +654,7 @@ fn as_file_and_http_grants_are_bounded_by_as_own_policy() {
     let root = tmp.path().join("tenants");
     std::fs::create_dir_all(&root).unwrap();
     let root = root.canonicalize().unwrap();
-    let a = tenant(
+    let a = support::tenant(
         &root,
         "a",
         &format!(
@@ -689,7 +662,7 @@ fn as_file_and_http_grants_are_bounded_by_as_own_policy() {
             root.join("a").display()
         ),
     );
-    let b = tenant(
+    let b = support::tenant(
         &root,
         "b",
         &format!(
@@ -794,9 +767,9 @@ fn as_file_and_http_grants_are_bounded_by_as_own_policy() {
 fn a_exhausting_its_state_quota_leaves_b_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tenants");
-    let host = host(tmp.path());
-    let a = tenant(&root, "a", "max_state_mb = 1\n");
-    let b = tenant(&root, "b", "max_state_mb = 2\n");
+    let host = support::host(tmp.path());
+    let a = support::tenant(&root, "a", "max_state_mb = 1\n");
+    let b = support::tenant(&root, "b", "max_state_mb = 2\n");
     let mut pa = hostile(&host, &a, "");
     let mut pb = hostile(&host, &b, "");
     // Each `state-fill` keeps 15 x 64 KiB under `<record key>-<n>`.

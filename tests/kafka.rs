@@ -469,12 +469,7 @@ fn two_processes_in_one_group_share_partitions_and_one_takes_over_when_the_other
     // over its partitions. (After a SIGKILL the takeover waits for the
     // broker to expire A's session; tansu 0.6 was not seen to do that, see
     // the README. The SIGKILL replay itself is the test above.)
-    let ok = Command::new("kill")
-        .args(["-TERM", &a.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    support::sigterm(&a);
     let status = a.wait().unwrap();
     assert!(
         status.success(),
@@ -676,12 +671,7 @@ fn sigterm_is_bounded_by_the_grace_period_when_a_call_runs_long() {
     }
     // Time for the group join and the record to reach the plugin.
     std::thread::sleep(Duration::from_secs(8));
-    let ok = Command::new("kill")
-        .args(["-TERM", &c.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    support::sigterm(&c);
     let t1 = Instant::now();
     wait_exit(c, Duration::from_secs(10), &log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();

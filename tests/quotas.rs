@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::BUMP_REALLOC;
 use weft::index::{IndexOptions, IndexQuota, IndexRegistry};
 use weft::manifest::Manifest;
 use weft::pipeline::{BatchOutcome, Pipeline};
@@ -30,12 +31,7 @@ fn core_module(initial: u32, grow: u32, spin: u32) -> String {
         r#"
   (core module $m
     (memory (export "memory") {initial})
-    (global $bump (mut i32) (i32.const 1024))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $bump) (i32.const 7)) (i32.const -8)))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
-      (local.get $p))
+    {BUMP_REALLOC}
     (func (export "transform") (param i32 i32) (result i32)
       (local $i i32)
       (local $k i32)

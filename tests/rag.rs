@@ -681,12 +681,7 @@ fn a_query_process_searches_the_index_an_ingest_process_is_writing() {
 }
 
 fn sigterm(c: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &c.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    support::sigterm(c);
 }
 
 #[test]

@@ -7,33 +7,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use weft::policy::Policy;
 use weft::runtime::Runtime;
 use weft::service::serve::{ServeOptions, Server};
 use weft::service::tenants::check_tree;
-use weft::service::Host;
 use weft::stream::broker::LocalBroker;
 use weft::stream::circuit::CircuitPolicy;
 use weft::stream::kafka::{self, KeyValue, ReadRecord};
 
 const POLICY: &str = "max_memory_mb = 64\nmax_timeout_ms = 5000\nmax_instances = 4\n";
-
-fn tenant(root: &Path, name: &str, policy: &str) -> PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-    // The tests' plugins are the repository's built ones, outside the
-    // tenant's directory: the operator allows that directory.
-    let plugins = support::repo_root().join("target/plugins");
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            "{policy}\nallowed_plugin_dirs = [{:?}]\n",
-            plugins.display().to_string()
-        ),
-    )
-    .unwrap();
-    dir
-}
 
 /// A transform pipeline `name` of the tenant at `dir`, from `<t>.in` to `<t>.out`.
 fn transform(dir: &Path, name: &str, plugin: &Path, extra: &str) -> PathBuf {
@@ -49,15 +30,6 @@ fn transform(dir: &Path, name: &str, plugin: &Path, extra: &str) -> PathBuf {
     )
     .unwrap();
     p
-}
-
-fn host(dir: &Path) -> Host {
-    Host::new(
-        Some(support::cache_dir()),
-        Policy::default(),
-        &dir.join("data"),
-    )
-    .expect("host")
 }
 
 fn produce(brokers: &str, topic: &str, records: Vec<KeyValue>) {
@@ -98,8 +70,8 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 fn the_directory_decides_the_tenant_and_refusals_name_manifest_and_policy_lines() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tenants");
-    let alpha = tenant(&root, "alpha", POLICY);
-    let beta = tenant(&root, "beta", "# beta's policy\nmax_memory_mb = 16\n");
+    let alpha = support::tenant(&root, "alpha", POLICY);
+    let beta = support::tenant(&root, "beta", "# beta's policy\nmax_memory_mb = 16\n");
     let noop = support::plugin("noop-transform");
     // A manifest in beta's directory that claims to be alpha's.
     let p = transform(&beta, "spy", &noop, "");
@@ -148,7 +120,7 @@ fn the_directory_decides_the_tenant_and_refusals_name_manifest_and_policy_lines(
 fn tenant_quota_on_instances_refuses_the_manifest_that_goes_over() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tenants");
-    let t = tenant(&root, "small", "max_instances = 2\n");
+    let t = support::tenant(&root, "small", "max_instances = 2\n");
     let noop = support::plugin("noop-transform");
     for n in ["a", "b", "c"] {
         transform(&t, n, &noop, "");
@@ -185,7 +157,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
     let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
     let brokers = broker.address();
     let root = dir.path().join("tenants");
-    let t = tenant(&root, "rel", POLICY);
+    let t = support::tenant(&root, "rel", POLICY);
     // Two plugin files (the same json-transform component in two copies,
     // so a reload also changes the plugin file the stage loads).
     let plugins = t.join("plugins");
@@ -201,7 +173,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
         circuit: CircuitPolicy::default(),
         grace: Duration::from_secs(30),
     };
-    let (server, report) = Server::start(host(dir.path()), opts).expect("serve");
+    let (server, report) = Server::start(support::host(dir.path()), opts).expect("serve");
     assert_eq!(report.started, ["rel/tag"], "{report:?}");
     assert!(report.refused.is_empty(), "{report:?}");
 
@@ -321,7 +293,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
     let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
     let brokers = broker.address();
     let root = dir.path().join("tenants");
-    let t = tenant(&root, "crash", POLICY);
+    let t = support::tenant(&root, "crash", POLICY);
     let hostile = support::plugin("hostile");
     transform(&t, "p", &hostile, "");
     let opts = ServeOptions {
@@ -335,7 +307,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
         },
         grace: Duration::from_secs(30),
     };
-    let (server, _) = Server::start(host(dir.path()), opts).expect("serve");
+    let (server, _) = Server::start(support::host(dir.path()), opts).expect("serve");
     // 1,000 records that each make the plugin panic.
     let records: Vec<KeyValue> = (0..1000)
         .map(|n| (Some(format!("k{n}").into_bytes()), Some(b"panic".to_vec())))
@@ -385,12 +357,7 @@ fn spawn_serve(root: &Path, brokers: &str, data: &Path, log: &Path) -> std::proc
 }
 
 fn sigterm_and_wait(mut c: std::process::Child, log: &Path) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &c.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    support::sigterm(&c);
     let t0 = Instant::now();
     loop {
         if let Some(status) = c.try_wait().unwrap() {
@@ -413,7 +380,7 @@ fn two_serve_processes_on_one_directory_share_the_partitions_and_reload_on_edits
     let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
     let brokers = broker.address();
     let root = dir.path().join("tenants");
-    let t = tenant(&root, "two", POLICY);
+    let t = support::tenant(&root, "two", POLICY);
     transform(&t, "p", &support::plugin("noop-transform"), "");
     let (log1, log2) = (dir.path().join("one.log"), dir.path().join("two.log"));
     let one = spawn_serve(&root, &brokers, &dir.path().join("d1"), &log1);
@@ -487,8 +454,8 @@ fn two_serve_processes_on_one_directory_share_the_partitions_and_reload_on_edits
 fn a_tenant_cannot_load_another_tenants_plugin_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tenants");
-    let a = tenant(&root, "a", POLICY);
-    let b = tenant(&root, "b", POLICY);
+    let a = support::tenant(&root, "a", POLICY);
+    let b = support::tenant(&root, "b", POLICY);
     std::fs::create_dir_all(b.join("plugins")).unwrap();
     std::fs::copy(
         support::plugin("noop-transform"),
@@ -524,8 +491,8 @@ fn a_tenant_directory_with_an_underscore_is_refused_alone() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tenants");
     // `a_b.in` and tenant a's `b.in` (`a.b.in`) are one topic to Kafka.
-    tenant(&root, "a_b", POLICY);
-    let ok = tenant(&root, "a", POLICY);
+    support::tenant(&root, "a_b", POLICY);
+    let ok = support::tenant(&root, "a", POLICY);
     transform(&ok, "p", &support::plugin("noop-transform"), "");
     let checks = check_tree(&Runtime::new(Some(support::cache_dir())).unwrap(), &root).unwrap();
     assert_eq!(checks[0].tenant, "a");
@@ -544,7 +511,7 @@ fn stopping_is_bounded_by_the_grace_period_when_a_call_runs_long() {
     let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
     let brokers = broker.address();
     let root = dir.path().join("tenants");
-    let t = tenant(&root, "hang", "max_timeout_ms = 60000\n");
+    let t = support::tenant(&root, "hang", "max_timeout_ms = 60000\n");
     // A call allowed a minute that sleeps for it: longer than the grace.
     std::fs::write(
         t.join("pipelines/p.toml"),
@@ -559,7 +526,7 @@ fn stopping_is_bounded_by_the_grace_period_when_a_call_runs_long() {
         grace: Duration::from_secs(3),
         ..ServeOptions::new(&root, &brokers)
     };
-    let (server, _) = Server::start(host(dir.path()), opts).expect("serve");
+    let (server, _) = Server::start(support::host(dir.path()), opts).expect("serve");
     produce(
         &brokers,
         "hang.in",

@@ -5,21 +5,11 @@ mod support;
 
 use std::path::Path;
 use std::time::Duration;
-use weft::policy::Policy;
 use weft::service::run::{run_kafka, KafkaRun};
 use weft::service::scenario::Scenario;
-use weft::service::{Host, ServiceError};
+use weft::service::ServiceError;
 use weft::stream::broker::LocalBroker;
 use weft::stream::kafka::{self, KafkaOptions};
-
-fn host(dir: &Path) -> Host {
-    Host::new(
-        Some(support::cache_dir()),
-        Policy::default(),
-        &dir.join("data"),
-    )
-    .expect("host")
-}
 
 /// A chunking pipeline named `name` from `tenant.docs` to `tenant.<name>`.
 fn chunker(dir: &Path, name: &str) -> std::path::PathBuf {
@@ -51,7 +41,7 @@ fn two_pipelines_on_one_source_topic_run_side_by_side_and_report_typed_status() 
             )
         })
         .collect();
-    let h = host(dir.path());
+    let h = support::host(dir.path());
     // Both read svc.docs: the topic set-up must name it once (a CreateTopics
     // request naming a topic twice fails with BadMessage).
     let pipelines = h
@@ -101,7 +91,7 @@ fn a_scenario_naming_an_unknown_pipeline_is_refused_before_anything_starts() {
     );
     let scenario = Scenario::load(dir.path()).expect("it parses");
     assert_eq!(scenario.file, sc);
-    let h = host(dir.path());
+    let h = support::host(dir.path());
     let err = weft::service::scenario::run(
         &h,
         &scenario,

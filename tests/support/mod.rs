@@ -162,3 +162,55 @@ pub fn transform_component(
     .expect("writing the component");
     path
 }
+
+/// A host on `dir/data` with the default policy and the tests' compile cache.
+#[allow(dead_code)]
+pub fn host(dir: &Path) -> weft::service::Host {
+    weft::service::Host::new(
+        Some(cache_dir()),
+        weft::policy::Policy::default(),
+        &dir.join("data"),
+    )
+    .expect("host")
+}
+
+/// `<root>/<name>/{policy.toml,pipelines/}` with `policy` as the tenant's
+/// policy; returns the tenant's directory. The tests' plugins are the
+/// repository's built ones, outside the tenant's directory, so the policy
+/// also allows that directory (`allowed_plugin_dirs`).
+#[allow(dead_code)]
+pub fn tenant(root: &Path, name: &str, policy: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    let plugins = repo_root().join("target/plugins");
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "{policy}\nallowed_plugin_dirs = [{:?}]\n",
+            plugins.display().to_string()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Sends SIGTERM to `child`.
+#[allow(dead_code)]
+pub fn sigterm(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill")
+        .success();
+    assert!(ok, "kill -TERM {} failed", child.id());
+}
+
+/// A bump allocator as a core module's `cabi_realloc` (never frees), for
+/// the core modules that `transform_component` wraps.
+#[allow(dead_code)]
+pub const BUMP_REALLOC: &str = r#"(global $bump (mut i32) (i32.const 1024))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.const 7)) (i32.const -8)))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (local.get $p))"#;
