@@ -17,7 +17,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use weft::manifest::{line_col, Manifest};
 use weft::pipeline::Pipeline;
 use weft::policy::Policy;
@@ -26,7 +25,7 @@ use weft::service::serve::{ServeOptions, Server};
 use weft::service::tenants::{check_tree, TenantCheck};
 use weft::service::Host;
 use weft::stream::broker::LocalBroker;
-use weft::stream::kafka::{self, KeyValue};
+use weft::stream::kafka::KeyValue;
 
 /// Writes `text` as `<tenant dir>/pipelines/<file>`.
 fn pipeline_file(tenant_dir: &Path, file: &str, text: &str) -> PathBuf {
@@ -82,27 +81,13 @@ fn assert_refusals(problems: &[String], expected: &[(PathBuf, &str, String)]) {
     );
 }
 
-fn produce(brokers: &str, topic: &str, records: Vec<KeyValue>) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(kafka::produce_values(brokers, topic, records))
-        .expect("produce");
-}
-
 /// The first `n` keys of `topic` (waits for a count, not for silence: a
 /// fresh reader's group join can take tansu seconds).
 fn read_keys(brokers: &str, topic: &str, n: usize) -> Vec<String> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut rx = kafka::follow_topic(brokers, topic).expect("reader");
-        let mut out = Vec::new();
-        while out.len() < n {
-            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-                Ok(Some((r, _))) => out.push(String::from_utf8_lossy(&r.key.unwrap()).into_owned()),
-                _ => break,
-            }
-        }
-        out
-    })
+    support::read_first(brokers, topic, n)
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.key.unwrap_or_default()).into_owned())
+        .collect()
 }
 
 /// Topics: every way a manifest in `a`'s directory can name one of `b`'s
@@ -214,7 +199,7 @@ fn a_cannot_name_bs_topics_in_check_start_or_reload() {
     let records: Vec<KeyValue> = (0..20)
         .map(|n| (Some(format!("b{n}").into_bytes()), Some(b"hello".to_vec())))
         .collect();
-    produce(&brokers, "b.in", records);
+    support::produce(&brokers, "b.in", records);
     let mut keys = read_keys(&brokers, "b.out", 20);
     keys.sort();
     let mut want: Vec<String> = (0..20).map(|n| format!("b{n}")).collect();

@@ -12,7 +12,7 @@ use weft::service::serve::{ServeOptions, Server};
 use weft::service::tenants::check_tree;
 use weft::stream::broker::LocalBroker;
 use weft::stream::circuit::CircuitPolicy;
-use weft::stream::kafka::{self, KeyValue, ReadRecord};
+use weft::stream::kafka::KeyValue;
 
 const POLICY: &str = "max_memory_mb = 64\nmax_timeout_ms = 5000\nmax_instances = 4\n";
 
@@ -30,29 +30,6 @@ fn transform(dir: &Path, name: &str, plugin: &Path, extra: &str) -> PathBuf {
     )
     .unwrap();
     p
-}
-
-fn produce(brokers: &str, topic: &str, records: Vec<KeyValue>) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(kafka::produce_values(brokers, topic, records))
-        .expect("produce");
-}
-
-/// The first `n` records of `topic` (a fresh reader's group join can take
-/// tansu several seconds, so this waits for a count, not for silence).
-fn read(brokers: &str, topic: &str, n: usize) -> Vec<ReadRecord> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut rx = kafka::follow_topic(brokers, topic).expect("reader");
-        let mut out = Vec::new();
-        while out.len() < n {
-            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-                Ok(Some((r, _))) => out.push(r),
-                _ => break,
-            }
-        }
-        out
-    })
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -192,7 +169,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
                         )
                     })
                     .collect();
-                produce(&brokers, "rel.in", records);
+                support::produce(&brokers, "rel.in", records);
                 std::thread::sleep(Duration::from_millis(250));
             }
         })
@@ -243,7 +220,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
 
     // Every input has an output; a key seen twice (a replay) has one value.
     // Exactly N records: a replay would have produced more.
-    let out = read(&brokers, "rel.out", N);
+    let out = support::read_first(&brokers, "rel.out", N);
     let mut by_key: BTreeMap<String, String> = BTreeMap::new();
     for r in &out {
         let k = String::from_utf8(r.key.clone().unwrap()).unwrap();
@@ -262,7 +239,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
     };
     // In each source partition's order, the tag only changes at a reload:
     // at most 10 changes, never back to an older version.
-    let source = read(&brokers, "rel.in", N);
+    let source = support::read_first(&brokers, "rel.in", N);
     let mut parts: BTreeMap<i32, Vec<(i64, u32)>> = BTreeMap::new();
     for r in &source {
         let k = String::from_utf8(r.key.clone().unwrap()).unwrap();
@@ -312,7 +289,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
     let records: Vec<KeyValue> = (0..1000)
         .map(|n| (Some(format!("k{n}").into_bytes()), Some(b"panic".to_vec())))
         .collect();
-    produce(&brokers, "crash.in", records);
+    support::produce(&brokers, "crash.in", records);
     wait_for("the circuit to open", Duration::from_secs(60), || {
         server.status().pipelines[0].state.starts_with("paused")
     });
@@ -416,10 +393,10 @@ fn two_serve_processes_on_one_directory_share_the_partitions_and_reload_on_edits
                 )
             })
             .collect();
-        produce(&brokers, "two.in", records);
+        support::produce(&brokers, "two.in", records);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let out = read(&brokers, "two.out", N);
+    let out = support::read_first(&brokers, "two.out", N);
     let keys: std::collections::BTreeSet<_> = out.iter().map(|r| r.key.clone()).collect();
     assert_eq!(keys.len(), N, "every record came out");
     // Both processes watch the directory: an edit is swapped in by each.
@@ -527,7 +504,7 @@ fn stopping_is_bounded_by_the_grace_period_when_a_call_runs_long() {
         ..ServeOptions::new(&root, &brokers)
     };
     let (server, _) = Server::start(support::host(dir.path()), opts).expect("serve");
-    produce(
+    support::produce(
         &brokers,
         "hang.in",
         vec![(Some(b"k".to_vec()), Some(b"sleep".to_vec()))],

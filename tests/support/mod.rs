@@ -214,3 +214,30 @@ pub const BUMP_REALLOC: &str = r#"(global $bump (mut i32) (i32.const 1024))
       (local.set $p (i32.and (i32.add (global.get $bump) (i32.const 7)) (i32.const -8)))
       (global.set $bump (i32.add (local.get $p) (local.get 3)))
       (local.get $p))"#;
+
+/// Produces `records` to `topic` and waits for the broker's acknowledgement.
+#[allow(dead_code)]
+pub fn produce(brokers: &str, topic: &str, records: Vec<weft::stream::kafka::KeyValue>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(weft::stream::kafka::produce_values(brokers, topic, records))
+        .expect("produce");
+}
+
+/// The first `n` records of `topic` (a fresh reader's group join can take
+/// tansu several seconds, so this waits for a count, not for silence; it
+/// gives up after 60 s without a record).
+#[allow(dead_code)]
+pub fn read_first(brokers: &str, topic: &str, n: usize) -> Vec<weft::stream::kafka::ReadRecord> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut rx = weft::stream::kafka::follow_topic(brokers, topic).expect("reader");
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await {
+                Ok(Some((r, _))) => out.push(r),
+                _ => break,
+            }
+        }
+        out
+    })
+}
