@@ -64,7 +64,6 @@ impl ServeOptions {
 
 /// A pipeline the server hosts.
 struct Running {
-    tenant: String,
     file: PathBuf,
     /// What the running version was made from (manifest, policy, plugins).
     fingerprint: String,
@@ -225,9 +224,12 @@ impl Server {
                 let fp = fingerprint(&m, &t.policy_file());
                 let current = {
                     let running = lock(&self.running);
-                    running
-                        .get(&key)
-                        .map(|r| (r.fingerprint.clone(), r.identity.clone(), r.ended.is_some()))
+                    running.get(&key).map(|r| {
+                        // Ended on its own (failed): started again below.
+                        let ended =
+                            r.ended.is_some() || r.task.as_ref().is_none_or(|t| t.is_finished());
+                        (r.fingerprint.clone(), r.identity.clone(), ended)
+                    })
                 };
                 let outcome = match current {
                     Some((f, _, false)) if f == fp => continue,
@@ -309,7 +311,6 @@ impl Server {
         lock(&self.running).insert(
             key,
             Running {
-                tenant,
                 file,
                 fingerprint: fp,
                 identity: id,
@@ -376,7 +377,6 @@ impl Server {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 figures: PipelineStatus::of(name, &r.counters),
             });
-            debug_assert_eq!(&r.tenant, tenant);
         }
         ServeStatus {
             pipelines: out,
