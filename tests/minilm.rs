@@ -48,7 +48,7 @@ format = "question"
 name = "embed"
 kind = "embedder"
 plugin = "{plugin}"
-limits = {{ memory_mb = 320, timeout_ms = 120000 }}
+limits = {{ memory_mb = 192, timeout_ms = 120000 }}
 grants = {{ files = [{{ host = "{files}", guest = "/models/all-MiniLM-L6-v2" }}] }}
 [sink]
 topic = "vectors"
