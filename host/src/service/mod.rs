@@ -171,14 +171,20 @@ impl Host {
             account,
         )?;
         // Each stage is instantiated now, under its limits: a component
-        // whose exports have the contract's names but not its types (only
-        // checked by wasmtime at instantiation), or whose start traps or
-        // never returns, is refused here, located, instead of failing
-        // every record. The instance is kept for the first batch.
+        // whose exports have the contract's names but not its types (which
+        // wasmtime checks only at instantiation) is refused here, located,
+        // instead of failing every record. Other start-up failures (a limit,
+        // a trap in its start code) stay per record, as dead letters naming
+        // the limit, and are only logged here. The instance is kept for the
+        // first batch.
         let mut problems = Vec::new();
         for (plugin, stage) in p.stages.iter_mut().zip(&p.manifest.stages) {
-            if let Err(f) = plugin.warm_up() {
-                problems.push(format!("{}: the plugin cannot start: {f}", stage.location));
+            match plugin.warm_up() {
+                Ok(()) => {}
+                Err(f) if f.kind == crate::runtime::FailureKind::Config => {
+                    problems.push(format!("{}: the plugin cannot start: {f}", stage.location))
+                }
+                Err(f) => tracing::warn!("{}: the plugin cannot start yet: {f}", stage.location),
             }
         }
         if !problems.is_empty() {
