@@ -797,8 +797,15 @@ impl Manifest {
                         _ => r.error(
                             f.span(),
                             format!(
-                                "stage `{name}`: files: `{}` is not a directory",
-                                display_path(&host)
+                                "stage `{name}`: files: `{}` is not a directory{}",
+                                display_path(&host),
+                                // The shipped model plugins read their
+                                // files from a grant that setup fills.
+                                if host.components().any(|c| c.as_os_str() == "models") {
+                                    " (model files are installed by `bash scripts/setup`, or `bash scripts/setup-models`)"
+                                } else {
+                                    ""
+                                }
                             ),
                         ),
                     }
