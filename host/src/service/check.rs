@@ -70,10 +70,15 @@ pub fn check_manifest(
 
 /// Who owns a manifest under `weft serve`: its tenant, and the directories
 /// its plugin files may come from (the tenant's own and the operator's).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Owner<'a> {
     pub tenant: &'a str,
     pub plugin_roots: &'a [PathBuf],
+    /// Whether this exact version already runs (so it passed every check,
+    /// plugins included): then its plugins are not prepared and called
+    /// again, which a reload would otherwise do for every manifest of
+    /// every tenant whenever any file changes.
+    pub unchanged: &'a dyn Fn(&Manifest) -> bool,
 }
 
 /// [`check_manifest`] for a manifest that belongs to a tenant (its directory).
@@ -100,6 +105,7 @@ pub fn check_manifest_in(
     }
     let mut stages = Vec::new();
     let mut warnings = Vec::new();
+    let unchanged = owner.is_some_and(|o| (o.unchanged)(&m));
     for s in &m.stages {
         if s.limits.max_output_bytes > MAX_MESSAGE_BYTES as u64 {
             warnings.push(format!(
@@ -108,6 +114,10 @@ pub fn check_manifest_in(
                 s.name,
                 s.limits.max_output_bytes >> 10
             ));
+        }
+        if unchanged {
+            stages.push(format!("{} [{}]", s.name, s.kind));
+            continue;
         }
         let shared = Arc::new(StageShared::new(&m.tenant, &m.name, s));
         // Prepared (compiled, linked, type-checked), instantiated once and

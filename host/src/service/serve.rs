@@ -212,7 +212,28 @@ impl Server {
         let mut present: BTreeSet<PathBuf> = BTreeSet::new();
         for t in &tenants {
             present.extend(t.manifests.iter().cloned());
-            let check = check_tenant(&self.host.runtime, t);
+            // Each manifest's fingerprint once per reload (it reads the
+            // plugin files, tens of MB for a model plugin).
+            let fps = std::cell::RefCell::new(BTreeMap::<PathBuf, String>::new());
+            let fp_of = |m: &Manifest| {
+                fps.borrow_mut()
+                    .entry(m.file.clone())
+                    .or_insert_with(|| fingerprint(m, &t.policy_file()))
+                    .clone()
+            };
+            // A running, healthy version with the same fingerprint passed
+            // every check when it started.
+            let running_as_is = |m: &Manifest| {
+                let fp = fp_of(m);
+                lock(&self.running)
+                    .get(&(t.name.clone(), m.name.clone()))
+                    .is_some_and(|r| {
+                        r.ended.is_none()
+                            && r.task.as_ref().is_some_and(|t| !t.is_finished())
+                            && r.fingerprint == fp
+                    })
+            };
+            let check = check_tenant(&self.host.runtime, t, &running_as_is);
             report.refused.extend(check.problems);
             let Ok(policy) = &t.policy else { continue };
             for c in check.ok {
@@ -221,7 +242,7 @@ impl Server {
                 good_files.insert(m.file.clone());
                 wanted.insert(key.clone());
                 let label = format!("{}/{}", key.0, key.1);
-                let fp = fingerprint(&m, &t.policy_file());
+                let fp = fp_of(&m);
                 let current = {
                     let running = lock(&self.running);
                     running.get(&key).map(|r| {

@@ -129,7 +129,13 @@ pub struct TenantCheck {
 /// Checks every manifest of `t` against its tenant and policy (as
 /// [`check_manifest_in`]), then the manifests together against the
 /// tenant-wide quotas.
-pub fn check_tenant(runtime: &Runtime, t: &TenantDir) -> TenantCheck {
+/// `unchanged` says which manifests are versions already running (see
+/// [`Owner::unchanged`]); `weft check --tenants` has none.
+pub fn check_tenant(
+    runtime: &Runtime,
+    t: &TenantDir,
+    unchanged: &dyn Fn(&Manifest) -> bool,
+) -> TenantCheck {
     let mut out = TenantCheck {
         tenant: t.name.clone(),
         ok: Vec::new(),
@@ -146,6 +152,7 @@ pub fn check_tenant(runtime: &Runtime, t: &TenantDir) -> TenantCheck {
     let owner = Owner {
         tenant: &t.name,
         plugin_roots: &roots,
+        unchanged,
     };
     for m in &t.manifests {
         match check_manifest_in(runtime, policy, m, Some(owner)) {
@@ -184,6 +191,6 @@ pub fn check_tenant(runtime: &Runtime, t: &TenantDir) -> TenantCheck {
 pub fn check_tree(runtime: &Runtime, root: &Path) -> Result<Vec<TenantCheck>> {
     Ok(scan(root)?
         .iter()
-        .map(|t| check_tenant(runtime, t))
+        .map(|t| check_tenant(runtime, t, &|_| false))
         .collect())
 }
