@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("runtime", 2),
     ("record", 3),
     ("pipeline", 3),
+    ("table", 3),
     ("index", 4),
     ("stream", 4),
     ("service", 5),

@@ -11,6 +11,8 @@
 //! 3. [`record`] and [`pipeline`]: the items that flow between stages, and
 //!    running them through the stages with failures isolated; the
 //!    [`pipeline::DocumentSink`] and [`pipeline::Indexes`] traits;
+//!    [`table`]: the tenants' tables (latest value per key of a topic) in
+//!    LMDB, which [`stream`] keeps up to date;
 //! 4. [`index`] (the per-tenant vector index: LMDB via heed, arroy trees; it
 //!    implements the traits above in a small adapter) and [`stream`] (Kafka
 //!    sources and sinks, the managed local broker, and the JSON Lines file
@@ -30,3 +32,4 @@ pub mod record;
 pub mod runtime;
 pub mod service;
 pub mod stream;
+pub mod table;

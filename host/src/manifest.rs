@@ -149,6 +149,26 @@ pub struct RawManifest {
     pub dead_letter: Option<RawDeadLetter>,
     #[serde(default)]
     pub batch: Option<RawBatch>,
+    /// Tables the pipeline's plugins may look up (`[[table]]`).
+    #[serde(default, rename = "table")]
+    pub tables: Vec<RawTable>,
+}
+
+/// `[[table]] name = "customers" topic = "customers" key = "id"`: the latest
+/// value per key of a (compacted) topic of the tenant, kept by the host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    pub name: Spanned<String>,
+    pub topic: Spanned<String>,
+    /// The JSON field of a value that holds its key, used when a record has
+    /// no Kafka key (the Kafka key wins when both are present).
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// How long a batch waits for the table to apply what its topic held
+    /// when the batch was read (default 2000).
+    #[serde(default)]
+    pub wait_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +351,22 @@ pub struct Stage {
     pub location: Diagnostic,
 }
 
+/// A validated `[[table]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDecl {
+    pub name: String,
+    /// The full topic name (`<tenant>.<topic>`).
+    pub topic: String,
+    /// See [`RawTable::key`].
+    pub key_field: Option<String>,
+    pub wait_ms: u64,
+}
+
+/// Default of [`TableDecl::wait_ms`]: long enough for a table follower to
+/// apply a burst of updates, short enough that a stuck table topic delays a
+/// batch only briefly (the batch then runs and the lag is reported).
+pub const DEFAULT_TABLE_WAIT_MS: u64 = 2_000;
+
 /// A validated pipeline manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -346,6 +382,8 @@ pub struct Manifest {
     pub dead_letter_topic: String,
     pub batch_records: u32,
     pub linger_ms: u64,
+    /// Tables the stages may look up, in declaration order.
+    pub tables: Vec<TableDecl>,
 }
 
 /// Where plugins named without a path are looked up.
@@ -835,6 +873,40 @@ impl Manifest {
             None => DEFAULT_BATCH_RECORDS,
         };
         let linger_ms = raw.batch.as_ref().and_then(|b| b.linger_ms).unwrap_or(20);
+        let mut tables: Vec<TableDecl> = Vec::new();
+        for t in &raw.tables {
+            let name = t.name.get_ref();
+            if let Err(m) = check_name("table name", name, false) {
+                r.error(t.name.span(), m);
+            }
+            if tables.iter().any(|x| &x.name == name) {
+                r.error(t.name.span(), format!("duplicate table name `{name}`"));
+            }
+            let topic = topic_of(&mut r, &t.topic);
+            if topic == source_topic {
+                r.error(
+                    t.topic.span(),
+                    format!("table `{name}`: topic `{topic}` is the pipeline's source; a table follows another topic"),
+                );
+            }
+            let wait_ms = match &t.wait_ms {
+                Some(w) if *w.get_ref() > 60_000 => {
+                    r.error(
+                        w.span(),
+                        format!("table `{name}`: wait_ms must be at most 60000"),
+                    );
+                    DEFAULT_TABLE_WAIT_MS
+                }
+                Some(w) => *w.get_ref(),
+                None => DEFAULT_TABLE_WAIT_MS,
+            };
+            tables.push(TableDecl {
+                name: name.clone(),
+                topic,
+                key_field: t.key.as_ref().map(|k| k.get_ref().clone()),
+                wait_ms,
+            });
+        }
 
         if !r.diagnostics.is_empty() {
             return Err(ManifestError {
@@ -854,6 +926,7 @@ impl Manifest {
             dead_letter_topic,
             batch_records,
             linger_ms,
+            tables,
         })
     }
 }

@@ -55,6 +55,9 @@ pub struct Policy {
     pub max_index_documents: u64,
     /// Bytes on disk of one of the tenant's indexes.
     pub max_index_mb: u64,
+    /// Bytes on disk of all the tenant's tables (`[[table]]`) together; an
+    /// update past it waits (it is not dropped) until the limit is raised.
+    pub max_table_mb: u64,
     /// Dead letters per second (over 10 s) above which a pipeline's circuit
     /// opens: it pauses instead of dead-lettering its whole topic.
     pub max_dead_letters_per_sec: u64,
@@ -90,6 +93,7 @@ impl Default for Policy {
             max_indexes: 16,
             max_index_documents: 10_000_000,
             max_index_mb: 16 << 10,
+            max_table_mb: 1024,
             max_dead_letters_per_sec: 1000,
             source: None,
         }

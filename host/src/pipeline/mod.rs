@@ -18,7 +18,9 @@ use crate::record::{
     QuestionState,
 };
 use crate::runtime::bindings::types::{self, ErrorKind};
-use crate::runtime::{Failure, FailureKind, Runtime, StagePlugin, StageShared, TenantAccount};
+use crate::runtime::{
+    Failure, FailureKind, Runtime, StagePlugin, StageShared, TableLookup, TableSlot, TenantAccount,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +90,8 @@ pub struct Pipeline {
     /// The tenant's index the `[sink] index` names, opened as a sink.
     pub sink: Option<Arc<dyn DocumentSink>>,
     embed_dims: Vec<Option<u32>>,
+    /// The tables its stages look up, shared with each stage.
+    tables: TableSlot,
 }
 
 /// Fingerprint of an embedder stage: the same component (by the digest the
@@ -153,9 +157,11 @@ impl Pipeline {
         account: Arc<TenantAccount>,
     ) -> Result<Pipeline, PipelineError> {
         let mut stages = Vec::new();
+        let tables = TableSlot::default();
         for s in &manifest.stages {
-            let mut shared =
-                StageShared::new(&manifest.tenant, &manifest.name, s).with_account(account.clone());
+            let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s)
+                .with_account(account.clone())
+                .with_tables(tables.clone());
             if let Some(name) = &s.index {
                 let at = || format!("{}: index `{name}`", s.location);
                 let registry = indexes.ok_or_else(|| PipelineError::NoIndexes(at()))?;
@@ -199,6 +205,7 @@ impl Pipeline {
             stages,
             sink,
             embed_dims,
+            tables,
         })
     }
 
@@ -243,7 +250,22 @@ impl Pipeline {
 
     /// Runs one batch through every stage. Never fails as a whole: every
     /// input ends up in `outputs` (possibly as several items) or in `dead`.
+    /// Gives the stages the pipeline's tables (once; a second call is
+    /// ignored and returns `false`).
+    pub fn attach_tables(&self, tables: Arc<dyn TableLookup>) -> bool {
+        self.tables.set(tables).is_ok()
+    }
+
     pub fn process(&mut self, batch: Vec<Item>) -> BatchOutcome {
+        // Every table update produced before this batch was read is applied
+        // before its first record is looked at (a customer's new booking is
+        // visible to their next question); a table that cannot catch up in
+        // time is reported and the batch runs on what the table has.
+        if let Some(t) = self.tables.get() {
+            if let Err(e) = t.catch_up() {
+                tracing::warn!(pipeline = %self.manifest.name, "{e}");
+            }
+        }
         let mut out = BatchOutcome::default();
         let mut items = self.decode_source(batch, &mut out);
         for i in 0..self.stages.len() {

@@ -1,6 +1,6 @@
 //! Host-side bindings generated from `wit/`, one module per world.
 //!
-//! The host interfaces (`types`, `log`, `config`, `state`, `index`) are
+//! The host interfaces (`types`, `log`, `config`, `state`, `index`, `table`) are
 //! generated once in [`imports`] and shared by every stage world through
 //! `with`, so one `Host` implementation serves all stage kinds.
 
@@ -32,9 +32,14 @@ macro_rules! stage_world {
 
 stage_world!(chunker, "chunker");
 stage_world!(embedder, "embedder");
-stage_world!(retriever, "retriever", "weft:plugin/index" => super::imports::weft::plugin::index);
-stage_world!(prompt_builder, "prompt-builder");
-stage_world!(generator, "generator");
-stage_world!(transformer, "transformer");
+stage_world!(
+    retriever,
+    "retriever",
+    "weft:plugin/index" => super::imports::weft::plugin::index,
+    "weft:plugin/table" => super::imports::weft::plugin::table
+);
+stage_world!(prompt_builder, "prompt-builder", "weft:plugin/table" => super::imports::weft::plugin::table);
+stage_world!(generator, "generator", "weft:plugin/table" => super::imports::weft::plugin::table);
+stage_world!(transformer, "transformer", "weft:plugin/table" => super::imports::weft::plugin::table);
 
 pub use imports::weft::plugin::types;

@@ -1,7 +1,7 @@
 //! The per-instance host state (`Store<StageCtx>`) and the host side of the
-//! weft interfaces: log, config, state and index.
+//! weft interfaces: log, config, state, index and table.
 
-use super::bindings::imports::weft::plugin::{config, index, log, state};
+use super::bindings::imports::weft::plugin::{config, index, log, state, table};
 use super::bindings::types::{Hit, Meta};
 use super::http::OutboundPolicy;
 use super::limits::Budget;
@@ -54,6 +54,30 @@ pub trait IndexSearch: Send + Sync {
     ) -> Result<Vec<IndexHit>, SearchError>;
 }
 
+/// Read access to the tables a pipeline declares (`[[table]]`), scoped to
+/// its tenant and to the declared names. Implemented by the layer that keeps
+/// tables up to date from their topics, so the runtime points at no layer
+/// above it.
+pub trait TableLookup: Send + Sync {
+    /// The current value of `key` in table `name`; an undeclared name is an
+    /// error naming the declared ones.
+    fn get(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, SearchError>;
+
+    /// Waits (each table at most its `wait_ms`) until every table has
+    /// applied what its topic held when this was called, so a batch sees
+    /// every update produced before it was read. `Err` says which table lags
+    /// and by how much.
+    fn catch_up(&self) -> Result<(), SearchError>;
+}
+
+/// The tables of a pipeline, attached once it knows its broker (a pipeline
+/// that is only checked has none, and a lookup then says so). One slot is
+/// shared by every stage of the pipeline.
+pub type TableSlot = Arc<std::sync::OnceLock<Arc<dyn TableLookup>>>;
+
+/// Longest key a plugin may look up (a table key is an id, not a document).
+pub const MAX_TABLE_KEY: usize = 1024;
+
 /// What every instance of one stage shares: identity, config, grants, state.
 /// Instances come and go (a trap recycles one); this outlives them.
 pub struct StageShared {
@@ -62,6 +86,8 @@ pub struct StageShared {
     pub stage: Stage,
     pub state: Mutex<StateMap>,
     pub index: Option<Arc<dyn IndexSearch>>,
+    /// The pipeline's declared tables (empty slot: none attached).
+    pub tables: TableSlot,
     /// How much this stage may still log, and how much it could not.
     pub logs: LogBudget,
     /// The tenant's account: memory, instances and state of all its stages
@@ -77,6 +103,7 @@ impl StageShared {
             stage: stage.clone(),
             state: Mutex::new(StateMap::default()),
             index: None,
+            tables: TableSlot::default(),
             logs: LogBudget::default(),
             account: Arc::new(TenantAccount::unlimited(tenant)),
         }
@@ -91,6 +118,12 @@ impl StageShared {
 
     pub fn with_index(mut self, index: Arc<dyn IndexSearch>) -> StageShared {
         self.index = Some(index);
+        self
+    }
+
+    /// Shares the pipeline's table slot.
+    pub fn with_tables(mut self, tables: TableSlot) -> StageShared {
+        self.tables = tables;
         self
     }
 }
@@ -360,5 +393,23 @@ impl index::Host for StageCtx {
                     .collect(),
             })
             .collect())
+    }
+}
+
+impl table::Host for StageCtx {
+    fn get(&mut self, name: String, key: String) -> Result<Option<Vec<u8>>, String> {
+        if key.len() > MAX_TABLE_KEY {
+            return Err(format!(
+                "table key of {} bytes is longer than the {MAX_TABLE_KEY}-byte limit",
+                key.len()
+            ));
+        }
+        let Some(tables) = self.shared.tables.get() else {
+            return Err(format!(
+                "pipeline `{}` (tenant `{}`) has no tables attached: declare them with [[table]] and run it against a broker",
+                self.shared.pipeline, self.shared.tenant
+            ));
+        };
+        tables.get(&name, &key).map_err(|e| e.to_string())
     }
 }

@@ -15,7 +15,10 @@ pub mod state;
 pub mod tenant;
 
 pub use cache::CompileCache;
-pub use ctx::{IndexHit, IndexSearch, SearchError, StageCtx, StageShared};
+pub use ctx::{
+    IndexHit, IndexSearch, SearchError, StageCtx, StageShared, TableLookup, TableSlot,
+    MAX_TABLE_KEY,
+};
 pub use failure::{Failure, FailureKind};
 pub use fair::{FairScheduler, Permit};
 pub use tenant::TenantAccount;
@@ -260,6 +263,10 @@ impl Runtime {
         if kind == StageKind::Retriever {
             host::index::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
         }
+        // Always linked: a lookup answers only for the tables the pipeline
+        // declares (none: every lookup is an error), so a component built
+        // against a world that imports `table` loads in any pipeline.
+        host::table::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
         Ok(linker)
     }
 }

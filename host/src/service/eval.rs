@@ -159,8 +159,10 @@ pub fn figures(of: &[&Asked]) -> Figures {
     }
 }
 
-/// Figures per phase (in the order phases were first asked), for the
-/// questions about updated documents, and over everything.
+/// Figures per phase (keyed `phase`, or `phase [pipeline]` when more
+/// than one pipeline answered, so two pipelines asked the same questions are
+/// compared instead of mixed), for the questions about updated documents,
+/// and over everything.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     pub phases: BTreeMap<String, Figures>,
@@ -170,14 +172,34 @@ pub struct Evaluation {
     pub all: Figures,
 }
 
-pub fn evaluate(asked: &[Asked]) -> Evaluation {
-    let mut phases = BTreeMap::new();
+/// The [`Evaluation::phases`] key of each asked question, in the order
+/// first asked.
+pub fn groups(asked: &[Asked]) -> Vec<(String, Vec<&Asked>)> {
+    let pipelines: std::collections::BTreeSet<&str> =
+        asked.iter().map(|a| a.pipeline.as_str()).collect();
+    let key = |a: &Asked| {
+        if pipelines.len() > 1 {
+            format!("{} [{}]", a.phase, a.pipeline)
+        } else {
+            a.phase.clone()
+        }
+    };
+    let mut out: Vec<(String, Vec<&Asked>)> = Vec::new();
     for a in asked {
-        if !phases.contains_key(&a.phase) {
-            let of: Vec<&Asked> = asked.iter().filter(|x| x.phase == a.phase).collect();
-            phases.insert(a.phase.clone(), figures(&of));
+        let k = key(a);
+        match out.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, v)) => v.push(a),
+            None => out.push((k, vec![a])),
         }
     }
+    out
+}
+
+pub fn evaluate(asked: &[Asked]) -> Evaluation {
+    let phases = groups(asked)
+        .into_iter()
+        .map(|(k, of)| (k, figures(&of)))
+        .collect();
     let updated: Vec<&Asked> = asked.iter().filter(|a| a.about_updated_doc).collect();
     Evaluation {
         phases,

@@ -26,7 +26,9 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::policy::Policy;
 use crate::runtime::{Runtime, TenantAccount};
 use crate::stream::broker::LocalBroker;
+use crate::stream::table::{Followers, PipelineTables};
 use crate::stream::StreamError;
+use crate::table::TableRegistry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -101,6 +103,11 @@ pub struct Host {
     pub data_dir: PathBuf,
     pub policy: Policy,
     pub indexes: Arc<IndexRegistry>,
+    /// The tenants' tables (`table/`).
+    pub tables: TableRegistry,
+    /// Keeps tables up to date from their topics once the broker is known
+    /// ([`Host::follow_tables`]); until then pipelines read tables as stored.
+    followers: Mutex<Option<Arc<Followers>>>,
     /// One account per tenant, shared by all its pipelines in this process.
     accounts: Mutex<HashMap<String, Arc<TenantAccount>>>,
 }
@@ -114,8 +121,31 @@ impl Host {
             data_dir: data_dir.to_path_buf(),
             policy,
             indexes: Arc::new(IndexRegistry::new(data_dir, IndexOptions::default())),
+            tables: TableRegistry::new(data_dir),
+            followers: Mutex::new(None),
             accounts: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Follows the tables of the pipelines prepared from now on from the
+    /// topics on `brokers` (one follower per tenant table in this process).
+    pub fn follow_tables(&self, brokers: &str) {
+        let mut f = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(Arc::new(Followers::new(brokers)));
+        }
+    }
+
+    /// Stops following tables (their stores stay as they are).
+    pub fn stop_tables(&self) {
+        if let Some(f) = self
+            .followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            f.stop_all();
+        }
     }
 
     /// Loads a manifest and checks it against the policy.
@@ -189,6 +219,21 @@ impl Host {
         }
         if !problems.is_empty() {
             return Err(ServiceError::Manifest(problems));
+        }
+        if !p.manifest.tables.is_empty() {
+            let m = &p.manifest;
+            let store = self
+                .tables
+                .store(&m.tenant, policy.max_table_mb, &policy.rule("max_table_mb"))
+                .map_err(|e| ServiceError::Run(format!("{}: {e}", m.file.display())))?;
+            let followers = self
+                .followers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let tables =
+                PipelineTables::new(&m.tenant, &m.name, &m.tables, store, followers.as_deref())?;
+            p.attach_tables(Arc::new(tables));
         }
         Ok(p)
     }

@@ -66,7 +66,7 @@ pub enum RunEvent<'a> {
     Stopping,
 }
 
-/// The source, sink and dead-letter topics of `pipelines`, each once (one
+/// The source, sink, dead-letter and table topics of `pipelines`, each once (one
 /// CreateTopics request must not name a topic twice).
 pub fn topics_of(pipelines: &[&crate::manifest::Manifest], partitions: i32) -> Vec<(String, i32)> {
     let mut topics: Vec<(String, i32)> = Vec::new();
@@ -81,6 +81,9 @@ pub fn topics_of(pipelines: &[&crate::manifest::Manifest], partitions: i32) -> V
             add(t);
         }
         add(&m.dead_letter_topic);
+        for t in &m.tables {
+            add(&t.topic);
+        }
     }
     topics
 }

@@ -55,6 +55,8 @@ struct RawStep {
     produce: Option<PathBuf>,
     ask: Option<PathBuf>,
     into: String,
+    /// With `produce`: the file goes to this table of pipeline `into`.
+    table: Option<String>,
     label: Option<String>,
     phase: Option<String>,
 }
@@ -63,10 +65,13 @@ struct RawStep {
 #[derive(Debug, Clone)]
 pub enum Step {
     /// Produce every line of `file` (JSON with an `id`, the key) to the
-    /// source topic of pipeline `into`, and wait until it consumed them.
+    /// source topic of pipeline `into`, and wait until it consumed them;
+    /// or, with `table`, to the topic of that table of `into` (its next
+    /// batch sees them: a batch waits for its tables to catch up).
     Produce {
         file: PathBuf,
         into: String,
+        table: Option<String>,
         label: String,
     },
     /// Ask the questions of `file` (of `phase`, if given) on the source
@@ -76,6 +81,15 @@ pub enum Step {
         into: String,
         phase: Option<String>,
     },
+}
+
+impl Step {
+    /// The pipeline the step feeds.
+    pub fn into(&self) -> &str {
+        match self {
+            Step::Produce { into, .. } | Step::Ask { into, .. } => into,
+        }
+    }
 }
 
 /// A loaded scenario, paths resolved.
@@ -114,15 +128,16 @@ impl Scenario {
                     }),
                     file: base.join(f),
                     into: s.into,
+                    table: s.table,
                 },
-                (None, Some(f)) => Step::Ask {
+                (None, Some(f)) if s.table.is_none() => Step::Ask {
                     file: base.join(f),
                     into: s.into,
                     phase: s.phase,
                 },
                 _ => {
                     return Err(ServiceError::Input(format!(
-                        "{}: give exactly one of `produce` and `ask`",
+                        "{}: give exactly one of `produce` and `ask` (`table` goes with `produce`)",
                         at()
                     )))
                 }
@@ -263,12 +278,16 @@ pub fn run(
     broker_dir: &Path,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report> {
-    let pipelines = host.pipelines(&scenario.pipelines)?;
     // Every step names a pipeline of the scenario: say so before starting
     // anything.
+    let manifests = scenario
+        .pipelines
+        .iter()
+        .map(|m| host.load(m))
+        .collect::<Result<Vec<_>>>()?;
     for s in &scenario.steps {
-        let (Step::Produce { into, .. } | Step::Ask { into, .. }) = s;
-        if !pipelines.iter().any(|p| p.manifest.name == *into) {
+        let into = s.into();
+        if !manifests.iter().any(|m| m.name == *into) {
             return Err(unknown_pipeline(scenario, into));
         }
     }
@@ -276,8 +295,14 @@ pub fn run(
         None => on_event(Event::BrokerStarting { dir: broker_dir }),
         Some(address) => on_event(Event::BrokerStarted { address }),
     })?;
+    // Tables follow their topics on this broker from the start.
+    host.follow_tables(&brokers);
+    let pipelines = host.pipelines(&scenario.pipelines)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
-    let mut report = rt.block_on(run_steps(host, scenario, pipelines, &brokers, on_event))?;
+    let report = rt.block_on(run_steps(host, scenario, pipelines, &brokers, on_event));
+    // Before the local broker goes away with `_broker`.
+    host.stop_tables();
+    let mut report = report?;
     report.embedder_alone = embedder_alone(host, scenario, &report.asked)?;
     on_event(Event::Finished);
     Ok(report)
@@ -360,7 +385,45 @@ async fn run_steps(
     let mut asked = Vec::new();
     for step in &scenario.steps {
         match step {
-            Step::Produce { file, into, label } => {
+            Step::Produce {
+                file,
+                into,
+                table: Some(table),
+                label,
+            } => {
+                let records = keyed_records(file)?;
+                let r = running
+                    .get(into)
+                    .ok_or_else(|| unknown_pipeline(scenario, into))?;
+                let topic = r
+                    .manifest
+                    .tables
+                    .iter()
+                    .find(|t| t.name == *table)
+                    .map(|t| t.topic.clone())
+                    .ok_or_else(|| {
+                        ServiceError::Input(format!(
+                            "{}: pipeline `{into}` declares no table `{table}`",
+                            scenario.file.display()
+                        ))
+                    })?;
+                let n = records.len();
+                let values = records.into_iter().map(|(_, kv)| kv).collect();
+                kafka::produce_values(brokers, &topic, values)
+                    .await
+                    .map_err(stream)?;
+                *produced.entry(label.clone()).or_insert(0) += n;
+                on_event(Event::Produced {
+                    label,
+                    records: n,
+                    pipeline: into,
+                    index: None,
+                    freshness: None,
+                });
+            }
+            Step::Produce {
+                file, into, label, ..
+            } => {
                 let records = keyed_records(file)?;
                 let r = running
                     .get_mut(into)

@@ -187,6 +187,7 @@ impl Server {
     pub fn start(host: Host, opts: ServeOptions) -> Result<(Server, ReloadReport)> {
         let rt =
             tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
+        host.follow_tables(&opts.brokers);
         let server = Server {
             rt,
             host,

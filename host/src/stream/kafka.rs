@@ -182,7 +182,7 @@ fn with(mut c: ClientConfig, settings: &[(&str, &str)]) -> ClientConfig {
     c
 }
 
-fn base_config(brokers: &str) -> ClientConfig {
+pub(crate) fn base_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     with(c, COMMON_SETTINGS)

@@ -8,6 +8,7 @@ pub mod file;
 pub mod kafka;
 pub mod orphans;
 pub mod stall;
+pub mod table;
 
 use crate::pipeline::SinkError;
 
@@ -46,6 +47,9 @@ pub enum StreamError {
     /// The managed broker is missing or did not start.
     #[error("{0}")]
     Broker(String),
+    /// A table could not be opened or followed.
+    #[error("{0}")]
+    Table(String),
 }
 
 impl StreamError {

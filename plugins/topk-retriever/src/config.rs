@@ -13,6 +13,16 @@ pub struct RetrieveConfig {
     pub filter: Vec<(String, String)>,
     /// Question metadata keys whose values become filters too.
     pub filter_from_question: Vec<String>,
+    /// When the question's filters match nothing, search again with the
+    /// fixed filters only, rather than answer from no context.
+    pub fallback_unfiltered: bool,
+    /// (question metadata key, chunk metadata key): chunks whose metadata
+    /// has the question's value rank higher by `boost` (a customer's booked
+    /// flight, say, without narrowing the search to it).
+    pub boost_from_question: Vec<(String, String)>,
+    /// Added to the similarity of a boosted chunk (its score is then the
+    /// ranking score, so a generator weighing sources agrees with the order).
+    pub boost: f32,
 }
 
 impl Default for RetrieveConfig {
@@ -23,6 +33,9 @@ impl Default for RetrieveConfig {
             mmr_lambda: 0.7,
             filter: Vec::new(),
             filter_from_question: Vec::new(),
+            fallback_unfiltered: true,
+            boost_from_question: Vec::new(),
+            boost: 0.1,
         }
     }
 }
@@ -60,6 +73,57 @@ impl RetrieveConfig {
         }
         out
     }
+
+    /// Whether the question added filters of its own (so a search that
+    /// found nothing may fall back to the fixed filters).
+    pub fn question_narrows(&self, question_meta: &[(String, String)]) -> bool {
+        self.filter_for(question_meta).len() > self.filter.len()
+    }
+
+    /// The filters of the boost searches: for each boost key the question
+    /// has, the fixed filters plus (chunk key = the question's value).
+    pub fn boost_filters(&self, question_meta: &[(String, String)]) -> Vec<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (qk, ck) in &self.boost_from_question {
+            for (_, v) in question_meta.iter().filter(|(k, _)| k == qk) {
+                let mut f = self.filter.clone();
+                f.push((ck.clone(), v.clone()));
+                out.push(f);
+            }
+        }
+        out
+    }
+}
+
+/// Merges the main search's candidates with those of the boost searches:
+/// each boosted candidate's score rises by `boost`, a candidate found by
+/// both appears once, and the result is ordered by score. The score a hit
+/// carries on is this ranking score, so later stages (a generator weighing
+/// its sources) agree with the retriever's order.
+pub fn merge_boosted<T>(
+    main: Vec<T>,
+    boosted: Vec<T>,
+    boost: f32,
+    id: impl Fn(&T) -> &str,
+    score: impl Fn(&mut T) -> &mut f32,
+) -> Vec<T> {
+    let lifted: std::collections::HashSet<String> =
+        boosted.iter().map(|b| id(b).to_string()).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<(f32, T)> = Vec::new();
+    for mut c in main.into_iter().chain(boosted) {
+        if !seen.insert(id(&c).to_string()) {
+            continue;
+        }
+        if lifted.contains(id(&c)) {
+            *score(&mut c) += boost;
+        }
+        let s = *score(&mut c);
+        out.push((s, c));
+    }
+    // Stable: equal scores keep the index's order.
+    out.sort_by(|a, b| b.0.total_cmp(&a.0));
+    out.into_iter().map(|(_, c)| c).collect()
 }
 
 /// The parsed configuration, plus warnings worth logging once.
@@ -93,6 +157,37 @@ impl Settings {
                         serde_json::from_str::<Vec<String>>(value).map_err(|_| {
                             format!("config `filter_from_question` must be an array of metadata keys, like [\"flight\"], not {value:?}")
                         })?;
+                }
+                "fallback_unfiltered" => {
+                    r.fallback_unfiltered = match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(format!(
+                                "config `fallback_unfiltered` must be true or false, not {value:?}"
+                            ))
+                        }
+                    }
+                }
+                "boost" => {
+                    r.boost = v
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|b| (0.0..=2.0).contains(b))
+                        .ok_or_else(|| {
+                            format!(
+                                "config `boost` must be a number from 0.0 to 2.0, not {value:?}"
+                            )
+                        })?;
+                }
+                _ if key.starts_with("boost_from_question.") => {
+                    let qk = &key["boost_from_question.".len()..];
+                    if qk.is_empty() || v.is_empty() {
+                        return Err(format!(
+                            "config `{key}` = {value:?}: write boost_from_question = {{ <question key> = \"<chunk key>\" }}"
+                        ));
+                    }
+                    r.boost_from_question.push((qk.to_string(), v.to_string()));
                 }
                 _ => match key.strip_prefix("filter.") {
                     Some("") => {
@@ -164,6 +259,39 @@ mod tests {
     }
 
     #[test]
+    fn fallback_and_boost_settings() {
+        let r = Settings::from_entries(&entries(&[
+            ("filter.kind", "flight-status"),
+            ("filter_from_question", r#"["flight"]"#),
+            ("boost_from_question.booked_flight", "flight"),
+            ("boost", "0.2"),
+        ]))
+        .unwrap()
+        .retrieve;
+        assert!(r.fallback_unfiltered);
+        assert!(r.question_narrows(&meta(&[("flight", "NW1")])));
+        assert!(!r.question_narrows(&meta(&[("booked_flight", "NW1")])));
+        assert_eq!(
+            r.boost_filters(&meta(&[("booked_flight", "NW7")])),
+            vec![meta(&[("kind", "flight-status"), ("flight", "NW7")])]
+        );
+        assert!(r.boost_filters(&[]).is_empty());
+        assert_eq!(r.boost, 0.2);
+    }
+
+    #[test]
+    fn boosted_candidates_rank_higher_once_each() {
+        // (id, score)
+        let main = vec![("a", 0.50), ("b", 0.45), ("c", 0.30)];
+        let boosted = vec![("c", 0.30), ("d", 0.20)];
+        let out = merge_boosted(main, boosted, 0.25, |c| c.0, |c| &mut c.1);
+        let order: Vec<&str> = out.iter().map(|c| c.0).collect();
+        assert_eq!(order, ["c", "a", "b", "d"]);
+        assert!((out[0].1 - 0.55).abs() < 1e-6);
+        assert!((out[3].1 - 0.45).abs() < 1e-6);
+    }
+
+    #[test]
     fn bad_config_is_rejected() {
         for kv in [
             ("k", "0"),
@@ -173,6 +301,9 @@ mod tests {
             ("mmr_lambda", "-0.1"),
             ("filter_from_question", "flight"),
             ("filter.", "x"),
+            ("fallback_unfiltered", "yes"),
+            ("boost", "3"),
+            ("boost_from_question.", "flight"),
         ] {
             assert!(Settings::from_entries(&entries(&[kv])).is_err(), "{kv:?}");
         }

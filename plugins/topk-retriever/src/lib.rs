@@ -10,11 +10,18 @@
 //! - `filter.<key>` = value: fixed metadata filters.
 //! - `filter_from_question`: array of metadata keys whose values in the
 //!   question's metadata are added as filters (missing keys add none).
+//! - `fallback_unfiltered` (true): when the question's filters match
+//!   nothing (a flight the index does not know), search with the fixed
+//!   filters only instead of answering from no context.
+//! - `boost_from_question.<question key> = "<chunk key>"`: chunks whose
+//!   metadata carries the question's value (a customer's booked flight from
+//!   a table join) score `boost` (0.1) higher, without narrowing the
+//!   search; a hit's score is then this ranking score, not the cosine.
 
 pub mod config;
 pub mod mmr;
 
-pub use config::{RetrieveConfig, Settings};
+pub use config::{merge_boosted, RetrieveConfig, Settings};
 pub use mmr::{jaccard, mmr_select, word_set};
 
 /// Checks the question vector before it goes to the index, so a bad upstream
@@ -70,18 +77,33 @@ mod component {
                 .into_iter()
                 .map(|m| (m.key, m.value))
                 .collect();
-            let filter: Vec<Meta> = r
-                .filter_for(&qmeta)
-                .into_iter()
-                .map(|(key, value)| Meta { key, value })
-                .collect();
-            let hits =
-                weft::plugin::index::search(&vector, r.fetch_count(), &filter).map_err(|e| {
-                    PluginError {
-                        kind: ErrorKind::Internal,
-                        message: format!("index search failed: {e}"),
-                    }
-                })?;
+            let metas = |f: Vec<(String, String)>| -> Vec<Meta> {
+                f.into_iter()
+                    .map(|(key, value)| Meta { key, value })
+                    .collect()
+            };
+            let search = |filter: &[Meta], n: u32| {
+                weft::plugin::index::search(&vector, n, filter).map_err(|e| PluginError {
+                    kind: ErrorKind::Internal,
+                    message: format!("index search failed: {e}"),
+                })
+            };
+            let mut hits = search(&metas(r.filter_for(&qmeta)), r.fetch_count())?;
+            if hits.is_empty() && r.fallback_unfiltered && r.question_narrows(&qmeta) {
+                hits = search(&metas(r.filter.clone()), r.fetch_count())?;
+            }
+            let boost_filters = r.boost_filters(&qmeta);
+            let mut boosted = Vec::new();
+            for f in boost_filters {
+                boosted.extend(search(&metas(f), u32::try_from(r.k).unwrap_or(u32::MAX))?);
+            }
+            let hits = crate::merge_boosted(
+                hits,
+                boosted,
+                r.boost,
+                |h| h.chunk_id.as_str(),
+                |h| &mut h.score,
+            );
             let candidates: Vec<(f32, &str)> =
                 hits.iter().map(|h| (h.score, h.text.as_str())).collect();
             let picked = crate::mmr_select(&candidates, r.k, r.mmr_lambda);

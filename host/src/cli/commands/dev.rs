@@ -6,7 +6,7 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use weft::service::dev::{run_one, DevEvent};
-use weft::service::eval::{Asked, Figures};
+use weft::service::eval::{groups, Asked, Figures};
 use weft::service::scenario::{self, Event, Scenario};
 use weft::service::Host;
 
@@ -151,7 +151,7 @@ fn print_answer(a: &Asked) {
 
 fn print_figures(name: &str, f: &Figures) {
     println!(
-        "  {name:<22} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  MRR {:.2}  gold cited {:.2}  expected text in answer {:.2}{}",
+        "  {name:<34} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  MRR {:.2}  gold cited {:.2}  expected text in answer {:.2}{}",
         f.questions,
         f.hit_at_1,
         f.hit_at_3,
@@ -214,23 +214,17 @@ fn scenario(host: &Host, a: &Args) -> anyhow::Result<ExitCode> {
         Event::Finished => {}
     })?;
     println!("\n== summary ({})\n", report.scenario);
-    // Phases in the order they were asked.
-    let mut order: Vec<&str> = Vec::new();
-    for a in &report.asked {
-        if !order.contains(&a.phase.as_str()) {
-            order.push(&a.phase);
-        }
-    }
-    for phase in order {
-        if let Some(f) = report.evaluation.phases.get(phase) {
-            print_figures(phase, f);
+    // Phases (per pipeline, if several answered) in the order asked.
+    for (group, _) in groups(&report.asked) {
+        if let Some(f) = report.evaluation.phases.get(&group) {
+            print_figures(&group, f);
         }
     }
     print_figures("about updated docs", &report.evaluation.about_updated_docs);
     print_figures("all", &report.evaluation.all);
     for e in &report.embedder_alone {
         println!(
-            "  {:<22} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  (pipeline `{}`: its embedder alone, no metadata filter)",
+            "  {:<34} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  (pipeline `{}`: its embedder alone, no metadata filter)",
             "embedder alone", e.questions, e.hit_at_1, e.hit_at_3, e.pipeline
         );
     }

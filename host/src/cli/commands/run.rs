@@ -77,6 +77,7 @@ pub fn progress_line(s: &PipelineStatus) -> String {
 
 fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
     let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &g.data_dir)?;
+    host.follow_tables(&brokers);
     let pipelines = host.pipelines(&a.manifests)?;
     let run = KafkaRun {
         options: KafkaOptions {
