@@ -4,8 +4,11 @@
 //! dead-lettered, say) is a miss on every measure: it stays in the
 //! denominator.
 
+use super::{Host, Result, ServiceError};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
 
 /// One line of a questions file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -206,6 +209,114 @@ pub fn evaluate(asked: &[Asked]) -> Evaluation {
         about_updated_docs: figures(&updated),
         all: figures(&asked.iter().collect::<Vec<_>>()),
     }
+}
+
+/// What `weft eval` found: every question with its answer and scores,
+/// and the figures over them.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub pipeline: String,
+    pub questions_file: String,
+    pub evaluation: Evaluation,
+    /// Questions that were dead-lettered, with the reason (each also counts
+    /// as a miss in every figure).
+    pub failed: Vec<(String, String)>,
+    /// Wall time of the whole evaluation, ms.
+    pub took_ms: u64,
+    pub asked: Vec<Asked>,
+}
+
+/// Asks the questions of `questions_file` (of `phase`, if given) through
+/// the query pipeline of `manifest` in this process, against the tenant's
+/// index and tables as they are in the host's data directory, and scores
+/// every answer against its gold document. No broker is needed (tables are
+/// read as stored; the host follows them if it was told a broker).
+/// `progress` hears (questions answered, questions in all).
+pub fn evaluate_pipeline(
+    host: &Host,
+    manifest: &Path,
+    questions_file: &Path,
+    phase: Option<&str>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport> {
+    let qs = super::scenario::questions(questions_file, phase)?;
+    if qs.is_empty() {
+        return Err(ServiceError::Input(format!(
+            "{}: no questions{}",
+            questions_file.display(),
+            phase
+                .map(|p| format!(" of phase `{p}`"))
+                .unwrap_or_default()
+        )));
+    }
+    let mut pipeline = host
+        .pipelines(&[manifest.to_path_buf()])?
+        .pop()
+        .ok_or_else(|| ServiceError::Input(format!("{}: no pipeline", manifest.display())))?;
+    if pipeline.manifest.format != crate::manifest::Format::Question {
+        return Err(ServiceError::Input(format!(
+            "{}: pipeline `{}` does not take questions (its [source] format must be \"question\")",
+            manifest.display(),
+            pipeline.manifest.name
+        )));
+    }
+    let t0 = Instant::now();
+    let mut answers: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut failed = Vec::new();
+    let batch = pipeline.manifest.batch_records.max(1) as usize;
+    for (n, chunk) in qs.chunks(batch).enumerate() {
+        let items = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let line = q.record().to_string();
+                crate::stream::file::parse_line(
+                    &questions_file.display().to_string(),
+                    (n * batch + i) as i64,
+                    line.as_bytes(),
+                )
+            })
+            .collect();
+        let out = pipeline.process(items);
+        for o in &out.outputs {
+            if let Some(v) = o
+                .payload
+                .to_value_bytes()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                if let Some(id) = v["id"].as_str() {
+                    answers.insert(id.to_string(), v);
+                }
+            }
+        }
+        for d in &out.dead {
+            let id = d
+                .item
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            failed.push((id, format!("stage `{}`: {}", d.stage, d.failure)));
+        }
+        progress(((n + 1) * batch).min(qs.len()), qs.len());
+    }
+    let none = HashSet::new();
+    let asked: Vec<Asked> = qs
+        .iter()
+        .map(|q| {
+            let mut a = score(q, answers.get(&q.id), None, &none);
+            a.pipeline = pipeline.manifest.name.clone();
+            a
+        })
+        .collect();
+    Ok(EvalReport {
+        pipeline: pipeline.manifest.name.clone(),
+        questions_file: questions_file.display().to_string(),
+        evaluation: evaluate(&asked),
+        failed,
+        took_ms: t0.elapsed().as_millis() as u64,
+        asked,
+    })
 }
 
 #[cfg(test)]

@@ -243,7 +243,8 @@ fn keyed_records(path: &Path) -> Result<Vec<(String, KeyValue)>> {
         .collect()
 }
 
-fn questions(path: &Path, phase: Option<&str>) -> Result<Vec<Question>> {
+/// The questions of a JSON Lines file (of `phase`, if given).
+pub fn questions(path: &Path, phase: Option<&str>) -> Result<Vec<Question>> {
     let all = read_lines(path)?
         .iter()
         .enumerate()
