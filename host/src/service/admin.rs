@@ -540,3 +540,131 @@ async fn ask(server: &Arc<Server>, t: &str, p: &str, req: &Request) -> Answer {
         )),
     }
 }
+
+/// Why a call to the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminClientError {
+    #[error(transparent)]
+    Http(#[from] super::http::ClientError),
+    /// The API answered with an error status.
+    #[error("{url}: {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{url}: the answer is not the JSON expected: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("starting tokio: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The admin API as `weft status` and `weft dlq` call it (blocking).
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl AdminClient {
+    /// `base`: `http://host:port`; `token`: sent as a bearer token.
+    pub fn new(base: &str, token: Option<String>) -> AdminClient {
+        AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> std::result::Result<T, AdminClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(AdminClientError::Runtime)?;
+        let r = rt.block_on(super::http::request(
+            &self.base,
+            method,
+            path,
+            self.token.as_deref(),
+            body.map(|b| b.to_string().into_bytes()),
+            self.timeout,
+        ))?;
+        let url = format!("{}{path}", self.base);
+        if r.status != 200 {
+            let message = serde_json::from_slice::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
+            return Err(AdminClientError::Status {
+                url,
+                status: r.status,
+                message,
+            });
+        }
+        serde_json::from_slice(&r.body).map_err(|source| AdminClientError::Decode { url, source })
+    }
+
+    /// `GET /api/status`.
+    pub fn status(&self) -> std::result::Result<serde_json::Value, AdminClientError> {
+        self.call(http::Method::GET, "/api/status", None)
+    }
+
+    /// `GET /api/pipelines/{t}/{p}/dead-letters?n=N`.
+    pub fn dead_letters(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        n: usize,
+    ) -> std::result::Result<Vec<DeadLetterView>, AdminClientError> {
+        #[derive(Deserialize)]
+        struct Tail {
+            dead_letters: Vec<DeadLetterView>,
+        }
+        let t: Tail = self.call(
+            http::Method::GET,
+            &format!(
+                "/api/pipelines/{}/{}/dead-letters?n={n}",
+                seg(tenant),
+                seg(pipeline)
+            ),
+            None,
+        )?;
+        Ok(t.dead_letters)
+    }
+
+    /// `POST /api/pipelines/{t}/{p}/dead-letters/replay`: `offsets` or all.
+    pub fn replay(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        offsets: Option<&[Position]>,
+    ) -> std::result::Result<serde_json::Value, AdminClientError> {
+        let body = match offsets {
+            Some(o) => serde_json::json!({ "offsets": o }),
+            None => serde_json::json!({ "all": true }),
+        };
+        self.call(
+            http::Method::POST,
+            &format!(
+                "/api/pipelines/{}/{}/dead-letters/replay",
+                seg(tenant),
+                seg(pipeline)
+            ),
+            Some(body),
+        )
+    }
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
