@@ -363,7 +363,8 @@ async fn replay(server: &Arc<Server>, t: &str, p: &str, req: &Request) -> Answer
             &format!("the body must be {{\"offsets\": [{{\"partition\": P, \"offset\": O}}, ...]}} or {{\"all\": true}}: {e}"),
         )
     })?;
-    if ask.all == !ask.offsets.is_empty() {
+    // Exactly one of the two: `all` with no offsets, or offsets alone.
+    if ask.all != ask.offsets.is_empty() {
         return Err(Response::error(
             400,
             "name the dead letters to replay (`offsets`) or ask for `all`, not both or neither",

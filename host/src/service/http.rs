@@ -112,6 +112,11 @@ impl HttpServer {
         let thread = std::thread::Builder::new()
             .name(format!("weft-{name}"))
             .spawn(move || {
+                // The loop serves with clones; the last reference is
+                // dropped here, outside the runtime, since what it holds
+                // (a `Server` and its runtime) may not be dropped in an
+                // async context.
+                let outer = handler.clone();
                 rt.block_on(async move {
                     let listener = match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => l,
@@ -143,6 +148,7 @@ impl HttpServer {
                 });
                 // Requests still in flight (an answer awaited) are dropped.
                 rt.shutdown_timeout(Duration::from_millis(500));
+                drop(outer);
             })
             .map_err(|e| ServiceError::io(format!("{name}: starting its thread"), e))?;
         Ok(HttpServer {
