@@ -104,6 +104,17 @@ fn airline_tenant(root: &Path) -> PathBuf {
             p("extractive-generator")
         ),
     );
+    // A transform around the hostile fixture: the value `panic` traps.
+    support::write(
+        &t.join("pipelines"),
+        "risky.toml",
+        &format!(
+            "name = \"risky\"\n[source]\ntopic = \"raw\"\n\
+             [[stage]]\nname = \"t\"\nkind = \"transform\"\nplugin = \"{}\"\n\
+             [sink]\ntopic = \"raw-out\"\n",
+            p("hostile")
+        ),
+    );
     t
 }
 
@@ -146,6 +157,20 @@ fn a_scrape_of_a_running_serve_reports_exactly_what_was_produced() {
     // A record that is not a document: one dead letter, kind bad-record.
     records.push((Some(b"garbage".to_vec()), Some(b"{not json".to_vec())));
     support::produce(&brokers, "air.docs", records);
+    support::produce(
+        &brokers,
+        "air.raw",
+        ["fine", "panic", "also fine"]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    Some(format!("r{i}").into_bytes()),
+                    Some(v.as_bytes().to_vec()),
+                )
+            })
+            .collect(),
+    );
     let consumed = |s: &Server, name: &str| {
         s.status()
             .pipelines
@@ -166,6 +191,9 @@ fn a_scrape_of_a_running_serve_reports_exactly_what_was_produced() {
         consumed(&server, "query") == 20
     });
 
+    wait_for("3 raw records consumed", Duration::from_secs(60), || {
+        consumed(&server, "risky") == 3
+    });
     let ingest = [("tenant", "air"), ("pipeline", "ingest")];
     let query = [("tenant", "air"), ("pipeline", "query")];
     // Lag is looked at about once a second: wait for every partition at 0.
@@ -201,10 +229,48 @@ fn a_scrape_of_a_running_serve_reports_exactly_what_was_produced() {
     );
     assert_eq!(
         s.keys()
-            .filter(|k| k.starts_with("weft_dead_letters_total{"))
+            .filter(
+                |k| k.starts_with("weft_dead_letters_total{") && k.contains("pipeline=\"ingest\"")
+            )
             .count(),
         1,
         "only the garbage record was dead-lettered"
+    );
+    // The trapping record: one dead letter of kind `trap` from stage `t`,
+    // and its instance recycled (the batch's, then the record's own call).
+    let risky = [("tenant", "air"), ("pipeline", "risky"), ("stage", "t")];
+    assert_eq!(
+        v(
+            "weft_dead_letters_total",
+            &[
+                ("tenant", "air"),
+                ("pipeline", "risky"),
+                ("stage", "t"),
+                ("kind", "trap")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "weft_records_in_total",
+            &[("tenant", "air"), ("pipeline", "risky")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        v(
+            "weft_records_out_total",
+            &[("tenant", "air"), ("pipeline", "risky")]
+        ),
+        2.0
+    );
+    let recycles = v("weft_instance_recycles_total", &risky);
+    assert!((1.0..=2.0).contains(&recycles), "{recycles}");
+    assert_eq!(
+        v("weft_retries_total", &risky),
+        0.0,
+        "a trap is not retried"
     );
     // Every document is in the index, and each was timed produced -> searchable.
     assert_eq!(
