@@ -5,7 +5,7 @@ mod commands;
 mod scaffold;
 
 use clap::{Parser, Subcommand};
-use commands::{check, dev, index, plugin, run, serve};
+use commands::{check, dev, dlq, index, plugin, run, serve, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use weft::policy::Policy;
@@ -58,6 +58,16 @@ enum Command {
     /// produced, its questions asked and scored. With --manifest/--input:
     /// feed one pipeline instead.
     Dev(dev::Args),
+    /// What a running `weft serve` hosts (through its `--admin` API):
+    /// status, rates, lag and last error of every pipeline.
+    Status(status::Args),
+    /// A pipeline's dead letters, through the admin API: `tail` shows the
+    /// last ones with their headers, `replay` re-produces chosen ones to
+    /// the source topic.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Look into tenants' indexes: `stats`, `search`, `build`.
     Index {
         #[command(subcommand)]
@@ -87,6 +97,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(&g, a),
         Command::Serve(a) => serve::run(&g, a),
         Command::Dev(a) => dev::run(&g, a),
+        Command::Status(a) => status::run(a),
+        Command::Dlq { command } => dlq::run(command),
         Command::Index { command } => index::run(&g, command),
         Command::Plugin { command } => plugin::run(command),
     }

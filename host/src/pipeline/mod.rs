@@ -411,6 +411,7 @@ fn isolate<I, O>(
         if retry.is_empty() {
             break;
         }
+        p.metrics().retried(retry.len() as u64);
         std::thread::sleep(delay);
         for i in retry {
             results[i] = call_one(p, &inputs[i], &mut call);

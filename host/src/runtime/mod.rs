@@ -235,6 +235,7 @@ impl Runtime {
             scheduler: self.scheduler.clone(),
             deadline_ticks: ticks,
             stats: StageStats::default(),
+            metrics: Arc::new(crate::metrics::StageMetrics::default()),
             _ticker: self._ticker.clone(),
             meter: self.meter,
         })
@@ -445,6 +446,9 @@ pub struct StagePlugin {
     /// runaway plugin would never be interrupted.
     _ticker: Arc<EpochTicker>,
     meter: CpuMeter,
+    /// Exported series of this stage (calls, latency, recycles, memory);
+    /// counts into nothing until a host attaches its own.
+    metrics: Arc<crate::metrics::StageMetrics>,
 }
 
 pub type PluginResult<T> = Result<T, types::PluginError>;
@@ -466,6 +470,17 @@ impl StagePlugin {
 }
 
 impl StagePlugin {
+    /// Counts this stage's calls, latencies, recycles and memory into
+    /// `metrics` from now on (a host exporting metrics attaches them to
+    /// every version of a pipeline it runs).
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::StageMetrics>) {
+        self.metrics = metrics;
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::StageMetrics {
+        &self.metrics
+    }
+
     /// The tenant's account this stage is charged to.
     pub fn account(&self) -> &Arc<TenantAccount> {
         &self.shared.account
@@ -528,7 +543,9 @@ impl StagePlugin {
     /// Drops the live instance (after a trap or a broken limit); the next call
     /// gets a fresh one from the pre-linked component.
     pub fn recycle(&mut self) {
-        self.live = None;
+        if self.live.take().is_some() {
+            self.metrics.recycled();
+        }
     }
 
     /// Runs one export call under the stage's limits. A trap or limit breach
@@ -553,8 +570,11 @@ impl StagePlugin {
         }
         live.store.data_mut().call_deadline = Some(t0 + Duration::from_millis(limits.timeout_ms));
         let result = f(&mut live.store, &live.bindings);
+        let memory = live.store.data().limits.used();
+        let took = t0.elapsed();
         self.stats.calls += 1;
-        self.stats.busy += t0.elapsed();
+        self.stats.busy += took;
+        self.metrics.call(took, memory);
         match result {
             Ok(r) => {
                 let committed = match self.live.as_mut() {

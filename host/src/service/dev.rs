@@ -94,7 +94,9 @@ pub fn run_one(
             topic: &m.source_topic,
             took: produced_in,
         });
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::with_metrics(
+            host.metrics.pipeline(&m.tenant, &m.name),
+        ));
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let opts = KafkaOptions {
             brokers: brokers.clone(),

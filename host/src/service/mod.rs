@@ -9,11 +9,16 @@
 //! - [`scenario`] and [`eval`]: a scenario directory (manifests, data files,
 //!   questions with gold documents) run end to end and scored;
 //! - [`indexes`]: looking into tenants' indexes (`weft index`);
-//! - [`dev`]: one pipeline fed from a file through a local broker.
+//! - [`dev`]: one pipeline fed from a file through a local broker;
+//! - [`exporter`] and [`admin`]: the `--metrics` endpoint (Prometheus) and
+//!   the `--admin` JSON API of a running process, over [`http`].
 
+pub mod admin;
 pub mod check;
 pub mod dev;
 pub mod eval;
+pub mod exporter;
+pub mod http;
 pub mod indexes;
 pub mod run;
 pub mod scenario;
@@ -22,6 +27,7 @@ pub mod tenants;
 
 use crate::index::{IndexError, IndexOptions, IndexQuota, IndexRegistry};
 use crate::manifest::Manifest;
+use crate::metrics::{IndexFigures, Metrics};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::policy::Policy;
 use crate::runtime::{Runtime, TenantAccount};
@@ -29,7 +35,7 @@ use crate::stream::broker::LocalBroker;
 use crate::stream::table::{Followers, PipelineTables};
 use crate::stream::StreamError;
 use crate::table::TableRegistry;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -62,6 +68,9 @@ pub enum ServiceError {
     /// An input file (documents, questions, a scenario) is not what it must be.
     #[error("{0}")]
     Input(String),
+    /// A named tenant, pipeline or record is not there.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ServiceError {
@@ -110,6 +119,52 @@ pub struct Host {
     followers: Mutex<Option<Arc<Followers>>>,
     /// One account per tenant, shared by all its pipelines in this process.
     accounts: Mutex<HashMap<String, Arc<TenantAccount>>>,
+    /// What this process exports on `--metrics`; every pipeline the
+    /// service runs counts into it.
+    pub metrics: Metrics,
+    /// `(tenant, index)` of every index a pipeline of this process writes:
+    /// the indexes whose figures a scrape reports.
+    written: Arc<Mutex<BTreeSet<(String, String)>>>,
+}
+
+/// Renders a host's metrics for a scrape: the series pipelines push, and
+/// the figures of the indexes this process writes, read at scrape time
+/// (one LMDB read transaction per index).
+#[derive(Clone)]
+pub struct Scraper {
+    metrics: Metrics,
+    indexes: Arc<IndexRegistry>,
+    written: Arc<Mutex<BTreeSet<(String, String)>>>,
+}
+
+impl Scraper {
+    /// The Prometheus text of everything, now.
+    pub fn scrape(&self) -> String {
+        let written: Vec<(String, String)> = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for (tenant, name) in written {
+            let stats = self.indexes.open(&tenant, &name).and_then(|i| i.stats());
+            match stats {
+                Ok(s) => self.metrics.set_index(
+                    &tenant,
+                    &name,
+                    IndexFigures {
+                        documents: s.documents,
+                        chunks: s.chunks,
+                        pending: s.pending,
+                        bytes: s.store_live_bytes + s.trees_live_bytes,
+                    },
+                ),
+                Err(e) => tracing::warn!("metrics: index {tenant}/{name}: {e}"),
+            }
+        }
+        self.metrics.encode()
+    }
 }
 
 impl Host {
@@ -124,6 +179,8 @@ impl Host {
             tables: TableRegistry::new(data_dir),
             followers: Mutex::new(None),
             accounts: Mutex::new(HashMap::new()),
+            metrics: Metrics::new(),
+            written: Arc::new(Mutex::new(BTreeSet::new())),
         })
     }
 
@@ -148,6 +205,25 @@ impl Host {
         }
     }
 
+    /// Declares that a pipeline of this process writes `tenant`'s index
+    /// `name` (searches share the writer's handle; scrapes report it).
+    pub fn will_write(&self, tenant: &str, name: &str) {
+        self.indexes.will_write(tenant, name);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.to_string(), name.to_string()));
+    }
+
+    /// What renders this host's metrics, for an exporter thread.
+    pub fn scraper(&self) -> Scraper {
+        Scraper {
+            metrics: self.metrics.clone(),
+            indexes: self.indexes.clone(),
+            written: self.written.clone(),
+        }
+    }
+
     /// Loads a manifest and checks it against the policy.
     pub fn load(&self, path: &Path) -> Result<Manifest> {
         check::load_checked(&self.policy, path)
@@ -163,7 +239,7 @@ impl Host {
             .collect::<Result<Vec<_>>>()?;
         for m in &loaded {
             if let Some(i) = &m.sink_index {
-                self.indexes.will_write(&m.tenant, i);
+                self.will_write(&m.tenant, i);
             }
         }
         loaded.into_iter().map(|m| self.pipeline(m)).collect()

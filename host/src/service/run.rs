@@ -2,6 +2,7 @@
 //! pipeline over a JSON Lines file.
 
 use super::{Result, ServiceError};
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::stream::file::{self as local, RunSummary};
 use crate::stream::kafka::{self, Counters, KafkaOptions};
@@ -96,6 +97,18 @@ pub fn run_kafka(
     run: &KafkaRun,
     on_event: impl Fn(RunEvent<'_>) + Send + Sync + 'static,
 ) -> Result<Vec<PipelineStatus>> {
+    run_kafka_with(pipelines, run, &Metrics::new(), on_event)
+}
+
+/// [`run_kafka`], counting every pipeline's figures into `metrics` (a
+/// host's, to export them).
+pub fn run_kafka_with(
+    pipelines: Vec<Pipeline>,
+    run: &KafkaRun,
+    metrics: &Metrics,
+    on_event: impl Fn(RunEvent<'_>) + Send + Sync + 'static,
+) -> Result<Vec<PipelineStatus>> {
+    let metrics = metrics.clone();
     let rt = tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
     let run = run.clone();
     let on_event = Arc::new(on_event);
@@ -117,7 +130,9 @@ pub fn run_kafka(
         let mut tasks = Vec::new();
         let mut all = Vec::new();
         for p in pipelines {
-            let counters = Arc::new(Counters::default());
+            let counters = Arc::new(Counters::with_metrics(
+                metrics.pipeline(&p.manifest.tenant, &p.manifest.name),
+            ));
             all.push((p.manifest.name.clone(), counters.clone()));
             tasks.push(tokio::spawn(kafka::run(
                 p,

@@ -353,7 +353,9 @@ async fn run_steps(
     };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for p in pipelines {
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::with_metrics(
+            host.metrics.pipeline(&p.manifest.tenant, &p.manifest.name),
+        ));
         let manifest = p.manifest.clone();
         let sink_index = match &manifest.sink_index {
             Some(i) => Some((

@@ -27,10 +27,10 @@ use crate::stream::circuit::CircuitPolicy;
 use crate::stream::kafka::{self, Control, Counters, KafkaOptions};
 use crate::stream::StreamError;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// How a server runs.
@@ -72,6 +72,13 @@ struct Running {
     counters: Arc<Counters>,
     swap: mpsc::UnboundedSender<crate::pipeline::Pipeline>,
     stop: watch::Sender<bool>,
+    /// An operator's pause (see [`Server::pause`]).
+    hold: watch::Sender<bool>,
+    /// Topics and format, for the admin API.
+    topics: PipelineTopics,
+    /// (when, consumed, produced, dead letters), one per status call at
+    /// most every second, for the last minute: the rates.
+    samples: VecDeque<(Instant, u64, u64, u64)>,
     task: Option<
         tokio::task::JoinHandle<std::result::Result<crate::pipeline::Pipeline, StreamError>>,
     >,
@@ -105,16 +112,62 @@ impl ReloadReport {
     }
 }
 
+/// The topics of a hosted pipeline, and what its source carries.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineTopics {
+    pub source: String,
+    pub sink: Option<String>,
+    pub dead_letters: String,
+    pub index: Option<String>,
+    /// `document`, `question` or `raw`.
+    pub format: String,
+}
+
+/// What a hosted pipeline is doing, as one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    Running,
+    /// Paused by an operator ([`Server::pause`]).
+    Paused,
+    /// Its circuit is open: it paused itself after failing.
+    CircuitOpen,
+    /// It holds no partition while its group has lag.
+    Stalled,
+    Stopped,
+    Failed,
+}
+
+/// Records per second over the last 10 s or so (since the previous
+/// status taken at least a second before, and within a minute).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Rates {
+    pub consumed_per_sec: f64,
+    pub produced_per_sec: f64,
+    pub dead_letters_per_sec: f64,
+}
+
 /// One hosted pipeline's state and figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServedPipeline {
     pub tenant: String,
     pub file: String,
-    /// `running`, `paused: <why>` (circuit open), `stalled: <why>` (no
-    /// partitions while the group has lag), `stopped` or `failed: <why>`.
+    /// `running`, `paused: <why>` (circuit open, or `paused: by an
+    /// operator`), `stalled: <why>` (no partitions while the group has
+    /// lag), `stopped` or `failed: <why>`.
     pub state: String,
+    /// The state as one word, and its reason apart.
+    pub condition: Condition,
+    pub reason: Option<String>,
     /// New versions swapped in since it started.
     pub reloads: u64,
+    pub rates: Rates,
+    /// The group's lag over all source partitions, once looked at.
+    pub lag: Option<i64>,
+    /// Per partition: `[partition, lag]`.
+    pub lag_by_partition: Vec<(i32, i64)>,
+    pub last_error: Option<kafka::LastError>,
+    pub topics: PipelineTopics,
     #[serde(flatten)]
     pub figures: PipelineStatus,
 }
@@ -173,6 +226,46 @@ fn ended(
     }
 }
 
+fn not_hosted(tenant: &str, pipeline: &str) -> ServiceError {
+    ServiceError::NotFound(format!(
+        "no pipeline `{pipeline}` of tenant `{tenant}` is hosted here"
+    ))
+}
+
+/// Adds a sample (at most one a second, kept for a minute) and returns
+/// the rates since the oldest sample of the last 10 s (or the newest
+/// older one).
+fn rates(samples: &mut VecDeque<(Instant, u64, u64, u64)>, f: &PipelineStatus) -> Rates {
+    let now = Instant::now();
+    if samples
+        .back()
+        .is_none_or(|s| now.duration_since(s.0) >= Duration::from_secs(1))
+    {
+        samples.push_back((now, f.consumed, f.produced, f.dead_letters));
+    }
+    while samples
+        .front()
+        .is_some_and(|s| now.duration_since(s.0) > Duration::from_secs(60))
+    {
+        samples.pop_front();
+    }
+    let base = samples
+        .iter()
+        .find(|s| now.duration_since(s.0) <= Duration::from_secs(10))
+        .or(samples.front());
+    match base {
+        Some(b) if now.duration_since(b.0) >= Duration::from_millis(500) => {
+            let dt = now.duration_since(b.0).as_secs_f64();
+            Rates {
+                consumed_per_sec: f.consumed.saturating_sub(b.1) as f64 / dt,
+                produced_per_sec: f.produced.saturating_sub(b.2) as f64 / dt,
+                dead_letters_per_sec: f.dead_letters.saturating_sub(b.3) as f64 / dt,
+            }
+        }
+        _ => Rates::default(),
+    }
+}
+
 fn identity(m: &Manifest) -> String {
     format!(
         "{} -> {:?} + {:?}, dead letters {}, {:?}",
@@ -204,6 +297,11 @@ impl Server {
     /// module's documentation). Never stops a healthy pipeline because
     /// another manifest is broken.
     pub fn reload(&self) -> Result<ReloadReport> {
+        self.reload_forcing(None)
+    }
+
+    /// [`Server::reload`]; `force` gets a new version even if unchanged.
+    fn reload_forcing(&self, force: Option<(String, String)>) -> Result<ReloadReport> {
         let _one = lock(&self.reloading);
         let mut report = ReloadReport::default();
         let tenants = scan(&self.opts.tenants)?;
@@ -254,7 +352,7 @@ impl Server {
                     })
                 };
                 let outcome = match current {
-                    Some((f, _, false)) if f == fp => continue,
+                    Some((f, _, false)) if f == fp && force.as_ref() != Some(&key) => continue,
                     Some((_, id, false)) if id == identity(&m) => {
                         self.swap(&key, m, policy, fp).map(|()| &mut report.swapped)
                     }
@@ -307,14 +405,23 @@ impl Server {
         self.rt
             .block_on(kafka::ensure_topics(&self.opts.brokers, &topics))?;
         if let Some(i) = &m.sink_index {
-            self.host.indexes.will_write(&m.tenant, i);
+            self.host.will_write(&m.tenant, i);
         }
         let key = (tenant.clone(), m.name.clone());
         let file = m.file.clone();
         let id = identity(&m);
+        let topics = PipelineTopics {
+            source: m.source_topic.clone(),
+            sink: m.sink_topic.clone(),
+            dead_letters: m.dead_letter_topic.clone(),
+            index: m.sink_index.clone(),
+            format: format!("{:?}", m.format).to_lowercase(),
+        };
+        let metrics = self.host.metrics.pipeline(&tenant, &m.name);
         let pipeline = self.host.pipeline_for(m, policy)?;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::with_metrics(metrics));
         let (stop, stop_rx) = watch::channel(false);
+        let (hold, hold_rx) = watch::channel(false);
         let (swap, swap_rx) = mpsc::unbounded_channel();
         let control = Control {
             swap: Some(swap_rx),
@@ -322,6 +429,7 @@ impl Server {
                 max_dead_letters_per_sec: policy.max_dead_letters_per_sec,
                 ..self.opts.circuit.clone()
             },
+            hold: Some(hold_rx),
         };
         let task = self.rt.spawn(kafka::run_with(
             pipeline,
@@ -339,11 +447,59 @@ impl Server {
                 counters,
                 swap,
                 stop,
+                hold,
+                topics,
+                samples: VecDeque::new(),
                 task: Some(task),
                 ended: None,
             },
         );
         Ok(())
+    }
+
+    /// Pauses `tenant/pipeline`: the batch in flight is finished and
+    /// committed, then its partitions stay paused (the group keeps the
+    /// member, so no rebalance) until [`Server::resume`]. A reload keeps
+    /// the pause; a restart (topics changed) or a new process does not.
+    pub fn pause(&self, tenant: &str, pipeline: &str) -> Result<()> {
+        self.set_hold(tenant, pipeline, true)
+    }
+
+    /// Resumes a paused pipeline (an open circuit stays open).
+    pub fn resume(&self, tenant: &str, pipeline: &str) -> Result<()> {
+        self.set_hold(tenant, pipeline, false)
+    }
+
+    fn set_hold(&self, tenant: &str, pipeline: &str, hold: bool) -> Result<()> {
+        let running = lock(&self.running);
+        let r = running
+            .get(&(tenant.to_string(), pipeline.to_string()))
+            .ok_or_else(|| not_hosted(tenant, pipeline))?;
+        r.hold.send_replace(hold);
+        Ok(())
+    }
+
+    /// The topics of `tenant/pipeline`, if it is hosted.
+    pub fn topics(&self, tenant: &str, pipeline: &str) -> Option<PipelineTopics> {
+        lock(&self.running)
+            .get(&(tenant.to_string(), pipeline.to_string()))
+            .map(|r| r.topics.clone())
+    }
+
+    /// The brokers the pipelines run against.
+    pub fn brokers(&self) -> &str {
+        &self.opts.brokers
+    }
+
+    /// Reloads the tree (as [`Server::reload`]) and makes sure
+    /// `tenant/pipeline` gets a new version even if none of its files
+    /// changed: its plugins are instantiated afresh and its circuit is
+    /// closed, at the next batch boundary.
+    pub fn reload_pipeline(&self, tenant: &str, pipeline: &str) -> Result<ReloadReport> {
+        if self.topics(tenant, pipeline).is_none() {
+            return Err(not_hosted(tenant, pipeline));
+        }
+        self.reload_forcing(Some((tenant.to_string(), pipeline.to_string())))
     }
 
     fn swap(&self, key: &(String, String), m: Manifest, policy: &Policy, fp: String) -> Result<()> {
@@ -383,21 +539,49 @@ impl Server {
                     r.ended = Some(ended(self.rt.block_on(t)));
                 }
             }
-            let state = match (&r.ended, r.counters.circuit_open(), r.counters.stalled()) {
-                (Some(e), _, _) => e.clone(),
-                (None, Some(why), _) => format!("paused: {why}"),
-                (None, None, Some(why)) => format!("stalled: {why}"),
-                (None, None, None) => "running".to_string(),
+            let c = &r.counters;
+            let held = c.held.load(std::sync::atomic::Ordering::Relaxed);
+            let (condition, reason) = match (&r.ended, held, c.circuit_open(), c.stalled()) {
+                (Some(e), _, _, _) if e == "stopped" => (Condition::Stopped, None),
+                (Some(e), _, _, _) => (
+                    Condition::Failed,
+                    Some(e.trim_start_matches("failed: ").to_string()),
+                ),
+                (None, true, _, _) => (Condition::Paused, Some("by an operator".to_string())),
+                (None, false, Some(why), _) => (Condition::CircuitOpen, Some(why)),
+                (None, false, None, Some(why)) => (Condition::Stalled, Some(why)),
+                (None, false, None, None) => (Condition::Running, None),
             };
+            let state = match (condition, &reason) {
+                (Condition::Running, _) => "running".to_string(),
+                (Condition::Stopped, _) => "stopped".to_string(),
+                (Condition::Failed, Some(why)) => format!("failed: {why}"),
+                (Condition::CircuitOpen | Condition::Paused, Some(why)) => {
+                    format!("paused: {why}")
+                }
+                (Condition::Stalled, Some(why)) => format!("stalled: {why}"),
+                (c, _) => format!("{c:?}").to_lowercase(),
+            };
+            let figures = PipelineStatus::of(name, c);
+            let rates = rates(&mut r.samples, &figures);
             out.push(ServedPipeline {
                 tenant: tenant.clone(),
                 file: display_path(&r.file),
                 state,
-                reloads: r
-                    .counters
-                    .reloads
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                figures: PipelineStatus::of(name, &r.counters),
+                condition,
+                reason,
+                reloads: c.reloads.load(std::sync::atomic::Ordering::Relaxed),
+                rates,
+                lag: c.total_lag(),
+                lag_by_partition: c
+                    .lag
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.clone())
+                    .unwrap_or_default(),
+                last_error: c.last_error(),
+                topics: r.topics.clone(),
+                figures,
             });
         }
         ServeStatus {
@@ -412,6 +596,17 @@ impl Server {
     /// committing, so its batch is replayed by whoever runs it next; the
     /// status says so. Returns the final status.
     pub fn stop(self) -> ServeStatus {
+        let last = self.stop_all();
+        // Threads still inside a plugin call are not waited for.
+        let Server { rt, .. } = self;
+        rt.shutdown_timeout(Duration::from_millis(200));
+        last
+    }
+
+    /// [`Server::stop`] through a shared reference (a server shared with
+    /// the admin API): every pipeline stops as there; the runtime stays
+    /// until the server is dropped. Returns the final status.
+    pub fn stop_all(&self) -> ServeStatus {
         let deadline = tokio::time::Instant::now() + self.opts.grace;
         {
             let mut running = lock(&self.running);
@@ -431,11 +626,7 @@ impl Server {
                 );
             }
         }
-        let last = self.status();
-        // Threads still inside a plugin call are not waited for.
-        let Server { rt, .. } = self;
-        rt.shutdown_timeout(Duration::from_millis(200));
-        last
+        self.status()
     }
 
     /// Runs until Ctrl-C or SIGTERM, reloading on SIGHUP and, if `watch`,
@@ -444,6 +635,22 @@ impl Server {
     /// pipelines stopped, with their final status.
     pub fn serve_until_signal(
         self,
+        watch: bool,
+        progress_every: Duration,
+        on_event: impl Fn(ServeEvent<'_>),
+    ) -> Result<ServeStatus> {
+        let last = self.run_until_signal(watch, progress_every, on_event)?;
+        // Already stopped: this only lets the runtime go without waiting
+        // for threads stuck in a plugin call.
+        self.stop();
+        Ok(last)
+    }
+
+    /// [`Server::serve_until_signal`] through a shared reference (a server
+    /// shared with the admin API): the pipelines are stopped at the end
+    /// ([`Server::stop_all`]), the runtime stays until the server is dropped.
+    pub fn run_until_signal(
+        &self,
         watch: bool,
         progress_every: Duration,
         on_event: impl Fn(ServeEvent<'_>),
@@ -492,7 +699,7 @@ impl Server {
             }
         }
         on_event(ServeEvent::Stopping);
-        Ok(self.stop())
+        Ok(self.stop_all())
     }
 }
 

@@ -17,7 +17,7 @@ use super::orphans::ChunkKeys;
 use super::stall::StallWatch;
 use super::{Result, StreamError};
 use crate::manifest::Format;
-use crate::metrics::Histogram;
+use crate::metrics::{Histogram, PipelineMetrics};
 use crate::pipeline::{BatchOutcome, DeadLetter, DocumentSink, Pipeline, SinkError, SinkReport};
 use crate::record::{Item, Origin, Payload};
 use crate::runtime::{Failure, FailureKind};
@@ -31,7 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -44,6 +44,23 @@ pub const H_TOPIC: &str = "weft.source.topic";
 pub const H_PARTITION: &str = "weft.source.partition";
 pub const H_OFFSET: &str = "weft.source.offset";
 pub const H_PIPELINE: &str = "weft.pipeline";
+
+/// Whether a header is one weft adds to a dead letter (the error, the
+/// source coordinates, the pipeline): what a dead letter sheds when it is
+/// written again, and when it is replayed to its source topic.
+pub fn is_dead_letter_header(key: &str) -> bool {
+    key.starts_with("weft.error.") || key.starts_with("weft.source.") || key == H_PIPELINE
+}
+
+/// The last dead letter of a pipeline, for its status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastError {
+    pub stage: String,
+    pub kind: String,
+    pub message: String,
+    /// When it was written (ms since the epoch).
+    pub at_ms: i64,
+}
 
 /// Live counters of one running pipeline, for progress displays and metrics.
 #[derive(Default)]
@@ -62,9 +79,38 @@ pub struct Counters {
     pub circuit: std::sync::Mutex<Option<String>>,
     /// Why the pipeline is waiting on the broker for partitions, while it is.
     pub stall: std::sync::Mutex<Option<String>>,
+    /// Whether an operator's pause ([`Control::hold`]) holds the pipeline.
+    pub held: AtomicBool,
+    /// The group's lag per source partition, as last looked at.
+    pub lag: std::sync::Mutex<Option<Vec<(i32, i64)>>>,
+    /// The last dead letter written.
+    pub last_error: std::sync::Mutex<Option<LastError>>,
+    /// The exported series of this pipeline (detached by default).
+    pub metrics: Arc<PipelineMetrics>,
 }
 
 impl Counters {
+    /// Counters whose figures are also exported as `metrics`.
+    pub fn with_metrics(metrics: Arc<PipelineMetrics>) -> Counters {
+        Counters {
+            metrics,
+            ..Counters::default()
+        }
+    }
+
+    /// The group's lag over all source partitions, once it was looked at.
+    pub fn total_lag(&self) -> Option<i64> {
+        self.lag
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|v| v.iter().map(|(_, n)| n).sum()))
+    }
+
+    /// The last dead letter written, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
     /// The open circuit's reason, if the pipeline is paused.
     pub fn circuit_open(&self) -> Option<String> {
         self.circuit.lock().ok().and_then(|c| c.clone())
@@ -98,6 +144,10 @@ pub struct Control {
     /// When the pipeline pauses itself instead of dead-lettering its topic
     /// (the default never does).
     pub circuit: CircuitPolicy,
+    /// An operator's pause: while it reads `true`, the pipeline holds its
+    /// partitions paused from the next batch boundary on (the batch in
+    /// flight is finished and committed), keeping its group membership.
+    pub hold: Option<watch::Receiver<bool>>,
 }
 
 /// The next new version from `swap`; never resolves without a channel.
@@ -297,6 +347,8 @@ pub const KAFKA_SINK_STAGE: &str = "kafka-sink";
 #[derive(Debug, Default)]
 struct Refused {
     outputs: u64,
+    /// The error kind of each refused output's dead letter.
+    kinds: Vec<&'static str>,
 }
 
 /// Bytes of the original value a trimmed dead letter keeps.
@@ -342,7 +394,7 @@ fn permanent(e: &rdkafka::error::KafkaError) -> bool {
 fn dead_letter_record(topic: &str, pipeline: &str, d: &DeadLetter) -> Outgoing {
     let o = &d.item.origin;
     let mut headers = d.item.headers.clone();
-    headers.retain(|(k, _)| !k.starts_with("weft.error.") && !k.starts_with("weft.source."));
+    headers.retain(|(k, _)| !is_dead_letter_header(k));
     let message: String = d.failure.message.chars().take(2000).collect();
     headers.extend([
         (H_STAGE.to_string(), d.stage.clone().into_bytes()),
@@ -369,6 +421,15 @@ fn dead_letter_record(topic: &str, pipeline: &str, d: &DeadLetter) -> Outgoing {
     }
 }
 
+/// The error kind of the dead letter of an output the broker refused.
+fn refused_kind(e: &rdkafka::error::KafkaError) -> FailureKind {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+        | Some(RDKafkaErrorCode::InvalidMessageSize) => FailureKind::OutputTooLarge,
+        _ => FailureKind::BadOutput,
+    }
+}
+
 /// What to send instead of a record the broker refused for good, or `None`
 /// when nothing smaller is possible.
 fn instead_of(
@@ -378,11 +439,7 @@ fn instead_of(
 ) -> Option<Outgoing> {
     match (std::mem::replace(&mut r.role, Role::Final), dl) {
         (Role::Output(item), Some(dl)) => {
-            let kind = match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::MessageSizeTooLarge)
-                | Some(RDKafkaErrorCode::InvalidMessageSize) => FailureKind::OutputTooLarge,
-                _ => FailureKind::BadOutput,
-            };
+            let kind = refused_kind(e);
             let d = DeadLetter {
                 item: *item,
                 stage: KAFKA_SINK_STAGE.to_string(),
@@ -466,6 +523,7 @@ async fn produce_all(
                     Some(other) => {
                         if was_output {
                             refused.outputs += 1;
+                            refused.kinds.push(refused_kind(&e).as_str());
                         }
                         failed.push(other);
                     }
@@ -502,6 +560,12 @@ async fn produce_all(
 /// just for silence: after a member dies, its partitions come back only
 /// when its session expires.
 fn group_lag(consumer: &StreamConsumer, topic: &str) -> Option<i64> {
+    partition_lags(consumer, topic).map(|v| v.iter().map(|(_, n)| n).sum())
+}
+
+/// The group's lag on each partition of `topic` (high watermark minus
+/// committed offset; a partition never committed counts all it holds).
+fn partition_lags(consumer: &StreamConsumer, topic: &str) -> Option<Vec<(i32, i64)>> {
     let t = Duration::from_secs(2);
     let md = consumer.fetch_metadata(Some(topic), t).ok()?;
     let tm = md.topics().iter().find(|x| x.name() == topic)?;
@@ -510,15 +574,55 @@ fn group_lag(consumer: &StreamConsumer, topic: &str) -> Option<i64> {
         tpl.add_partition(topic, p.id());
     }
     let committed = consumer.committed_offsets(tpl, t).ok()?;
-    let mut lag = 0;
+    let mut lags = Vec::new();
     for e in committed.elements() {
         let (low, high) = consumer.fetch_watermarks(topic, e.partition(), t).ok()?;
-        lag += match e.offset() {
-            Offset::Offset(o) => (high - o).max(0),
-            _ => (high - low).max(0),
-        };
+        lags.push((
+            e.partition(),
+            match e.offset() {
+                Offset::Offset(o) => (high - o).max(0),
+                _ => (high - low).max(0),
+            },
+        ));
     }
-    Some(lag)
+    Some(lags)
+}
+
+/// How often (at most) a running pipeline looks at its group's lag: a
+/// few broker round trips each time.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Looks at the group's lag on `topic` if the last look is older than
+/// [`LAG_EVERY`] (or `force`), and records it in `counters` and the
+/// exported series.
+fn refresh_lag(
+    consumer: &StreamConsumer,
+    topic: &str,
+    counters: &Counters,
+    last: &mut Option<Instant>,
+    force: bool,
+) -> Option<i64> {
+    if !force && last.is_some_and(|t| t.elapsed() < LAG_EVERY) {
+        return None;
+    }
+    *last = Some(Instant::now());
+    let lags = partition_lags(consumer, topic)?;
+    for (p, n) in &lags {
+        counters.metrics.set_lag(topic, *p, *n);
+    }
+    let total = lags.iter().map(|(_, n)| n).sum();
+    if let Ok(mut l) = counters.lag.lock() {
+        *l = Some(lags);
+    }
+    Some(total)
+}
+
+/// Points every stage of `pipeline` at the pipeline's exported series.
+fn attach_metrics(pipeline: &mut Pipeline, metrics: &PipelineMetrics) {
+    for s in &mut pipeline.stages {
+        let m = metrics.stage(&s.name);
+        s.set_metrics(m);
+    }
 }
 
 /// Whether `consumer` holds any partition now.
@@ -574,9 +678,11 @@ pub async fn run_with(
         _ => None,
     };
     tracing::info!(pipeline = %m.name, group = %group, "consuming {} -> {sink_desc}", m.source_topic);
+    attach_metrics(&mut pipeline, &counters.metrics);
     let mut last_record = Instant::now();
     let mut paused = false;
     let mut stall = StallWatch::new(Instant::now());
+    let mut last_lag: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -588,18 +694,46 @@ pub async fn run_with(
                 pipeline = swapped_in(next, &mut breaker, &counters);
             }
         }
-        if let Some(open) = breaker.check(Instant::now()).cloned() {
+        // An operator's pause takes precedence over the circuit (whose
+        // state is kept and shown again on resume).
+        let held = control.hold.as_ref().is_some_and(|h| *h.borrow());
+        let open = if held {
+            None
+        } else {
+            breaker.check(Instant::now()).cloned()
+        };
+        if held || open.is_some() {
             if !paused {
                 set_paused(&consumer, true);
                 paused = true;
-                counters.set_circuit(Some(open.reason.clone()));
+                counters.metrics.paused.set(1);
+            }
+            counters.held.store(held, Ordering::Relaxed);
+            if let Some(open) = &open {
+                if counters.circuit_open().is_none() {
+                    counters.set_circuit(Some(open.reason.clone()));
+                }
             }
             let wait = open
-                .until
-                .saturating_duration_since(Instant::now())
+                .map(|o| o.until.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::MAX)
                 .min(Duration::from_millis(250));
+            // Lag keeps growing while paused: keep showing it.
+            refresh_lag(&consumer, &m.source_topic, &counters, &mut last_lag, false);
+            let mut hold_rx = control.hold.clone();
+            let hold_changed = async {
+                match &mut hold_rx {
+                    Some(h) => {
+                        if h.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 _ = stop.changed() => break,
+                _ = hold_changed => {}
                 next = next_version(&mut control.swap) => {
                     if let Some(next) = next {
                         pipeline = swapped_in(next, &mut breaker, &counters);
@@ -626,6 +760,8 @@ pub async fn run_with(
             set_paused(&consumer, false);
             paused = false;
             counters.set_circuit(None);
+            counters.held.store(false, Ordering::Relaxed);
+            counters.metrics.paused.set(0);
         }
         let max = pipeline.manifest.batch_records as usize;
         let linger = Duration::from_millis(pipeline.manifest.linger_ms);
@@ -635,10 +771,10 @@ pub async fn run_with(
             r = consumer.recv() => r,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let now = Instant::now();
-                let mut lag = None;
+                let mut lag = refresh_lag(&consumer, &m.source_topic, &counters, &mut last_lag, false);
                 if stall.due(now) {
                     let holds = holds_partitions(&consumer);
-                    if !holds {
+                    if !holds && lag.is_none() {
                         lag = group_lag(&consumer, &m.source_topic);
                     }
                     let stalled = stall.observe(now, holds, lag, &m.source_topic);
@@ -666,6 +802,7 @@ pub async fn run_with(
                 continue;
             }
         };
+        let batch_started = Instant::now();
         let mut batch = Vec::with_capacity(max);
         match first {
             Ok(msg) => batch.push(owned_item(&msg)),
@@ -773,11 +910,27 @@ pub async fn run_with(
                 .fetch_add(r.docs_upserted + r.docs_deleted, Ordering::Relaxed);
             for f in &r.freshness_ms {
                 counters.freshness.record(*f);
+                counters.metrics.freshness.observe(f.max(0.0) / 1000.0);
             }
         }
         let n_dead = dead.len() as u64;
         if let Some(open) = breaker.record(Instant::now(), n.saturating_sub(n_dead), &dead) {
             tracing::error!(pipeline = %m.name, "circuit open: {}", open.reason);
+        }
+        for d in &dead {
+            counters
+                .metrics
+                .dead_letter(&d.stage, d.failure.kind.as_str());
+        }
+        if let Some(d) = dead.last() {
+            if let Ok(mut e) = counters.last_error.lock() {
+                *e = Some(LastError {
+                    stage: d.stage.clone(),
+                    kind: d.failure.kind.as_str().to_string(),
+                    message: d.failure.message.chars().take(500).collect(),
+                    at_ms: chrono_ms(),
+                });
+            }
         }
         for d in dead {
             tracing::warn!(
@@ -792,6 +945,18 @@ pub async fn run_with(
             pipeline: &m.name,
         };
         let refused = produce_all(&producer, outgoing, &stop, Some(&dl)).await?;
+        if m.format == Format::Question {
+            // Acknowledged: the answers are on the sink topic now.
+            let now = chrono_ms();
+            for it in &outcome.outputs {
+                if let Some(ts) = it.timestamp {
+                    counters
+                        .metrics
+                        .answer
+                        .observe((now - ts).max(0) as f64 / 1000.0);
+                }
+            }
+        }
         if let (Some(ck), Some(plan)) = (&chunk_keys, plan) {
             // Acknowledged: the new keys become the ones to compare with.
             ck.record(plan)?;
@@ -814,15 +979,27 @@ pub async fn run_with(
             .dead_letters
             .fetch_add(n_dead + refused.outputs, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
+        let pm = &counters.metrics;
+        pm.batch_commit
+            .observe(batch_started.elapsed().as_secs_f64());
+        pm.records_in.inc_by(n);
+        pm.records_out.inc_by(produced - refused.outputs);
+        for kind in &refused.kinds {
+            pm.dead_letter(KAFKA_SINK_STAGE, kind);
+        }
+        pm.batches.inc();
+        refresh_lag(&consumer, &m.source_topic, &counters, &mut last_lag, false);
     }
     Ok(pipeline)
 }
 
 /// Takes `next` as the running version: counted, and with its circuit
 /// closed (a new version deserves a fresh start).
-fn swapped_in(next: Pipeline, breaker: &mut Breaker, counters: &Counters) -> Pipeline {
+fn swapped_in(mut next: Pipeline, breaker: &mut Breaker, counters: &Counters) -> Pipeline {
     breaker.reset();
+    attach_metrics(&mut next, &counters.metrics);
     counters.reloads.fetch_add(1, Ordering::Relaxed);
+    counters.metrics.reloads.inc();
     tracing::info!(pipeline = %next.manifest.name, "new version swapped in");
     next
 }
@@ -965,6 +1142,215 @@ pub async fn produce_values(brokers: &str, topic: &str, records: Vec<KeyValue>) 
         })
         .collect();
     produce_all(&p, out, &rx, None).await.map(|_| ())
+}
+
+/// A consumer outside any group's assignment (positions are assigned,
+/// nothing is committed), for the admin tools: no group join, which takes
+/// tansu seconds.
+fn tool_consumer(brokers: &str) -> Result<StreamConsumer> {
+    let group = format!("weft-tool-{}-{}", std::process::id(), rand::random::<u32>());
+    base_config(brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|e| StreamError::kafka("creating a reader", e))
+}
+
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+fn watermarks(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
+    let t = Duration::from_secs(5);
+    let md = consumer
+        .fetch_metadata(Some(topic), t)
+        .map_err(|e| StreamError::kafka(format!("reading the metadata of {topic}"), e))?;
+    let Some(tm) = md.topics().iter().find(|x| x.name() == topic) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for p in tm.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), t)
+            .map_err(|e| StreamError::kafka(format!("reading the offsets of {topic}"), e))?;
+        out.push((p.id(), low, high));
+    }
+    Ok(out)
+}
+
+/// Reads `topic` from `from` (partition -> first offset) up to each
+/// partition's high watermark `to`, giving up after `limit`.
+async fn read_between(
+    consumer: &StreamConsumer,
+    topic: &str,
+    ranges: &[(i32, i64, i64)],
+    limit: Duration,
+) -> Result<Vec<ReadRecord>> {
+    let mut tpl = TopicPartitionList::new();
+    let mut left: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, from, to) in ranges {
+        if from < to {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*from))
+                .map_err(|e| StreamError::kafka("assigning partitions", e))?;
+            left.insert(*p, *to);
+        }
+    }
+    let mut out = Vec::new();
+    if left.is_empty() {
+        return Ok(out);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| StreamError::kafka(format!("reading {topic}"), e))?;
+    let deadline = tokio::time::Instant::now() + limit;
+    while !left.is_empty() {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                let (p, o) = (m.partition(), m.offset());
+                if let Some(end) = left.get(&p).copied() {
+                    if o < end {
+                        out.push(read_record(&m));
+                    }
+                    if o + 1 >= end {
+                        left.remove(&p);
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("reading {topic}: {e}"),
+            Err(_) => {
+                return Err(StreamError::Broker(format!(
+                    "reading {topic}: the broker did not deliver the records up to its high watermark within {limit:?}"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The last `n` records of `topic` over all its partitions, oldest first
+/// (by timestamp, then partition and offset).
+pub async fn tail_topic(brokers: &str, topic: &str, n: usize) -> Result<Vec<ReadRecord>> {
+    let consumer = tool_consumer(brokers)?;
+    let ranges: Vec<(i32, i64, i64)> = watermarks(&consumer, topic)?
+        .into_iter()
+        .map(|(p, low, high)| (p, low.max(high - n as i64), high))
+        .collect();
+    let mut out = read_between(&consumer, topic, &ranges, Duration::from_secs(30)).await?;
+    out.sort_by_key(|r| (r.timestamp.unwrap_or(0), r.partition, r.offset));
+    let skip = out.len().saturating_sub(n);
+    Ok(out.split_off(skip))
+}
+
+/// Every record of `topic` now (up to the high watermarks), or only those
+/// at `only` (partition, offset) positions.
+pub async fn read_records(
+    brokers: &str,
+    topic: &str,
+    only: Option<&[(i32, i64)]>,
+) -> Result<Vec<ReadRecord>> {
+    let consumer = tool_consumer(brokers)?;
+    let ranges: Vec<(i32, i64, i64)> = watermarks(&consumer, topic)?
+        .into_iter()
+        .filter_map(|(p, low, high)| match only {
+            None => Some((p, low, high)),
+            Some(at) => {
+                let mine: Vec<i64> = at
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, o)| *o)
+                    .collect();
+                let first = mine.iter().min()?;
+                let last = mine.iter().max()?;
+                Some((p, (*first).max(low), (last + 1).min(high)))
+            }
+        })
+        .collect();
+    let all = read_between(&consumer, topic, &ranges, Duration::from_secs(30)).await?;
+    Ok(match only {
+        None => all,
+        Some(at) => all
+            .into_iter()
+            .filter(|r| at.contains(&(r.partition, r.offset)))
+            .collect(),
+    })
+}
+
+/// A record to produce with its headers.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Produces `records` and waits until the broker acknowledged them all
+/// (retrying as the pipelines do).
+pub async fn produce_records(brokers: &str, records: Vec<NewRecord>) -> Result<()> {
+    let p = producer(brokers)?;
+    let (_tx, rx) = watch::channel(false);
+    let out = records
+        .into_iter()
+        .map(|r| Outgoing {
+            topic: r.topic,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+            timestamp: None,
+            role: Role::Final,
+        })
+        .collect();
+    produce_all(&p, out, &rx, None).await.map(|_| ())
+}
+
+/// Where each of some topics ends now: what [`await_key`] reads from.
+#[derive(Debug, Clone)]
+pub struct TopicEnds(Vec<(String, Vec<(i32, i64)>)>);
+
+/// The high watermarks of `topics` now.
+pub fn topic_ends(brokers: &str, topics: &[&str]) -> Result<TopicEnds> {
+    let consumer = tool_consumer(brokers)?;
+    let mut out = Vec::new();
+    for t in topics {
+        let ends = watermarks(&consumer, t)?
+            .into_iter()
+            .map(|(p, _, high)| (p, high))
+            .collect();
+        out.push((t.to_string(), ends));
+    }
+    Ok(TopicEnds(out))
+}
+
+/// The first record with key `key` written to any of the topics after
+/// `from`, with its topic, or `None` after `limit`.
+pub async fn await_key(
+    brokers: &str,
+    from: &TopicEnds,
+    key: &[u8],
+    limit: Duration,
+) -> Result<Option<(String, ReadRecord)>> {
+    let consumer = tool_consumer(brokers)?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, ends) in &from.0 {
+        for (p, o) in ends {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(|e| StreamError::kafka("assigning partitions", e))?;
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| StreamError::kafka("reading for an answer", e))?;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) if m.key() == Some(key) => {
+                return Ok(Some((m.topic().to_string(), read_record(&m))))
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("waiting for an answer: {e}"),
+            Err(_) => return Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]

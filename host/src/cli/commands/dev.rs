@@ -30,10 +30,21 @@ pub struct Args {
     /// ...fed with these records.
     #[arg(long, requires = "manifest")]
     input: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`) while it runs.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
     let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &a.dir.join("data"))?;
+    let _metrics = match a.metrics {
+        Some(addr) => {
+            let m = weft::service::exporter::MetricsEndpoint::start(addr, host.scraper())?;
+            eprintln!("metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     match (&a.manifest, &a.input) {
         (Some(manifest), Some(input)) => one(&host, &a, manifest, input),
         _ => scenario(&host, &a),

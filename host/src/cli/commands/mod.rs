@@ -2,7 +2,9 @@
 
 pub mod check;
 pub mod dev;
+pub mod dlq;
 pub mod index;
 pub mod plugin;
 pub mod run;
 pub mod serve;
+pub mod status;

@@ -2,10 +2,12 @@
 
 use crate::cli::Globals;
 use anyhow::bail;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use weft::service::run::{run_file, run_kafka, KafkaRun, PipelineStatus, RunEvent};
+use weft::service::exporter::MetricsEndpoint;
+use weft::service::run::{run_file, run_kafka_with, KafkaRun, PipelineStatus, RunEvent};
 use weft::service::Host;
 use weft::stream::file as local;
 use weft::stream::kafka::KafkaOptions;
@@ -47,6 +49,9 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
+    #[arg(long, requires = "brokers")]
+    metrics: Option<SocketAddr>,
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
@@ -79,6 +84,14 @@ fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
     let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &g.data_dir)?;
     host.follow_tables(&brokers);
     let pipelines = host.pipelines(&a.manifests)?;
+    let _metrics = match a.metrics {
+        Some(addr) => {
+            let m = MetricsEndpoint::start(addr, host.scraper())?;
+            eprintln!("metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     let run = KafkaRun {
         options: KafkaOptions {
             brokers,
@@ -92,7 +105,7 @@ fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(a.grace_secs),
     };
     let quiet = a.quiet;
-    let last = run_kafka(pipelines, &run, move |e| match e {
+    let last = run_kafka_with(pipelines, &run, &host.metrics, move |e| match e {
         RunEvent::Stopping => eprintln!("stopping: finishing the batch in flight and committing"),
         RunEvent::Progress(all) => {
             if !quiet {

@@ -2,9 +2,14 @@
 
 use crate::cli::commands::run::progress_line;
 use crate::cli::Globals;
+use anyhow::Context;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+use weft::service::admin::{AdminOptions, AdminServer};
+use weft::service::exporter::MetricsEndpoint;
 use weft::service::serve::{ReloadReport, ServeEvent, ServeOptions, ServeStatus, Server};
 use weft::service::Host;
 use weft::stream::circuit::CircuitPolicy;
@@ -41,6 +46,16 @@ pub struct Args {
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 10)]
     progress_secs: u64,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Serve the admin API (JSON under /api/) on this address, e.g. 127.0.0.1:9180.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// The bearer token the admin API requires (required when --admin is
+    /// not a loopback address).
+    #[arg(long, requires = "admin")]
+    admin_token_file: Option<PathBuf>,
 }
 
 fn print_report(why: &str, r: &ReloadReport) {
@@ -71,7 +86,20 @@ fn print_status(s: &ServeStatus) {
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
+    // Refuse a bad --admin before anything starts.
+    let admin = match a.admin {
+        Some(addr) => Some(AdminOptions::new(addr, a.admin_token_file.as_deref())?),
+        None => None,
+    };
     let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &g.data_dir)?;
+    let metrics = match a.metrics {
+        Some(addr) => {
+            let m = MetricsEndpoint::start(addr, host.scraper()).context("--metrics")?;
+            eprintln!("metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     let opts = ServeOptions {
         tenants: a.tenants,
         brokers: a.brokers,
@@ -85,7 +113,16 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
     };
     let (server, report) = Server::start(host, opts)?;
     print_report("start", &report);
-    let last = server.serve_until_signal(
+    let server = Arc::new(server);
+    let admin = match admin {
+        Some(o) => {
+            let s = AdminServer::start(server.clone(), o).context("--admin")?;
+            eprintln!("admin API on http://{}/api/status", s.addr());
+            Some(s)
+        }
+        None => None,
+    };
+    let last = server.run_until_signal(
         !a.no_watch,
         Duration::from_secs(a.progress_secs.max(1)),
         |e| match e {
@@ -101,6 +138,13 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
             }
         },
     )?;
+    drop(admin);
+    drop(metrics);
     print_status(&last);
+    // The last reference lets the runtime go without waiting for threads
+    // stuck in a plugin call; a request still holding one ends with the process.
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop();
+    }
     Ok(ExitCode::SUCCESS)
 }
