@@ -71,6 +71,7 @@ index = "kb"
         "query.toml",
         &with_plugins(
             r#"name = "query"
+tenant = "shop"   # agrees with the directory; lets `weft eval` run it alone
 [source]
 topic = "questions"
 format = "question"
@@ -328,6 +329,36 @@ fn questions_join_their_customer_see_every_update_and_the_table_survives_a_resta
         "{a}"
     );
     server.stop();
+
+    // `weft eval`'s library call scores the same pipeline in-process
+    // against the stored index and table: c-2's question finds its flight,
+    // the deleted c-1's cannot (a miss, in the denominator).
+    let qs = support::write(
+        dir.path(),
+        "questions.jsonl",
+        &[
+            json!({"id": "e1", "text": "Is my flight delayed?", "gold_doc": format!("flight-{}", flights[19 % flights.len()]), "expect": "delayed", "phase": "p", "metadata": {"customer_id": "c-2"}}),
+            json!({"id": "e2", "text": "Is my flight delayed?", "gold_doc": "flight-NW103", "phase": "p", "metadata": {"customer_id": "c-1"}}),
+        ]
+        .iter()
+        .map(|q| format!("{q}\n"))
+        .collect::<String>(),
+    );
+    let host = support::host(dir.path());
+    let mut seen = 0;
+    let r = weft::service::eval::evaluate_pipeline(
+        &host,
+        &t.join("pipelines/query.toml"),
+        &qs,
+        None,
+        &mut |done, _| seen = done,
+    )
+    .expect("eval");
+    assert_eq!(seen, 2);
+    let all = &r.evaluation.all;
+    assert_eq!(all.questions, 2);
+    assert_eq!(all.gold_cited, 0.5, "{r:?}");
+    assert_eq!(r.asked[0].gold_rank, Some(1), "{r:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod commands;
 mod scaffold;
 
 use clap::{Parser, Subcommand};
-use commands::{check, dev, dlq, index, plugin, run, serve, status};
+use commands::{check, dev, dlq, eval, index, plugin, run, serve, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use weft::policy::Policy;
@@ -58,6 +58,10 @@ enum Command {
     /// produced, its questions asked and scored. With --manifest/--input:
     /// feed one pipeline instead.
     Dev(dev::Args),
+    /// Score a query pipeline: ask a questions file (with gold documents)
+    /// through it against the tenant's index in the data directory, and
+    /// print hit@1, hit@3, MRR, gold cited and expected text per phase.
+    Eval(eval::Args),
     /// What a running `weft serve` hosts (through its `--admin` API):
     /// status, rates, lag and last error of every pipeline.
     Status(status::Args),
@@ -97,6 +101,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(&g, a),
         Command::Serve(a) => serve::run(&g, a),
         Command::Dev(a) => dev::run(&g, a),
+        Command::Eval(a) => eval::run(&g, a),
         Command::Status(a) => status::run(a),
         Command::Dlq { command } => dlq::run(command),
         Command::Index { command } => index::run(&g, command),

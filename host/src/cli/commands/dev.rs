@@ -160,7 +160,7 @@ fn print_answer(a: &Asked) {
     println!();
 }
 
-fn print_figures(name: &str, f: &Figures) {
+pub(crate) fn print_figures(name: &str, f: &Figures) {
     println!(
         "  {name:<34} {:>3} questions  hit@1 {:.2}  hit@3 {:.2}  MRR {:.2}  gold cited {:.2}  expected text in answer {:.2}{}",
         f.questions,

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod dev;
 pub mod dlq;
+pub mod eval;
 pub mod index;
 pub mod plugin;
 pub mod run;
