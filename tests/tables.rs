@@ -248,6 +248,40 @@ fn questions_join_their_customer_see_every_update_and_the_table_survives_a_resta
     assert_eq!(a["metadata"]["tier"], "Gold", "{a}");
     assert_eq!(a["metadata"]["customer"], "found", "{a}");
     assert_eq!(first_hit(&a), "flight-NW103", "{a}");
+    // Provenance: which components and configs made the answer, and a hash
+    // of each cited chunk's text as the prompt saw it.
+    let stages = a["provenance"]["stages"]
+        .as_array()
+        .expect("provenance.stages");
+    let names: Vec<&str> = stages.iter().filter_map(|s| s["stage"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["customer", "embed", "retrieve", "prompt", "answer"],
+        "{a}"
+    );
+    let embedder = std::fs::read(support::plugin("hash-embedder")).unwrap();
+    assert_eq!(
+        stages[1]["digest"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&embedder)),
+        "{a}"
+    );
+    assert_eq!(stages[2]["index"], "kb", "{a}");
+    let cited = a["provenance"]["cited"]
+        .as_array()
+        .expect("provenance.cited");
+    assert!(!cited.is_empty(), "{a}");
+    let hit_text = a["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["chunk_id"] == cited[0]["chunk_id"])
+        .and_then(|h| h["text"].as_str())
+        .expect("the cited hit");
+    assert_eq!(
+        cited[0]["text_sha256"],
+        hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(hit_text.as_bytes())[..16]),
+        "{a}"
+    );
 
     // An unknown customer: answered, without personal context, marked.
     support::produce(

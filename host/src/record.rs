@@ -64,6 +64,9 @@ pub struct QuestionState {
     pub answer: Option<Answer>,
     /// Milliseconds spent per stage, in stage order.
     pub timings: Vec<(String, f64)>,
+    /// What produced the answer (stage components and configs, the cited
+    /// chunks' content hashes and sources), set once it is answered.
+    pub provenance: Option<Value>,
 }
 
 impl QuestionState {
@@ -75,6 +78,7 @@ impl QuestionState {
             messages: Vec::new(),
             answer: None,
             timings: Vec::new(),
+            provenance: None,
         }
     }
 }
@@ -389,6 +393,9 @@ pub fn question_json(q: &QuestionState) -> Value {
             .map(|c| serde_json::json!({"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score}))
             .collect();
         o.insert("citations".into(), Value::Array(cites));
+        if let Some(p) = &q.provenance {
+            o.insert("provenance".into(), p.clone());
+        }
     } else {
         if let Some(v) = &q.vector {
             o.insert("vector".into(), serde_json::json!(v));

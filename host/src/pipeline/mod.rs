@@ -317,9 +317,90 @@ impl Pipeline {
                 }
             }
         }
+        if self.manifest.format == Format::Question {
+            let stages = self.stage_provenance();
+            for it in &mut items {
+                if let Payload::Question(q) = &mut it.payload {
+                    if q.answer.is_some() {
+                        q.provenance = Some(answer_provenance(&stages, q));
+                    }
+                }
+            }
+        }
         out.outputs = items;
         out
     }
+
+    /// Each stage's name, kind, component (file name and SHA-256 of its
+    /// bytes, as loaded) and a hash of its config: with these an answer says
+    /// exactly which code and settings made it.
+    fn stage_provenance(&self) -> serde_json::Value {
+        let stages: Vec<serde_json::Value> = self
+            .stages
+            .iter()
+            .zip(&self.manifest.stages)
+            .map(|(p, s)| {
+                serde_json::json!({
+                    "stage": s.name,
+                    "kind": s.kind.as_str(),
+                    "plugin": s.plugin.file_name().map(|f| f.to_string_lossy().into_owned()),
+                    "digest": p.digest,
+                    "config": config_hash(&s.config),
+                    "index": s.index,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(stages)
+    }
+}
+
+/// A short SHA-256 of a stage's config (sorted keys).
+fn config_hash(config: &std::collections::BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in config {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([1]);
+    }
+    hex::encode(&h.finalize()[..12])
+}
+
+/// Metadata key under which an index reports where a chunk's document
+/// version came from (`topic/partition@offset`), when it knows.
+pub const SOURCE_META: &str = "_source";
+
+/// The provenance of an answered question: the stages, and for each cited
+/// chunk its document, a SHA-256 of the text the prompt was given, and the
+/// document version's source when the index reports it.
+fn answer_provenance(
+    stages: &serde_json::Value,
+    q: &crate::record::QuestionState,
+) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let cited: Vec<serde_json::Value> = q
+        .answer
+        .iter()
+        .flat_map(|a| a.citations.iter())
+        .map(|c| {
+            let hit = q.hits.iter().find(|h| h.chunk_id == c.chunk_id);
+            let text_sha256 = hit.map(|h| hex::encode(&Sha256::digest(h.text.as_bytes())[..16]));
+            let source = hit.and_then(|h| {
+                h.metadata
+                    .iter()
+                    .find(|m| m.key == SOURCE_META)
+                    .map(|m| m.value.clone())
+            });
+            serde_json::json!({
+                "chunk_id": c.chunk_id,
+                "doc_id": c.doc_id,
+                "text_sha256": text_sha256,
+                "source": source,
+            })
+        })
+        .collect();
+    serde_json::json!({"stages": stages, "cited": cited})
 }
 
 /// In a question pipeline, what a transform returns must be a question
