@@ -145,3 +145,72 @@ topic = "chunks"
         .unwrap()
         .contains("missing `text`"));
 }
+
+#[test]
+fn a_parallel_stage_splits_the_batch_between_instances_and_keeps_the_order() {
+    support::ensure_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let m = |parallelism: u32| {
+        support::write(
+            dir.path(),
+            &format!("p{parallelism}.toml"),
+            &format!(
+                r#"name = "par"
+[source]
+topic = "docs"
+format = "document"
+[[stage]]
+name = "chunk"
+kind = "chunker"
+plugin = "{chunker}"
+config = {{ max_chars = 300, overlap = 40 }}
+[[stage]]
+name = "embed"
+kind = "embedder"
+plugin = "{embedder}"
+config = {{ dimension = 64 }}
+parallelism = {parallelism}
+[sink]
+topic = "chunks"
+"#,
+                chunker = support::plugin("text-chunker").display(),
+                embedder = support::plugin("hash-embedder").display(),
+            ),
+        )
+    };
+    let mut docs: Vec<String> = docs().iter().take(60).map(|d| d.to_string()).collect();
+    docs.insert(7, "not json".into());
+    let items = || -> Vec<weft::record::Item> {
+        docs.iter()
+            .enumerate()
+            .map(|(i, d)| support::item(i as i64, d))
+            .collect()
+    };
+    let host = support::host(dir.path());
+    let mut one = host.pipelines(&[m(1)]).unwrap().remove(0);
+    let mut three = host.pipelines(&[m(3)]).unwrap().remove(0);
+    let a = one.process(items());
+    let b = three.process(items());
+    // The same outputs in the same order, the same dead letter.
+    let ids = |o: &weft::pipeline::BatchOutcome| -> Vec<String> {
+        o.outputs
+            .iter()
+            .map(|i| {
+                String::from_utf8_lossy(&i.payload.to_value_bytes().unwrap_or_default())
+                    .into_owned()
+            })
+            .collect()
+    };
+    assert!(a.outputs.len() > 60, "{}", a.outputs.len());
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(a.dead.len(), 1);
+    assert_eq!(b.dead.len(), 1);
+    assert_eq!(a.dead[0].item.origin.offset, b.dead[0].item.origin.offset);
+    // Three instances of the embedder ran, each on its part of the batch
+    // (each asks its dimension once, then embeds once), and the stage
+    // reports their calls as one stage's.
+    let embed = &three.stages[1];
+    assert_eq!(embed.stats.instantiations, 3, "{:?}", embed.stats);
+    assert_eq!(one.stages[1].stats.calls, 2, "{:?}", one.stages[1].stats);
+    assert_eq!(embed.stats.calls, 3 * 2, "{:?}", embed.stats);
+}

@@ -218,6 +218,9 @@ pub struct RawStage {
     pub limits: Option<RawLimits>,
     #[serde(default)]
     pub grants: Option<RawGrants>,
+    /// Instances of the component that share one batch on as many threads.
+    #[serde(default)]
+    pub parallelism: Option<Spanned<u32>>,
 }
 
 /// Per-stage resource limits; every field is optional and has a default.
@@ -347,9 +350,15 @@ pub struct Stage {
     pub grants: Grants,
     /// The tenant's index a retriever searches.
     pub index: Option<String>,
+    /// Instances that split each batch between them, on as many threads
+    /// (1: one instance).
+    pub parallelism: u32,
     /// Where the stage is declared, for runtime errors that point back at it.
     pub location: Diagnostic,
 }
+
+/// Most instances one stage may run side by side.
+pub const MAX_PARALLELISM: u32 = 64;
 
 /// A validated `[[table]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -852,6 +861,17 @@ impl Manifest {
                     grants.env.push(e.get_ref().clone());
                 }
             }
+            let parallelism = match &s.parallelism {
+                Some(p) if !(1..=MAX_PARALLELISM).contains(p.get_ref()) => {
+                    r.error(
+                        p.span(),
+                        format!("stage `{name}`: parallelism must be from 1 to {MAX_PARALLELISM}"),
+                    );
+                    1
+                }
+                Some(p) => *p.get_ref(),
+                None => 1,
+            };
             let location = r.at(s.name.span(), format!("stage `{name}`"));
             stages.push(Stage {
                 name,
@@ -861,6 +881,7 @@ impl Manifest {
                 limits,
                 grants,
                 index,
+                parallelism,
                 location,
             });
         }

@@ -363,7 +363,8 @@ impl Policy {
     }
 
     /// What the tenant's manifests ask for together, against the tenant-wide
-    /// quotas: instances (one per stage) and indexes written. Reported at the
+    /// quotas: instances (`parallelism` per stage, 1 by default) and indexes
+    /// written. Reported at the
     /// manifest that goes over.
     pub fn check_tenant(&self, manifests: &[&Manifest]) -> Vec<Diagnostic> {
         let mut out = Vec::new();
@@ -372,7 +373,11 @@ impl Policy {
         for m in manifests {
             // A manifest that would go over is refused and not counted, so
             // the ones after it are judged on what actually runs.
-            let with = instances + m.stages.len() as u64;
+            let with = instances
+                + m.stages
+                    .iter()
+                    .map(|s| u64::from(s.parallelism))
+                    .sum::<u64>();
             if with > self.max_instances {
                 out.push(Diagnostic {
                     file: m.file.clone(),

@@ -92,6 +92,9 @@ pub struct Pipeline {
     embed_dims: Vec<Option<u32>>,
     /// The tables its stages look up, shared with each stage.
     tables: TableSlot,
+    /// Per stage, the instances beyond the first (`parallelism - 1`): each
+    /// batch is split between them and `stages[i]`, on as many threads.
+    replicas: Vec<Vec<StagePlugin>>,
 }
 
 /// Fingerprint of an embedder stage: the same component (by the digest the
@@ -157,6 +160,7 @@ impl Pipeline {
         account: Arc<TenantAccount>,
     ) -> Result<Pipeline, PipelineError> {
         let mut stages = Vec::new();
+        let mut replicas = Vec::new();
         let tables = TableSlot::default();
         for s in &manifest.stages {
             let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s)
@@ -170,14 +174,23 @@ impl Pipeline {
                     .map_err(|source| PipelineError::Index { at: at(), source })?;
                 shared = shared.with_index(index);
             }
-            let plugin =
+            // One `StageShared` for all of a stage's instances: they share
+            // its state, log budget and account.
+            let shared = Arc::new(shared);
+            let prepare = || {
                 runtime
-                    .prepare(s, Arc::new(shared))
+                    .prepare(s, shared.clone())
                     .map_err(|source| PipelineError::Stage {
                         at: s.location.to_string(),
                         source,
-                    })?;
-            stages.push(plugin);
+                    })
+            };
+            stages.push(prepare()?);
+            replicas.push(
+                (1..s.parallelism)
+                    .map(|_| prepare())
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
         let last_embedder = manifest
             .stages
@@ -206,6 +219,7 @@ impl Pipeline {
             sink,
             embed_dims,
             tables,
+            replicas,
         })
     }
 
@@ -274,34 +288,35 @@ impl Pipeline {
             }
             let t0 = Instant::now();
             let n = items.len();
-            items = match self.stages[i].kind {
-                StageKind::Chunker => run_chunker(&mut self.stages[i], items, &mut out.dead),
-                StageKind::Embedder => {
-                    // Only the embedder whose vectors the index sink stores
-                    // may reuse them.
-                    let last = self
-                        .stages
-                        .iter()
-                        .rposition(|s| s.kind == StageKind::Embedder);
-                    let reuse = match &self.sink {
-                        Some(sink) if last == Some(i) => Some(sink.as_ref()),
-                        _ => None,
-                    };
-                    run_embedder(
-                        &mut self.stages[i],
-                        &mut self.embed_dims[i],
-                        items,
-                        reuse,
-                        &mut out.dead,
-                    )
-                }
-                StageKind::Retriever => run_per_question(&mut self.stages[i], items, &mut out.dead),
-                StageKind::PromptBuilder => {
-                    run_per_question(&mut self.stages[i], items, &mut out.dead)
-                }
-                StageKind::Generator => run_per_question(&mut self.stages[i], items, &mut out.dead),
-                StageKind::Transform => run_transform(&mut self.stages[i], items, &mut out.dead),
+            // Only the embedder whose vectors the index sink stores may
+            // reuse them.
+            let last_embedder = self
+                .stages
+                .iter()
+                .rposition(|s| s.kind == StageKind::Embedder);
+            let reuse = match &self.sink {
+                Some(sink) if last_embedder == Some(i) => Some(sink.as_ref()),
+                _ => None,
             };
+            let replicas = &mut self.replicas[i];
+            if replicas.is_empty() || items.len() < 2 {
+                items = run_stage(
+                    &mut self.stages[i],
+                    &mut self.embed_dims[i],
+                    items,
+                    reuse,
+                    &mut out.dead,
+                );
+            } else {
+                items = run_parallel(
+                    &mut self.stages[i],
+                    replicas,
+                    &mut self.embed_dims[i],
+                    items,
+                    reuse,
+                    &mut out.dead,
+                );
+            }
             let name = self.stages[i].name.clone();
             let kind = self.stages[i].kind;
             if kind == StageKind::Transform && self.manifest.format == Format::Question {
@@ -401,6 +416,85 @@ fn answer_provenance(
         })
         .collect();
     serde_json::json!({"stages": stages, "cited": cited})
+}
+
+/// Runs one stage's plugin over `items`.
+fn run_stage(
+    p: &mut StagePlugin,
+    dim: &mut Option<u32>,
+    items: Vec<Item>,
+    reuse: Option<&dyn DocumentSink>,
+    dl: &mut Vec<DeadLetter>,
+) -> Vec<Item> {
+    match p.kind {
+        StageKind::Chunker => run_chunker(p, items, dl),
+        StageKind::Embedder => run_embedder(p, dim, items, reuse, dl),
+        StageKind::Retriever | StageKind::PromptBuilder | StageKind::Generator => {
+            run_per_question(p, items, dl)
+        }
+        StageKind::Transform => run_transform(p, items, dl),
+    }
+}
+
+/// Splits `items` into contiguous parts, one per instance (`first` and
+/// `replicas`), runs them on as many threads, and joins the outputs and
+/// dead letters back in input order. The replicas' call counts are added
+/// to `first`'s, so a stage reports one set of figures.
+fn run_parallel(
+    first: &mut StagePlugin,
+    replicas: &mut [StagePlugin],
+    dim: &mut Option<u32>,
+    items: Vec<Item>,
+    reuse: Option<&dyn DocumentSink>,
+    dl: &mut Vec<DeadLetter>,
+) -> Vec<Item> {
+    let n = (replicas.len() + 1).min(items.len());
+    let per = items.len().div_ceil(n);
+    let mut parts: Vec<Vec<Item>> = Vec::with_capacity(n);
+    let mut rest = items;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        parts.push(std::mem::replace(&mut rest, tail));
+    }
+    for r in replicas.iter_mut() {
+        first.absorb(r);
+    }
+    let known = *dim;
+    let results: Vec<(Vec<Item>, Vec<DeadLetter>, Option<u32>)> = std::thread::scope(|scope| {
+        let plugins = std::iter::once(&mut *first).chain(replicas.iter_mut());
+        let handles: Vec<_> = parts
+            .into_iter()
+            .zip(plugins)
+            .map(|(part, p)| {
+                scope.spawn(move || {
+                    let mut d = known;
+                    let mut dead = Vec::new();
+                    let out = run_stage(p, &mut d, part, reuse, &mut dead);
+                    (out, dead, d)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                // A panic in our own stage code is a bug; surface it.
+                Err(e) => std::panic::resume_unwind(e),
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for (items, dead, d) in results {
+        out.extend(items);
+        dl.extend(dead);
+        if dim.is_none() {
+            *dim = d;
+        }
+    }
+    for r in replicas.iter_mut() {
+        first.absorb(r);
+    }
+    out
 }
 
 /// In a question pipeline, what a transform returns must be a question

@@ -481,6 +481,21 @@ impl StagePlugin {
         &self.metrics
     }
 
+    /// Makes `replica` (another instance of this stage) report to this
+    /// stage's series, and moves its counters into this stage's, so a stage
+    /// with `parallelism` reports one set of figures.
+    pub fn absorb(&mut self, replica: &mut StagePlugin) {
+        replica.metrics = self.metrics.clone();
+        let r = std::mem::take(&mut replica.stats);
+        let s = &mut self.stats;
+        s.calls += r.calls;
+        s.reused += r.reused;
+        s.instantiations += r.instantiations;
+        s.failures += r.failures;
+        s.busy += r.busy;
+        s.instantiate_time += r.instantiate_time;
+    }
+
     /// The tenant's account this stage is charged to.
     pub fn account(&self) -> &Arc<TenantAccount> {
         &self.shared.account
