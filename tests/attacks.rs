@@ -251,6 +251,72 @@ fn a_plugin_path_naming_a_host_file_does_not_echo_its_contents() {
     }
 }
 
+#[test]
+fn a_policy_with_allowed_plugin_dirs_confines_weft_run_and_check_too() {
+    support::ensure_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed");
+    let elsewhere = dir.path().join("elsewhere");
+    let manifests = dir.path().join("manifests");
+    for d in [&allowed, &elsewhere, &manifests] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for d in [&allowed, &elsewhere] {
+        std::fs::copy(support::plugin("noop-transform"), d.join("noop.wasm")).unwrap();
+    }
+    let policy = support::write(
+        dir.path(),
+        "policy.toml",
+        &format!(
+            "allowed_plugin_dirs = [{:?}]\n",
+            allowed.display().to_string()
+        ),
+    );
+    let check = |plugin: &std::path::Path| {
+        let m = support::transform_manifest(&manifests, plugin, "");
+        support::weft(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "check",
+            m.to_str().unwrap(),
+        ])
+    };
+    let ok = check(&allowed.join("noop.wasm"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = check(&elsewhere.join("noop.wasm"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("pipeline.toml:")
+            && stderr.contains("is outside the allowed plugin directories")
+            && stderr.contains("policy.toml:1:1"),
+        "{stderr}"
+    );
+    // `weft run` loads through the same check.
+    let input = support::write(dir.path(), "in.jsonl", "{\"id\":\"a\"}\n");
+    let m = support::transform_manifest(&manifests, &elsewhere.join("noop.wasm"), "");
+    let run = support::weft(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "run",
+        m.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("out.jsonl").to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("is outside the allowed plugin directories"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// The core module of a transform component whose start function never
 /// returns.
 const SLOW_START: &str = r#"

@@ -346,7 +346,7 @@ impl Policy {
             if !allowed.iter().any(|r| plugin.starts_with(r)) {
                 let mut d = s.location.clone();
                 d.message = format!(
-                    "stage `{}`: plugin {} is outside this tenant's directory and the allowed plugin directories ({}) (denied by {})",
+                    "stage `{}`: plugin {} is outside the allowed plugin directories ({}) (denied by {})",
                     s.name,
                     crate::manifest::display_path(&s.plugin),
                     allowed

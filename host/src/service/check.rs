@@ -14,12 +14,33 @@ pub fn load_checked(policy: &Policy, path: &Path) -> Result<Manifest> {
     load_checked_in(policy, path, None)
 }
 
+/// Outside `weft serve`, a policy that names `allowed_plugin_dirs` confines
+/// plugin files to those, the manifest's own directory and the plugin
+/// search path (without it, `weft run`'s operator may load any file).
+fn outside_operator_dirs(policy: &Policy, m: &Manifest) -> Vec<crate::manifest::Diagnostic> {
+    if policy.allowed_plugin_dirs.is_empty() {
+        return Vec::new();
+    }
+    let dir = m
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(".").to_path_buf());
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let mut roots = vec![dir.clone()];
+    roots.extend(crate::manifest::PluginPath::from_env(&dir).dirs);
+    policy.check_plugin_dirs(m, &roots)
+}
+
 /// [`load_checked`] for a manifest that belongs to `tenant` (its directory).
 pub fn load_checked_in(policy: &Policy, path: &Path, tenant: Option<&str>) -> Result<Manifest> {
     let m = Manifest::load_in(path, tenant).map_err(|e| {
         ServiceError::Manifest(e.diagnostics.iter().map(|d| d.to_string()).collect())
     })?;
-    let denied = policy.check(&m);
+    let mut denied = policy.check(&m);
+    if tenant.is_none() {
+        denied.extend(outside_operator_dirs(policy, &m));
+    }
     if !denied.is_empty() {
         return Err(ServiceError::Manifest(
             denied.iter().map(|d| d.to_string()).collect(),
@@ -95,6 +116,13 @@ pub fn check_manifest_in(
             .collect::<Vec<_>>()
     })?;
     let mut problems: Vec<String> = policy.check(&m).iter().map(|d| d.to_string()).collect();
+    if owner.is_none() {
+        let outside = outside_operator_dirs(policy, &m);
+        if !outside.is_empty() {
+            problems.extend(outside.iter().map(|d| d.to_string()));
+            return Err(problems);
+        }
+    }
     if let Some(o) = owner {
         let outside = policy.check_plugin_dirs(&m, o.plugin_roots);
         if !outside.is_empty() {
