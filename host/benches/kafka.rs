@@ -285,6 +285,7 @@ impl Copier {
             Variant::Weft => {
                 let p = passthrough(dir, from, to)?;
                 let opts = KafkaOptions {
+                    instance_id: None,
                     brokers: brokers.to_string(),
                     group: Some(group),
                     idle_exit: None,

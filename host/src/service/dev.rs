@@ -99,6 +99,7 @@ pub fn run_one(
         ));
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let opts = KafkaOptions {
+            instance_id: None,
             brokers: brokers.clone(),
             group: None,
             idle_exit: Some(IDLE_EXIT),

@@ -393,6 +393,7 @@ impl Server {
 
     fn kafka_options(&self) -> KafkaOptions {
         KafkaOptions {
+            instance_id: None,
             brokers: self.opts.brokers.clone(),
             group: None,
             idle_exit: None,

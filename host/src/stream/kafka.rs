@@ -188,6 +188,13 @@ pub struct KafkaOptions {
     /// (the chunk keys of each document, `<dir>/<tenant>/<pipeline>`);
     /// `None`: a new version's dropped chunk keys are not tombstoned.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Static group membership: this process's stable identity (the same
+    /// across restarts, different for every process of a group). Each
+    /// pipeline's consumer joins as `<id>.<tenant>.<pipeline>`, so a
+    /// restarted process takes over its dead predecessor's membership and
+    /// partitions instead of waiting for the broker to expire it. A second
+    /// live process with the same id is fenced by the broker.
+    pub instance_id: Option<String>,
 }
 
 /// Settings of every weft client, bootstrap servers aside. Public so the
@@ -662,7 +669,11 @@ pub async fn run_with(
         .group
         .clone()
         .unwrap_or_else(|| format!("weft.{}.{}", m.tenant, m.name));
-    let consumer: StreamConsumer = consumer_config(&opts.brokers, &group)
+    let mut config = consumer_config(&opts.brokers, &group);
+    if let Some(id) = &opts.instance_id {
+        config.set("group.instance.id", format!("{id}.{}.{}", m.tenant, m.name));
+    }
+    let consumer: StreamConsumer = config
         .create()
         .map_err(|e| StreamError::kafka("creating the Kafka consumer", e))?;
     consumer

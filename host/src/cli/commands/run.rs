@@ -23,6 +23,12 @@ pub struct Args {
     /// Consumer group (default: weft.<tenant>.<pipeline>).
     #[arg(long, requires = "brokers")]
     group: Option<String>,
+    /// Static group membership: a stable identity of this process, the same
+    /// across its restarts and unique in its group (e.g. the host name, or a
+    /// StatefulSet pod name). A restarted process then takes over its dead
+    /// predecessor's partitions instead of waiting for the broker to expire it.
+    #[arg(long, requires = "brokers")]
+    instance_id: Option<String>,
     /// Partitions for topics weft creates when they are missing.
     #[arg(long, default_value_t = 3, requires = "brokers")]
     partitions: i32,
@@ -94,6 +100,7 @@ fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
     };
     let run = KafkaRun {
         options: KafkaOptions {
+            instance_id: a.instance_id.clone(),
             brokers,
             group: a.group,
             idle_exit: a.idle_exit_secs.map(Duration::from_secs),
