@@ -118,7 +118,7 @@
     const held = cond === "paused";
     const actions = el(
       "td",
-      null,
+      { class: "actions" },
       held ? actionButton("resume", id, "/resume") : actionButton("pause", id, "/pause"),
       " ",
       (() => {
