@@ -211,7 +211,7 @@ fn keyed(doc: &str) -> KeyValue {
 /// pipelines (ingest: chunk, hash-embed, index; query: tag the flight,
 /// embed, retrieve, prompt, extractive answer), and its admin API.
 struct Airline {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _broker: LocalBroker,
     brokers: String,
     server: Arc<Server>,
@@ -267,7 +267,7 @@ impl Airline {
         )
         .expect("admin");
         Airline {
-            _dir: dir,
+            dir,
             _broker: broker,
             brokers,
             server,
@@ -355,6 +355,24 @@ fn the_console_shows_pipelines_answers_with_citations_and_dead_letters_in_chromi
             "{path}"
         );
     }
+
+    // With a token, the console's files still load (they hold no data and
+    // a browser cannot send the token to open a page) but the API wants it.
+    let token_file = support::write(a.dir.path(), "token", "a-secret-of-enough-length\n");
+    let guarded = AdminServer::start(
+        a.server.clone(),
+        AdminOptions::new("127.0.0.1:0".parse().unwrap(), Some(&token_file)).expect("token"),
+    )
+    .expect("admin with a token");
+    for (path, want) in [("/", 200), ("/console.js", 200), ("/api/status", 401)] {
+        let (code, h, body) = get(guarded.addr(), path);
+        assert_eq!(code, want, "{path}: {body}");
+        assert!(
+            header(&h, "content-security-policy").is_some(),
+            "{path}: no CSP"
+        );
+    }
+    drop(guarded);
 
     let Some(browser) = browser else { return };
     let question = "Is flight NW8843 on time?";

@@ -1,5 +1,5 @@
-//! `--admin ADDR`: the JSON API of a running `weft serve`, for `weft
-//! status`, `weft dlq` and a web console (same origin; no CORS).
+//! `--admin ADDR`: the JSON API of a running `weft serve` (or `weft dev`),
+//! for `weft status`, `weft dlq` and the web console (same origin; no CORS).
 //!
 //! | method and path | what |
 //! |---|---|
@@ -12,8 +12,9 @@
 //! | `GET /api/pipelines/{tenant}/{pipeline}/dead-letters?n=20` | the last N dead letters with headers |
 //! | `POST /api/pipelines/{tenant}/{pipeline}/dead-letters/replay` | re-produce dead letters to the source topic |
 //! | `POST /api/pipelines/{tenant}/{pipeline}/ask` | ask a question pipeline, wait for its answer |
+//! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]) |
 //!
-//! Every other `GET` is the web console ([`super::console`]): static
+//! A `GET` outside `/api/` is the console's (a 404 for other paths): static
 //! files, served without a token (they hold no data; the console asks for
 //! the token when the API answers 401). Every response carries a strict
 //! `Content-Security-Policy` and `X-Content-Type-Options: nosniff`.
