@@ -1,5 +1,5 @@
-//! `--admin ADDR`: the JSON API of a running `weft serve`, for `weft
-//! status`, `weft dlq` and a web console (same origin; no CORS).
+//! `--admin ADDR`: the JSON API of a running `weft serve` (or `weft dev`),
+//! for `weft status`, `weft dlq` and the web console (same origin; no CORS).
 //!
 //! | method and path | what |
 //! |---|---|
@@ -12,6 +12,16 @@
 //! | `GET /api/pipelines/{tenant}/{pipeline}/dead-letters?n=20` | the last N dead letters with headers |
 //! | `POST /api/pipelines/{tenant}/{pipeline}/dead-letters/replay` | re-produce dead letters to the source topic |
 //! | `POST /api/pipelines/{tenant}/{pipeline}/ask` | ask a question pipeline, wait for its answer |
+//! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]) |
+//!
+//! A `GET` outside `/api/` is the console's (a 404 for other paths): static
+//! files, served without a token (they hold no data; the console asks for
+//! the token when the API answers 401). Every response carries a strict
+//! `Content-Security-Policy` and `X-Content-Type-Options: nosniff`.
+//!
+//! The API operates a [`Hosted`]: the pipelines of `weft serve` (a
+//! [`Server`]) or those of a scenario `weft dev` runs
+//! ([`super::scenario::Watch`]).
 //!
 //! Bound to a loopback address it needs no token (though one given is
 //! checked); bound elsewhere it refuses to start without a token file, and
@@ -19,7 +29,7 @@
 //! constant time).
 
 use super::http::{Handler, HttpServer, Request, Response};
-use super::serve::{PipelineTopics, ServedPipeline, Server};
+use super::serve::{PipelineTopics, ReloadReport, ServeStatus, ServedPipeline, Server};
 use super::{Result, ServiceError};
 use crate::stream::kafka::{self, is_dead_letter_header, NewRecord, ReadRecord, H_VALUE_BYTES};
 use serde::{Deserialize, Serialize};
@@ -30,6 +40,45 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+
+/// What the admin API operates: a set of running pipelines on one broker.
+/// The API calls these from a blocking thread, so they may block.
+pub trait Hosted: Send + Sync + 'static {
+    /// Every pipeline's state and figures.
+    fn status(&self) -> ServeStatus;
+    /// The topics of `tenant/pipeline`, if it is hosted.
+    fn topics(&self, tenant: &str, pipeline: &str) -> Option<PipelineTopics>;
+    /// The brokers the pipelines run against (`None` until known: `weft
+    /// dev` starts its broker after the API).
+    fn brokers(&self) -> Option<String>;
+    /// Pause `tenant/pipeline` at its next batch boundary.
+    fn pause(&self, tenant: &str, pipeline: &str) -> Result<()>;
+    /// Resume a paused pipeline.
+    fn resume(&self, tenant: &str, pipeline: &str) -> Result<()>;
+    /// Reload, with a new version of `tenant/pipeline`.
+    fn reload_pipeline(&self, tenant: &str, pipeline: &str) -> Result<ReloadReport>;
+}
+
+impl Hosted for Server {
+    fn status(&self) -> ServeStatus {
+        Server::status(self)
+    }
+    fn topics(&self, tenant: &str, pipeline: &str) -> Option<PipelineTopics> {
+        Server::topics(self, tenant, pipeline)
+    }
+    fn brokers(&self) -> Option<String> {
+        Some(Server::brokers(self).to_string())
+    }
+    fn pause(&self, tenant: &str, pipeline: &str) -> Result<()> {
+        Server::pause(self, tenant, pipeline)
+    }
+    fn resume(&self, tenant: &str, pipeline: &str) -> Result<()> {
+        Server::resume(self, tenant, pipeline)
+    }
+    fn reload_pipeline(&self, tenant: &str, pipeline: &str) -> Result<ReloadReport> {
+        Server::reload_pipeline(self, tenant, pipeline)
+    }
+}
 
 /// How the admin API listens.
 #[derive(Debug, Clone)]
@@ -79,21 +128,25 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Serves the API for `server` on `opts.addr`.
-    pub fn start(server: Arc<Server>, opts: AdminOptions) -> Result<AdminServer> {
+    /// Serves the API (and the console) for `server` on `opts.addr`.
+    pub fn start<H: Hosted>(server: Arc<H>, opts: AdminOptions) -> Result<AdminServer> {
+        let server: Arc<dyn Hosted> = server;
         let token = opts.token.map(|t| Sha256::digest(t.as_bytes()).to_vec());
         let handler: Handler = Arc::new(move |req: Request| {
             let server = server.clone();
             let token = token.clone();
             Box::pin(async move {
-                if let Some(t) = &token {
-                    if !authorized(&req, t) {
-                        let mut r = Response::error(401, "missing or wrong bearer token");
-                        r.headers.push(("www-authenticate", "Bearer".to_string()));
-                        return r;
-                    }
-                }
-                route(server, req).await
+                let mut r = if let Some(asset) = console_asset(&req) {
+                    asset
+                } else if token.as_ref().is_some_and(|t| !authorized(&req, t)) {
+                    let mut r = Response::error(401, "missing or wrong bearer token");
+                    r.headers.push(("www-authenticate", "Bearer".to_string()));
+                    r
+                } else {
+                    route(server, req).await
+                };
+                super::console::secure(&mut r);
+                r
             })
         });
         Ok(AdminServer {
@@ -104,6 +157,14 @@ impl AdminServer {
     pub fn addr(&self) -> SocketAddr {
         self.http.addr()
     }
+}
+
+/// The console file a `GET` outside `/api/` asks for (`None` for the API).
+fn console_asset(req: &Request) -> Option<Response> {
+    if req.method != http::Method::GET || req.path == "/api" || req.path.starts_with("/api/") {
+        return None;
+    }
+    Some(super::console::asset(&req.path))
 }
 
 /// Whether the request carries the token whose SHA-256 is `want`
@@ -126,11 +187,11 @@ fn authorized(req: &Request, want: &[u8]) -> bool {
 
 /// A blocking call on the server (its methods wait on its own runtime).
 async fn on_server<T: Send + 'static>(
-    server: &Arc<Server>,
-    f: impl FnOnce(&Server) -> T + Send + 'static,
+    server: &Arc<dyn Hosted>,
+    f: impl FnOnce(&dyn Hosted) -> T + Send + 'static,
 ) -> std::result::Result<T, Response> {
     let s = server.clone();
-    tokio::task::spawn_blocking(move || f(&s))
+    tokio::task::spawn_blocking(move || f(s.as_ref()))
         .await
         .map_err(|e| Response::error(500, &format!("the request's worker failed: {e}")))
 }
@@ -144,7 +205,7 @@ fn service_error(e: &ServiceError) -> Response {
     Response::error(status, &e.to_string())
 }
 
-async fn route(server: Arc<Server>, req: Request) -> Response {
+async fn route(server: Arc<dyn Hosted>, req: Request) -> Response {
     let parts: Vec<&str> = req
         .path
         .trim_matches('/')
@@ -171,14 +232,17 @@ async fn route(server: Arc<Server>, req: Request) -> Response {
             if get || post { 404 } else { 405 },
             &format!("no endpoint {} {}", req.method, req.path),
         )),
-        _ => Err(Response::error(404, "the admin API is under /api/")),
+        _ => Err(Response::error(
+            404,
+            "the admin API is under /api/ (the console is at /)",
+        )),
     };
     r.unwrap_or_else(|e| e)
 }
 
 type Answer = std::result::Result<Response, Response>;
 
-async fn status(server: &Arc<Server>) -> Answer {
+async fn status(server: &Arc<dyn Hosted>) -> Answer {
     let s = on_server(server, |s| s.status()).await?;
     Ok(Response::json(200, &s))
 }
@@ -189,7 +253,7 @@ struct Tenant {
     pipelines: Vec<ServedPipeline>,
 }
 
-async fn tenants(server: &Arc<Server>) -> Answer {
+async fn tenants(server: &Arc<dyn Hosted>) -> Answer {
     let s = on_server(server, |s| s.status()).await?;
     let mut by: BTreeMap<String, Vec<ServedPipeline>> = BTreeMap::new();
     for p in s.pipelines {
@@ -206,7 +270,7 @@ async fn tenants(server: &Arc<Server>) -> Answer {
 }
 
 async fn find(
-    server: &Arc<Server>,
+    server: &Arc<dyn Hosted>,
     t: &str,
     p: &str,
 ) -> std::result::Result<ServedPipeline, Response> {
@@ -223,11 +287,11 @@ async fn find(
         })
 }
 
-async fn one(server: &Arc<Server>, t: &str, p: &str) -> Answer {
+async fn one(server: &Arc<dyn Hosted>, t: &str, p: &str) -> Answer {
     Ok(Response::json(200, &find(server, t, p).await?))
 }
 
-async fn hold(server: &Arc<Server>, t: &str, p: &str, pause: bool) -> Answer {
+async fn hold(server: &Arc<dyn Hosted>, t: &str, p: &str, pause: bool) -> Answer {
     let (tt, pp) = (t.to_string(), p.to_string());
     on_server(server, move |s| {
         if pause {
@@ -248,7 +312,7 @@ async fn hold(server: &Arc<Server>, t: &str, p: &str, pause: bool) -> Answer {
     ))
 }
 
-async fn reload(server: &Arc<Server>, t: &str, p: &str) -> Answer {
+async fn reload(server: &Arc<dyn Hosted>, t: &str, p: &str) -> Answer {
     let (tt, pp) = (t.to_string(), p.to_string());
     let report = on_server(server, move |s| s.reload_pipeline(&tt, &pp))
         .await?
@@ -257,21 +321,19 @@ async fn reload(server: &Arc<Server>, t: &str, p: &str) -> Answer {
 }
 
 async fn topics(
-    server: &Arc<Server>,
+    server: &Arc<dyn Hosted>,
     t: &str,
     p: &str,
 ) -> std::result::Result<(PipelineTopics, String), Response> {
     let (tt, pp) = (t.to_string(), p.to_string());
-    on_server(server, move |s| {
-        s.topics(&tt, &pp).map(|x| (x, s.brokers().to_string()))
-    })
-    .await?
-    .ok_or_else(|| {
-        Response::error(
-            404,
-            &format!("no pipeline `{p}` of tenant `{t}` is hosted here"),
-        )
-    })
+    on_server(server, move |s| s.topics(&tt, &pp).zip(s.brokers()))
+        .await?
+        .ok_or_else(|| {
+            Response::error(
+                404,
+                &format!("no pipeline `{p}` of tenant `{t}` is hosted here"),
+            )
+        })
 }
 
 /// A dead letter as the API shows it.
@@ -321,7 +383,7 @@ impl DeadLetterView {
 /// Most dead letters one request returns.
 pub const MAX_TAIL: usize = 1000;
 
-async fn dead_letters(server: &Arc<Server>, t: &str, p: &str, req: &Request) -> Answer {
+async fn dead_letters(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answer {
     let n = match req.param("n") {
         None => 20,
         Some(v) => v
@@ -356,7 +418,7 @@ pub struct Position {
     pub offset: i64,
 }
 
-async fn replay(server: &Arc<Server>, t: &str, p: &str, req: &Request) -> Answer {
+async fn replay(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answer {
     let ask: ReplayRequest = serde_json::from_slice(&req.body).map_err(|e| {
         Response::error(
             400,
@@ -450,7 +512,7 @@ pub struct AskRequest {
     pub timeout_ms: Option<u64>,
 }
 
-async fn ask(server: &Arc<Server>, t: &str, p: &str, req: &Request) -> Answer {
+async fn ask(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answer {
     let q: AskRequest = serde_json::from_slice(&req.body).map_err(|e| {
         Response::error(
             400,

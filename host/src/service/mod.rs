@@ -11,10 +11,12 @@
 //! - [`indexes`]: looking into tenants' indexes (`weft index`);
 //! - [`dev`]: one pipeline fed from a file through a local broker;
 //! - [`exporter`] and [`admin`]: the `--metrics` endpoint (Prometheus) and
-//!   the `--admin` JSON API of a running process, over [`http`].
+//!   the `--admin` JSON API of a running process, over [`http`];
+//!   [`console`]: the web console the admin server serves at `/`.
 
 pub mod admin;
 pub mod check;
+pub mod console;
 pub mod dev;
 pub mod eval;
 pub mod exporter;

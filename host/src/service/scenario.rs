@@ -19,18 +19,20 @@
 //! phase = "before-updates"                    # only the questions of this phase
 //! ```
 
+use super::admin::Hosted;
 use super::eval::{self, Asked, Evaluation, Question};
+use super::serve::{served_pipeline, PipelineTopics, ReloadReport, ServeStatus};
 use super::{indexes, Host, Result, ServiceError};
 use crate::index::{IndexStats, VectorIndex};
 use crate::manifest::{Manifest, StageKind};
 use crate::metrics::Histogram;
 use crate::pipeline::Pipeline;
-use crate::stream::kafka::{self, Counters, KafkaOptions, KeyValue, ReadRecord};
+use crate::stream::kafka::{self, Control, Counters, KafkaOptions, KeyValue, ReadRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The file a scenario directory holds.
@@ -181,7 +183,111 @@ pub enum Event<'a> {
         questions: usize,
     },
     Answered(&'a Asked),
+    /// Every step is done and the run was asked to linger ([`Watch`]):
+    /// the pipelines keep running until Ctrl-C or SIGTERM.
+    Lingering,
     Finished,
+}
+
+/// A scenario's pipelines as the admin API (and its web console) see them
+/// while `weft dev --admin` runs it: their figures, topics and broker, and
+/// an operator's pause. Registered as the run starts them, so the console
+/// shows the demo as it happens.
+pub struct Watch {
+    brokers: Mutex<Option<String>>,
+    pipelines: Mutex<BTreeMap<(String, String), Watched>>,
+    linger: bool,
+}
+
+struct Watched {
+    file: PathBuf,
+    counters: Arc<Counters>,
+    topics: PipelineTopics,
+    hold: tokio::sync::watch::Sender<bool>,
+    samples: VecDeque<(Instant, u64, u64, u64)>,
+    ended: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain maps updated in single statements: consistent after a panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Watch {
+    /// `linger`: after the last step, keep the pipelines (and a local
+    /// broker) running until Ctrl-C or SIGTERM, so questions can still be
+    /// asked through the API.
+    pub fn new(linger: bool) -> Watch {
+        Watch {
+            brokers: Mutex::new(None),
+            pipelines: Mutex::new(BTreeMap::new()),
+            linger,
+        }
+    }
+
+    fn hosted(&self, tenant: &str, pipeline: &str) -> Result<tokio::sync::watch::Sender<bool>> {
+        lock(&self.pipelines)
+            .get(&(tenant.to_string(), pipeline.to_string()))
+            .map(|w| w.hold.clone())
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "no pipeline `{pipeline}` of tenant `{tenant}` runs in this scenario"
+                ))
+            })
+    }
+}
+
+impl Hosted for Watch {
+    fn status(&self) -> ServeStatus {
+        let mut pipelines = lock(&self.pipelines);
+        let list = pipelines
+            .iter_mut()
+            .map(|((t, p), w)| {
+                served_pipeline(
+                    t,
+                    p,
+                    &w.file,
+                    &w.counters,
+                    &w.topics,
+                    &mut w.samples,
+                    w.ended.as_deref(),
+                )
+            })
+            .collect();
+        ServeStatus {
+            pipelines: list,
+            refused: Vec::new(),
+        }
+    }
+
+    fn topics(&self, tenant: &str, pipeline: &str) -> Option<PipelineTopics> {
+        lock(&self.pipelines)
+            .get(&(tenant.to_string(), pipeline.to_string()))
+            .map(|w| w.topics.clone())
+    }
+
+    fn brokers(&self) -> Option<String> {
+        lock(&self.brokers).clone()
+    }
+
+    fn pause(&self, tenant: &str, pipeline: &str) -> Result<()> {
+        self.hosted(tenant, pipeline)?.send_replace(true);
+        Ok(())
+    }
+
+    fn resume(&self, tenant: &str, pipeline: &str) -> Result<()> {
+        self.hosted(tenant, pipeline)?.send_replace(false);
+        Ok(())
+    }
+
+    fn reload_pipeline(&self, tenant: &str, pipeline: &str) -> Result<ReloadReport> {
+        self.hosted(tenant, pipeline)?;
+        Err(ServiceError::Input(
+            "`weft dev` runs a scenario's pipelines as loaded and does not reload them \
+             (`weft serve` does)"
+                .to_string(),
+        ))
+    }
 }
 
 /// Retrieval with a query pipeline's embedder alone, no metadata filter.
@@ -279,6 +385,20 @@ pub fn run(
     broker_dir: &Path,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report> {
+    run_watched(host, scenario, brokers, broker_dir, None, on_event)
+}
+
+/// [`run`], with its pipelines registered in `watch` (if given) for an
+/// admin API to show, pause and ask, and lingering after the last step if
+/// `watch` says so.
+pub fn run_watched(
+    host: &Host,
+    scenario: &Scenario,
+    brokers: Option<String>,
+    broker_dir: &Path,
+    watch: Option<&Watch>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report> {
     // Every step names a pipeline of the scenario: say so before starting
     // anything.
     let manifests = scenario
@@ -296,11 +416,23 @@ pub fn run(
         None => on_event(Event::BrokerStarting { dir: broker_dir }),
         Some(address) => on_event(Event::BrokerStarted { address }),
     })?;
+    if let Some(w) = watch {
+        *lock(&w.brokers) = Some(brokers.clone());
+    }
     // Tables follow their topics on this broker from the start.
     host.follow_tables(&brokers);
     let pipelines = host.pipelines(&scenario.pipelines)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| ServiceError::io("starting tokio", e))?;
-    let report = rt.block_on(run_steps(host, scenario, pipelines, &brokers, on_event));
+    let report = rt.block_on(run_steps(
+        host, scenario, pipelines, &brokers, watch, on_event,
+    ));
+    if let Some(w) = watch {
+        // The broker goes away with `_broker`: nothing more to ask.
+        *lock(&w.brokers) = None;
+        for p in lock(&w.pipelines).values_mut() {
+            p.ended.get_or_insert_with(|| "stopped".to_string());
+        }
+    }
     // Before the local broker goes away with `_broker`.
     host.stop_tables();
     let mut report = report?;
@@ -314,6 +446,7 @@ async fn run_steps(
     scenario: &Scenario,
     pipelines: Vec<Pipeline>,
     brokers: &str,
+    watch: Option<&Watch>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report> {
     let stream = ServiceError::Stream;
@@ -365,11 +498,31 @@ async fn run_steps(
             )),
             None => None,
         };
-        let task = tokio::spawn(kafka::run(
+        // An operator's pause through the admin API, when watched.
+        let (hold, hold_rx) = tokio::sync::watch::channel(false);
+        let control = Control {
+            hold: watch.map(|_| hold_rx),
+            ..Control::default()
+        };
+        if let Some(w) = watch {
+            lock(&w.pipelines).insert(
+                (manifest.tenant.clone(), manifest.name.clone()),
+                Watched {
+                    file: manifest.file.clone(),
+                    counters: counters.clone(),
+                    topics: PipelineTopics::of(&manifest),
+                    hold,
+                    samples: VecDeque::new(),
+                    ended: None,
+                },
+            );
+        }
+        let task = tokio::spawn(kafka::run_with(
             p,
             opts.clone(),
             counters.clone(),
             stop_rx.clone(),
+            control,
         ));
         running.insert(
             manifest.name.clone(),
@@ -486,10 +639,16 @@ async fn run_steps(
             }
         }
     }
+    if watch.is_some_and(|w| w.linger) {
+        on_event(Event::Lingering);
+        super::run::shutdown_signal().await;
+    }
     let _ = stop_tx.send(true);
     let mut dead_letters = 0;
     let mut indexes = BTreeMap::new();
-    let mut freshness = Histogram::default();
+    // (p50, p99) of the last pipeline that indexed anything, read in place
+    // (a watching admin API may still hold the counters).
+    let mut freshness = (None, None);
     for (name, r) in running {
         r.task
             .await
@@ -500,9 +659,10 @@ async fn run_steps(
             indexes.insert(n.clone(), ix.stats()?);
         }
         if r.counters.freshness.count() > 0 {
-            freshness = Arc::try_unwrap(r.counters)
-                .map(|c| c.freshness)
-                .unwrap_or_default();
+            freshness = (
+                r.counters.freshness.quantile(0.5),
+                r.counters.freshness.quantile(0.99),
+            );
         }
     }
     Ok(Report {
@@ -510,8 +670,8 @@ async fn run_steps(
         note: scenario.note.clone(),
         produced,
         evaluation: eval::evaluate(&asked),
-        freshness_p50_ms: freshness.quantile(0.5),
-        freshness_p99_ms: freshness.quantile(0.99),
+        freshness_p50_ms: freshness.0,
+        freshness_p99_ms: freshness.1,
         answer_latency_p50_ms: latency.quantile(0.5),
         answer_latency_p99_ms: latency.quantile(0.99),
         dead_letters,

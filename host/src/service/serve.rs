@@ -123,6 +123,19 @@ pub struct PipelineTopics {
     pub format: String,
 }
 
+impl PipelineTopics {
+    /// The topics `m` reads and writes.
+    pub(crate) fn of(m: &Manifest) -> PipelineTopics {
+        PipelineTopics {
+            source: m.source_topic.clone(),
+            sink: m.sink_topic.clone(),
+            dead_letters: m.dead_letter_topic.clone(),
+            index: m.sink_index.clone(),
+            format: format!("{:?}", m.format).to_lowercase(),
+        }
+    }
+}
+
 /// What a hosted pipeline is doing, as one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -263,6 +276,62 @@ fn rates(samples: &mut VecDeque<(Instant, u64, u64, u64)>, f: &PipelineStatus) -
             }
         }
         _ => Rates::default(),
+    }
+}
+
+/// One pipeline's entry in a status: its condition from how its task ended
+/// (`ended`) and its counters, its rates from `samples`. Shared by
+/// [`Server::status`] and `weft dev`'s watched scenario, so the admin API
+/// and the console read both alike.
+pub(crate) fn served_pipeline(
+    tenant: &str,
+    name: &str,
+    file: &Path,
+    c: &Counters,
+    topics: &PipelineTopics,
+    samples: &mut VecDeque<(Instant, u64, u64, u64)>,
+    ended: Option<&str>,
+) -> ServedPipeline {
+    let held = c.held.load(std::sync::atomic::Ordering::Relaxed);
+    let (condition, reason) = match (ended, held, c.circuit_open(), c.stalled()) {
+        (Some("stopped"), _, _, _) => (Condition::Stopped, None),
+        (Some(e), _, _, _) => (
+            Condition::Failed,
+            Some(e.trim_start_matches("failed: ").to_string()),
+        ),
+        (None, true, _, _) => (Condition::Paused, Some("by an operator".to_string())),
+        (None, false, Some(why), _) => (Condition::CircuitOpen, Some(why)),
+        (None, false, None, Some(why)) => (Condition::Stalled, Some(why)),
+        (None, false, None, None) => (Condition::Running, None),
+    };
+    let state = match (condition, &reason) {
+        (Condition::Running, _) => "running".to_string(),
+        (Condition::Stopped, _) => "stopped".to_string(),
+        (Condition::Failed, Some(why)) => format!("failed: {why}"),
+        (Condition::CircuitOpen | Condition::Paused, Some(why)) => format!("paused: {why}"),
+        (Condition::Stalled, Some(why)) => format!("stalled: {why}"),
+        (c, _) => format!("{c:?}").to_lowercase(),
+    };
+    let figures = PipelineStatus::of(name, c);
+    let rates = rates(samples, &figures);
+    ServedPipeline {
+        tenant: tenant.to_string(),
+        file: display_path(file),
+        state,
+        condition,
+        reason,
+        reloads: c.reloads.load(std::sync::atomic::Ordering::Relaxed),
+        rates,
+        lag: c.total_lag(),
+        lag_by_partition: c
+            .lag
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .unwrap_or_default(),
+        last_error: c.last_error(),
+        topics: topics.clone(),
+        figures,
     }
 }
 
@@ -411,13 +480,7 @@ impl Server {
         let key = (tenant.clone(), m.name.clone());
         let file = m.file.clone();
         let id = identity(&m);
-        let topics = PipelineTopics {
-            source: m.source_topic.clone(),
-            sink: m.sink_topic.clone(),
-            dead_letters: m.dead_letter_topic.clone(),
-            index: m.sink_index.clone(),
-            format: format!("{:?}", m.format).to_lowercase(),
-        };
+        let topics = PipelineTopics::of(&m);
         let metrics = self.host.metrics.pipeline(&tenant, &m.name);
         let pipeline = self.host.pipeline_for(m, policy)?;
         let counters = Arc::new(Counters::with_metrics(metrics));
@@ -540,50 +603,15 @@ impl Server {
                     r.ended = Some(ended(self.rt.block_on(t)));
                 }
             }
-            let c = &r.counters;
-            let held = c.held.load(std::sync::atomic::Ordering::Relaxed);
-            let (condition, reason) = match (&r.ended, held, c.circuit_open(), c.stalled()) {
-                (Some(e), _, _, _) if e == "stopped" => (Condition::Stopped, None),
-                (Some(e), _, _, _) => (
-                    Condition::Failed,
-                    Some(e.trim_start_matches("failed: ").to_string()),
-                ),
-                (None, true, _, _) => (Condition::Paused, Some("by an operator".to_string())),
-                (None, false, Some(why), _) => (Condition::CircuitOpen, Some(why)),
-                (None, false, None, Some(why)) => (Condition::Stalled, Some(why)),
-                (None, false, None, None) => (Condition::Running, None),
-            };
-            let state = match (condition, &reason) {
-                (Condition::Running, _) => "running".to_string(),
-                (Condition::Stopped, _) => "stopped".to_string(),
-                (Condition::Failed, Some(why)) => format!("failed: {why}"),
-                (Condition::CircuitOpen | Condition::Paused, Some(why)) => {
-                    format!("paused: {why}")
-                }
-                (Condition::Stalled, Some(why)) => format!("stalled: {why}"),
-                (c, _) => format!("{c:?}").to_lowercase(),
-            };
-            let figures = PipelineStatus::of(name, c);
-            let rates = rates(&mut r.samples, &figures);
-            out.push(ServedPipeline {
-                tenant: tenant.clone(),
-                file: display_path(&r.file),
-                state,
-                condition,
-                reason,
-                reloads: c.reloads.load(std::sync::atomic::Ordering::Relaxed),
-                rates,
-                lag: c.total_lag(),
-                lag_by_partition: c
-                    .lag
-                    .lock()
-                    .ok()
-                    .and_then(|l| l.clone())
-                    .unwrap_or_default(),
-                last_error: c.last_error(),
-                topics: r.topics.clone(),
-                figures,
-            });
+            out.push(served_pipeline(
+                tenant,
+                name,
+                &r.file,
+                &r.counters,
+                &r.topics,
+                &mut r.samples,
+                r.ended.as_deref(),
+            ));
         }
         ServeStatus {
             pipelines: out,

@@ -5,9 +5,11 @@ use crate::cli::Globals;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use weft::service::admin::{AdminOptions, AdminServer};
 use weft::service::dev::{run_one, DevEvent};
 use weft::service::eval::{groups, Asked, Figures};
-use weft::service::scenario::{self, Event, Scenario};
+use weft::service::scenario::{self, Event, Scenario, Watch};
 use weft::service::Host;
 
 #[derive(clap::Args)]
@@ -33,9 +35,24 @@ pub struct Args {
     /// Serve Prometheus metrics on this address (`GET /metrics`) while it runs.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the web console (at /) and the admin API (under /api/) on this
+    /// address, e.g. 127.0.0.1:9180, to watch the scenario and ask
+    /// questions; after the last step the pipelines keep running until
+    /// Ctrl-C, then the summary is printed. Scenarios only.
+    #[arg(long, conflicts_with = "manifest")]
+    admin: Option<std::net::SocketAddr>,
+    /// The bearer token the admin API requires (required when --admin is
+    /// not a loopback address).
+    #[arg(long, requires = "admin")]
+    admin_token_file: Option<PathBuf>,
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
+    // Refuse a bad --admin before anything starts.
+    let admin = match a.admin {
+        Some(addr) => Some(AdminOptions::new(addr, a.admin_token_file.as_deref())?),
+        None => None,
+    };
     let host = Host::new(g.cache_dir.clone(), g.policy.clone(), &a.dir.join("data"))?;
     let _metrics = match a.metrics {
         Some(addr) => {
@@ -47,7 +64,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
     };
     match (&a.manifest, &a.input) {
         (Some(manifest), Some(input)) => one(&host, &a, manifest, input),
-        _ => scenario(&host, &a),
+        _ => scenario(&host, &a, admin),
     }
 }
 
@@ -181,10 +198,26 @@ fn ms(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into())
 }
 
-fn scenario(host: &Host, a: &Args) -> anyhow::Result<ExitCode> {
+fn scenario(host: &Host, a: &Args, admin: Option<AdminOptions>) -> anyhow::Result<ExitCode> {
     let sc = Scenario::load(&a.scenario)?;
+    // With --admin: the console watches the pipelines as the run starts
+    // them, and the run lingers after its last step for questions.
+    let watch = Arc::new(Watch::new(admin.is_some()));
+    let _admin = match admin {
+        Some(o) => {
+            let s = AdminServer::start(watch.clone(), o).context("--admin")?;
+            eprintln!(
+                "console on http://{0}/ (admin API under http://{0}/api/)",
+                s.addr()
+            );
+            Some(s)
+        }
+        None => None,
+    };
+    let watched = _admin.as_ref().map(|_| watch.as_ref());
     let progress = bar("{spinner} {msg} {pos}/{len}");
-    let report = scenario::run(host, &sc, a.brokers.clone(), &a.dir, &mut |e| match e {
+    let report = scenario::run_watched(host, &sc, a.brokers.clone(), &a.dir, watched, &mut |e| {
+        match e {
         Event::BrokerStarting { dir } => {
             eprintln!("starting a local broker (tansu, data in {})", dir.display())
         }
@@ -222,7 +255,11 @@ fn scenario(host: &Host, a: &Args) -> anyhow::Result<ExitCode> {
             println!("\n== questions, {phase} ({questions})\n")
         }
         Event::Answered(q) => print_answer(q),
+        Event::Lingering => eprintln!(
+            "every step is done; the pipelines keep running for the console: Ctrl-C (or SIGTERM) stops them and prints the summary"
+        ),
         Event::Finished => {}
+    }
     })?;
     println!("\n== summary ({})\n", report.scenario);
     // Phases (per pipeline, if several answered) in the order asked.

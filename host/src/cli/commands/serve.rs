@@ -49,7 +49,8 @@ pub struct Args {
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics: Option<SocketAddr>,
-    /// Serve the admin API (JSON under /api/) on this address, e.g. 127.0.0.1:9180.
+    /// Serve the admin API (JSON under /api/) and the web console (at /) on
+    /// this address, e.g. 127.0.0.1:9180.
     #[arg(long)]
     admin: Option<SocketAddr>,
     /// The bearer token the admin API requires (required when --admin is
@@ -117,7 +118,10 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
     let admin = match admin {
         Some(o) => {
             let s = AdminServer::start(server.clone(), o).context("--admin")?;
-            eprintln!("admin API on http://{}/api/status", s.addr());
+            eprintln!(
+                "admin API on http://{0}/api/status, console on http://{0}/",
+                s.addr()
+            );
             Some(s)
         }
         None => None,
