@@ -5,9 +5,9 @@
 
 use super::registry::Searcher;
 use super::sink::IndexSink;
-use super::{IndexRegistry, ReadOnlyIndex, SearchHit, VectorIndex};
+use super::{IndexRegistry, Query, ReadOnlyIndex, SearchHit, SearchMode, VectorIndex};
 use crate::pipeline::{DocumentSink, EmbeddingModel, Indexes, SinkError};
-use crate::runtime::{IndexHit, IndexSearch, SearchError};
+use crate::runtime::{IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError};
 use std::sync::Arc;
 
 fn to_runtime(hits: Vec<SearchHit>) -> Vec<IndexHit> {
@@ -33,6 +33,28 @@ impl IndexSearch for VectorIndex {
             .map(to_runtime)
             .map_err(SearchError::new)
     }
+
+    fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
+        let mut query = Query::new(
+            match q.mode {
+                IndexMode::Vector => SearchMode::Vector,
+                IndexMode::Keyword => SearchMode::Keyword,
+                IndexMode::Hybrid => SearchMode::Hybrid,
+            },
+            &q.vector,
+            &q.text,
+            q.k as usize,
+            &q.filter,
+        );
+        if q.rrf_k.is_finite() && q.rrf_k > 0.0 {
+            query.rrf_k = q.rrf_k;
+        }
+        query.vector_weight = q.vector_weight;
+        query.keyword_weight = q.keyword_weight;
+        VectorIndex::query(self, &query)
+            .map(to_runtime)
+            .map_err(SearchError::new)
+    }
 }
 
 impl IndexSearch for ReadOnlyIndex {
@@ -45,6 +67,13 @@ impl IndexSearch for ReadOnlyIndex {
         match self.index().map_err(SearchError::new)? {
             None => Ok(Vec::new()),
             Some(ix) => IndexSearch::search(ix.as_ref(), vector, k, filter),
+        }
+    }
+
+    fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
+        match self.index().map_err(SearchError::new)? {
+            None => Ok(Vec::new()),
+            Some(ix) => IndexSearch::query(ix.as_ref(), q),
         }
     }
 }

@@ -52,6 +52,40 @@ pub trait IndexSearch: Send + Sync {
         k: u32,
         filter: &[(String, String)],
     ) -> Result<Vec<IndexHit>, SearchError>;
+
+    /// A search in any mode (`index.query`). The default serves vector mode
+    /// through [`IndexSearch::search`] and refuses the others, so an index
+    /// without a keyword side says so instead of answering wrongly.
+    fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
+        match q.mode {
+            IndexMode::Vector => self.search(&q.vector, q.k, &q.filter),
+            other => Err(SearchError::new(format!(
+                "this index has no {other:?} search"
+            ))),
+        }
+    }
+}
+
+/// Retrieval mode of an [`IndexQuery`] (the WIT `search-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexMode {
+    Vector,
+    Keyword,
+    Hybrid,
+}
+
+/// A search request in the runtime's own terms (the WIT `search-request`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexQuery {
+    pub mode: IndexMode,
+    pub vector: Vec<f32>,
+    pub text: String,
+    pub k: u32,
+    pub filter: Vec<(String, String)>,
+    /// Reciprocal-rank-fusion constant; not finite or <= 0 means the default.
+    pub rrf_k: f32,
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
 }
 
 /// What every instance of one stage shares: identity, config, grants, state.
@@ -334,31 +368,67 @@ impl state::Host for StageCtx {
     }
 }
 
-impl index::Host for StageCtx {
-    fn search(&mut self, vector: Vec<f32>, k: u32, filter: Vec<Meta>) -> Result<Vec<Hit>, String> {
-        let Some(index) = &self.shared.index else {
-            return Err(format!(
+fn to_wit(hits: Vec<IndexHit>) -> Vec<Hit> {
+    hits.into_iter()
+        .map(|h| Hit {
+            chunk_id: h.chunk_id,
+            doc_id: h.doc_id,
+            score: h.score,
+            text: h.text,
+            metadata: h
+                .metadata
+                .into_iter()
+                .map(|(key, value)| Meta { key, value })
+                .collect(),
+        })
+        .collect()
+}
+
+impl StageCtx {
+    fn attached_index(&self) -> Result<Arc<dyn IndexSearch>, String> {
+        self.shared.index.clone().ok_or_else(|| {
+            format!(
                 "pipeline `{}` has no index attached (tenant `{}`)",
                 self.shared.pipeline, self.shared.tenant
-            ));
-        };
+            )
+        })
+    }
+}
+
+impl index::Host for StageCtx {
+    fn search(&mut self, vector: Vec<f32>, k: u32, filter: Vec<Meta>) -> Result<Vec<Hit>, String> {
+        let index = self.attached_index()?;
         let filter: Vec<(String, String)> = filter.into_iter().map(|m| (m.key, m.value)).collect();
         let hits = index
             .search(&vector, k.min(1000), &filter)
             .map_err(|e| e.to_string())?;
-        Ok(hits
-            .into_iter()
-            .map(|h| Hit {
-                chunk_id: h.chunk_id,
-                doc_id: h.doc_id,
-                score: h.score,
-                text: h.text,
-                metadata: h
-                    .metadata
-                    .into_iter()
-                    .map(|(key, value)| Meta { key, value })
-                    .collect(),
-            })
-            .collect())
+        Ok(to_wit(hits))
+    }
+
+    fn query(&mut self, req: index::SearchRequest) -> Result<Vec<Hit>, String> {
+        let index = self.attached_index()?;
+        let weight = |w: f32, name: &str| {
+            if w.is_finite() && w >= 0.0 {
+                Ok(w)
+            } else {
+                Err(format!("`{name}` must be a finite number >= 0, not {w}"))
+            }
+        };
+        let q = IndexQuery {
+            mode: match req.mode {
+                index::SearchMode::Vector => IndexMode::Vector,
+                index::SearchMode::Keyword => IndexMode::Keyword,
+                index::SearchMode::Hybrid => IndexMode::Hybrid,
+            },
+            vector: req.vector,
+            text: req.text,
+            k: req.k.min(1000),
+            filter: req.filter.into_iter().map(|m| (m.key, m.value)).collect(),
+            rrf_k: req.rrf_k,
+            vector_weight: weight(req.vector_weight, "vector-weight")?,
+            keyword_weight: weight(req.keyword_weight, "keyword-weight")?,
+        };
+        let hits = index.query(&q).map_err(|e| e.to_string())?;
+        Ok(to_wit(hits))
     }
 }

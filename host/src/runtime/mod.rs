@@ -15,7 +15,7 @@ pub mod state;
 pub mod tenant;
 
 pub use cache::CompileCache;
-pub use ctx::{IndexHit, IndexSearch, SearchError, StageCtx, StageShared};
+pub use ctx::{IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError, StageCtx, StageShared};
 pub use failure::{Failure, FailureKind};
 pub use fair::{FairScheduler, Permit};
 pub use tenant::TenantAccount;

@@ -10,11 +10,32 @@
 //! - `filter.<key>` = value: fixed metadata filters.
 //! - `filter_from_question`: array of metadata keys whose values in the
 //!   question's metadata are added as filters (missing keys add none).
+//! - `mode` (`"vector"`): `"keyword"` searches the index's BM25 side with the
+//!   question text; `"hybrid"` fuses the vector and keyword lists by
+//!   reciprocal rank (`rrf_k` 60, `vector_weight` 1, `keyword_weight` 1).
+//!   Vector mode calls `index.search` as before; the others `index.query`.
+//! - `min_offsets_timeout_ms`, `on_stale`: read by the host (how long a
+//!   question's read-your-writes requirement may wait; see the README).
 
 pub mod config;
 pub mod mmr;
 
-pub use config::{RetrieveConfig, Settings};
+pub use config::{Mode, RetrieveConfig, Settings};
+
+/// Scores rescaled to [0, 1] by the best one, for MMR: its trade-off
+/// `lambda * score - (1 - lambda) * redundancy` assumes scores on the
+/// scale of a cosine, while BM25 scores run to tens and RRF scores are
+/// around 1/60. Cosine scores (vector mode) are used as they are.
+pub fn relevance(mode: Mode, scores: &[f32]) -> Vec<f32> {
+    if mode == Mode::Vector {
+        return scores.to_vec();
+    }
+    let max = scores.iter().copied().fold(0.0f32, f32::max);
+    if max <= 0.0 {
+        return vec![0.0; scores.len()];
+    }
+    scores.iter().map(|s| s / max).collect()
+}
 pub use mmr::{jaccard, mmr_select, word_set};
 
 /// Checks the question vector before it goes to the index, so a bad upstream
@@ -33,9 +54,10 @@ pub fn check_vector(v: &[f32]) -> Result<(), String> {
 mod component {
     wit_bindgen::generate!({ path: "../../wit", world: "retriever" });
 
-    use crate::Settings;
+    use crate::{Mode, Settings};
     use exports::weft::plugin::retrieve::Guest;
     use std::sync::OnceLock;
+    use weft::plugin::index::{SearchMode, SearchRequest};
     use weft::plugin::log::{log, Level};
     use weft::plugin::types::{ErrorKind, Hit, Meta, PluginError, Question};
 
@@ -60,11 +82,13 @@ mod component {
                 kind: ErrorKind::Config,
                 message: e.clone(),
             })?;
-            crate::check_vector(&vector).map_err(|message| PluginError {
-                kind: ErrorKind::InvalidInput,
-                message,
-            })?;
             let r = &s.retrieve;
+            if r.mode != Mode::Keyword {
+                crate::check_vector(&vector).map_err(|message| PluginError {
+                    kind: ErrorKind::InvalidInput,
+                    message,
+                })?;
+            }
             let qmeta: Vec<(String, String)> = question
                 .metadata
                 .into_iter()
@@ -75,15 +99,31 @@ mod component {
                 .into_iter()
                 .map(|(key, value)| Meta { key, value })
                 .collect();
-            let hits =
-                weft::plugin::index::search(&vector, r.fetch_count(), &filter).map_err(|e| {
-                    PluginError {
-                        kind: ErrorKind::Internal,
-                        message: format!("index search failed: {e}"),
-                    }
-                })?;
-            let candidates: Vec<(f32, &str)> =
-                hits.iter().map(|h| (h.score, h.text.as_str())).collect();
+            let found = match r.mode {
+                Mode::Vector => weft::plugin::index::search(&vector, r.fetch_count(), &filter),
+                mode => weft::plugin::index::query(&SearchRequest {
+                    vector,
+                    text: question.text,
+                    k: r.fetch_count(),
+                    filter,
+                    mode: match mode {
+                        Mode::Keyword => SearchMode::Keyword,
+                        _ => SearchMode::Hybrid,
+                    },
+                    rrf_k: r.rrf_k,
+                    vector_weight: r.vector_weight,
+                    keyword_weight: r.keyword_weight,
+                }),
+            };
+            let hits = found.map_err(|e| PluginError {
+                kind: ErrorKind::Internal,
+                message: format!("index search failed: {e}"),
+            })?;
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            let candidates: Vec<(f32, &str)> = crate::relevance(r.mode, &scores)
+                .into_iter()
+                .zip(hits.iter().map(|h| h.text.as_str()))
+                .collect();
             let picked = crate::mmr_select(&candidates, r.k, r.mmr_lambda);
             let mut slots: Vec<Option<Hit>> = hits.into_iter().map(Some).collect();
             Ok(picked
@@ -99,6 +139,13 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relevance_is_rescaled_outside_vector_mode() {
+        assert_eq!(relevance(Mode::Vector, &[0.9, 0.3]), vec![0.9, 0.3]);
+        assert_eq!(relevance(Mode::Keyword, &[8.0, 2.0]), vec![1.0, 0.25]);
+        assert_eq!(relevance(Mode::Hybrid, &[0.0]), vec![0.0]);
+    }
 
     #[test]
     fn vectors_are_checked() {
