@@ -9,6 +9,7 @@ use super::{IndexRegistry, Query, ReadOnlyIndex, SearchHit, SearchMode, VectorIn
 use crate::pipeline::{DocumentSink, EmbeddingModel, Indexes, SinkError};
 use crate::runtime::{IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError};
 use std::sync::Arc;
+use std::time::Instant;
 
 fn to_runtime(hits: Vec<SearchHit>) -> Vec<IndexHit> {
     hits.into_iter()
@@ -32,6 +33,21 @@ impl IndexSearch for VectorIndex {
         VectorIndex::search(self, vector, k as usize, filter)
             .map(to_runtime)
             .map_err(SearchError::new)
+    }
+
+    fn wait_for(
+        &self,
+        need: &[(String, i32, i64)],
+        deadline: Instant,
+    ) -> Result<(bool, Vec<(String, i32, i64)>), SearchError> {
+        let w = VectorIndex::wait_for(self, need, deadline).map_err(SearchError::new)?;
+        Ok((
+            w.met,
+            w.watermarks
+                .into_iter()
+                .map(|((t, p), o)| (t, p, o))
+                .collect(),
+        ))
     }
 
     fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
@@ -74,6 +90,24 @@ impl IndexSearch for ReadOnlyIndex {
         match self.index().map_err(SearchError::new)? {
             None => Ok(Vec::new()),
             Some(ix) => IndexSearch::query(ix.as_ref(), q),
+        }
+    }
+
+    fn wait_for(
+        &self,
+        need: &[(String, i32, i64)],
+        deadline: Instant,
+    ) -> Result<(bool, Vec<(String, i32, i64)>), SearchError> {
+        // Until the writing process creates the index there is nothing to
+        // read; poll for it within the same deadline.
+        loop {
+            if let Some(ix) = self.index().map_err(SearchError::new)? {
+                return IndexSearch::wait_for(ix.as_ref(), need, deadline);
+            }
+            if Instant::now() >= deadline {
+                return Ok((need.is_empty(), Vec::new()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }
