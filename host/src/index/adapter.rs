@@ -7,6 +7,7 @@ use super::registry::Searcher;
 use super::sink::IndexSink;
 use super::{IndexRegistry, Query, ReadOnlyIndex, SearchHit, SearchMode, VectorIndex};
 use crate::pipeline::{DocumentSink, EmbeddingModel, Indexes, SinkError};
+use crate::runtime::freshness::Offsets;
 use crate::runtime::{IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,7 @@ impl IndexSearch for VectorIndex {
         &self,
         need: &[(String, i32, i64)],
         deadline: Instant,
-    ) -> Result<(bool, Vec<(String, i32, i64)>), SearchError> {
+    ) -> Result<(bool, Offsets), SearchError> {
         let w = VectorIndex::wait_for(self, need, deadline).map_err(SearchError::new)?;
         Ok((
             w.met,
@@ -97,7 +98,7 @@ impl IndexSearch for ReadOnlyIndex {
         &self,
         need: &[(String, i32, i64)],
         deadline: Instant,
-    ) -> Result<(bool, Vec<(String, i32, i64)>), SearchError> {
+    ) -> Result<(bool, Offsets), SearchError> {
         // Until the writing process creates the index there is nothing to
         // read; poll for it within the same deadline.
         loop {

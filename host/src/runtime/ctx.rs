@@ -3,6 +3,7 @@
 
 use super::bindings::imports::weft::plugin::{config, index, log, state};
 use super::bindings::types::{Hit, Meta};
+use super::freshness::Offsets;
 use super::http::OutboundPolicy;
 use super::limits::Budget;
 use super::logs::{loggable, LogBudget};
@@ -64,7 +65,7 @@ pub trait IndexSearch: Send + Sync {
         &self,
         need: &[(String, i32, i64)],
         deadline: std::time::Instant,
-    ) -> Result<(bool, Vec<(String, i32, i64)>), SearchError> {
+    ) -> Result<(bool, Offsets), SearchError> {
         let _ = deadline;
         Ok((need.is_empty(), Vec::new()))
     }

@@ -26,6 +26,9 @@ pub const ON_STALE_KEY: &str = "on_stale";
 /// LMDB commit) under load, short of the default 5 s call timeout.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(4);
 
+/// (topic, partition, offset) triples: a requirement, or watermarks.
+pub type Offsets = Vec<(String, i32, i64)>;
+
 /// What a question requires of the index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadRequirement {
