@@ -677,3 +677,284 @@ fn a_small_filter_is_answered_exactly_from_built_and_pending_items() {
         }
     }
 }
+
+// ---- Hybrid retrieval: the keyword side (BM25 postings in the store's
+// LMDB environment), the three modes, and their filters.
+
+use weft::index::{rrf_fuse, Query, SearchMode};
+
+fn ids(hits: &[weft::index::SearchHit]) -> Vec<String> {
+    hits.iter().map(|h| h.chunk_id.clone()).collect()
+}
+
+/// Ten documents about axis 0..10, each with its own words; doc-7 alone
+/// mentions the code `XK42` but points along another axis than the query.
+fn corpus(ix: &VectorIndex) {
+    let mut ops = Vec::new();
+    for d in 0..10 {
+        let doc = format!("doc-{d}");
+        let text = if d == 7 {
+            "Refund code XK42 applies to cancelled flights".to_string()
+        } else {
+            format!("General policy text number {d} about baggage and seats")
+        };
+        let kind = if d % 2 == 0 { "even" } else { "odd" };
+        ops.push(upsert(
+            &doc,
+            vec![chunk(&doc, 0, &text, unit(D, d, 1.0), &[("kind", kind)])],
+        ));
+    }
+    let r = ix.apply(&ops).unwrap();
+    assert!(r.rejected.is_empty());
+}
+
+#[test]
+fn keyword_search_finds_an_exact_term_the_vectors_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    corpus(&ix);
+    // The query vector points at doc-2; doc-7 is orthogonal to it.
+    let q = unit(D, 2, 0.0);
+    for built in [false, true] {
+        let by_vector = ids(&ix.search(&q, 3, &[]).unwrap());
+        assert!(!by_vector.contains(&"doc-7#0".to_string()), "{by_vector:?}");
+        let by_words = ix.keyword_search("what is xk42?", 3, &[]).unwrap();
+        assert_eq!(ids(&by_words), vec!["doc-7#0"], "only doc-7 has the term");
+        assert!(by_words[0].score > 0.0);
+        let hybrid = ix
+            .query(&Query::new(SearchMode::Hybrid, &q, "what is xk42?", 3, &[]))
+            .unwrap();
+        assert!(ids(&hybrid).contains(&"doc-7#0".to_string()), "{hybrid:?}");
+        // Building the trees changes nothing on the keyword side.
+        if !built {
+            ix.build_now().unwrap();
+        }
+    }
+    // Case and punctuation do not matter; a word no chunk has finds nothing.
+    assert_eq!(
+        ids(&ix.keyword_search("XK42.", 3, &[]).unwrap()),
+        vec!["doc-7#0"]
+    );
+    assert!(ix.keyword_search("zeppelin", 3, &[]).unwrap().is_empty());
+    // BM25 ranks the chunk with the rarer term first: "flights" is only in
+    // doc-7, "baggage" in nine.
+    let r = ix.keyword_search("baggage flights", 10, &[]).unwrap();
+    assert_eq!(r[0].chunk_id, "doc-7#0");
+    assert_eq!(r.len(), 10);
+}
+
+#[test]
+fn a_new_version_replaces_its_postings_and_a_tombstone_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+        corpus(&ix);
+        ix.apply(&[upsert(
+            "doc-7",
+            vec![
+                chunk("doc-7", 0, "Gate changed to Z70", unit(D, 7, 1.0), &[]),
+                chunk("doc-7", 1, "Boarding at 14:10", unit(D, 8, 1.0), &[]),
+            ],
+        )])
+        .unwrap();
+        assert!(
+            ix.keyword_search("xk42", 5, &[]).unwrap().is_empty(),
+            "old term gone"
+        );
+        assert_eq!(
+            ids(&ix.keyword_search("z70", 5, &[]).unwrap()),
+            vec!["doc-7#0"]
+        );
+        assert_eq!(
+            ids(&ix.keyword_search("boarding", 5, &[]).unwrap()),
+            vec!["doc-7#1"]
+        );
+        ix.build_now().unwrap();
+    }
+    // Real files: the postings were committed with the chunks.
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    assert_eq!(
+        ids(&ix.keyword_search("z70", 5, &[]).unwrap()),
+        vec!["doc-7#0"]
+    );
+    // A version with fewer chunks drops the postings of the lost chunk.
+    ix.apply(&[upsert(
+        "doc-7",
+        vec![chunk(
+            "doc-7",
+            0,
+            "Gate changed to Z70",
+            unit(D, 7, 1.0),
+            &[],
+        )],
+    )])
+    .unwrap();
+    assert!(ix.keyword_search("boarding", 5, &[]).unwrap().is_empty());
+    ix.apply(&[DocOp::Delete {
+        doc_id: "doc-7".into(),
+    }])
+    .unwrap();
+    assert!(
+        ix.keyword_search("z70", 5, &[]).unwrap().is_empty(),
+        "tombstone"
+    );
+    assert!(ix.keyword_search("gate", 5, &[]).unwrap().is_empty());
+    // The other documents' postings are untouched.
+    assert_eq!(ix.keyword_search("baggage", 20, &[]).unwrap().len(), 9);
+    drop(ix);
+    let ro = VectorIndex::open_read_only(dir.path()).unwrap();
+    assert!(ro.keyword_search("z70", 5, &[]).unwrap().is_empty());
+    assert_eq!(ro.keyword_search("number", 20, &[]).unwrap().len(), 9);
+}
+
+#[test]
+fn filters_apply_in_all_three_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    corpus(&ix);
+    let even = vec![("kind".to_string(), "even".to_string())];
+    let q = unit(D, 7, 0.0); // nearest: doc-7, which is odd
+    for pending in [true, false] {
+        for mode in [SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid] {
+            let all = ix
+                .query(&Query::new(mode, &q, "baggage xk42 policy", 10, &[]))
+                .unwrap();
+            assert!(all.iter().any(|h| h.chunk_id == "doc-7#0"), "{mode:?}");
+            let hits = ix
+                .query(&Query::new(mode, &q, "baggage xk42 policy", 10, &even))
+                .unwrap();
+            assert_eq!(hits.len(), 5, "{mode:?} pending={pending}: {hits:?}");
+            for h in &hits {
+                assert!(
+                    h.metadata.contains(&("kind".into(), "even".into())),
+                    "{mode:?}: {h:?}"
+                );
+            }
+        }
+        ix.build_now().unwrap();
+    }
+    let none = vec![("kind".to_string(), "none".to_string())];
+    for mode in [SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid] {
+        assert!(ix
+            .query(&Query::new(mode, &q, "xk42", 10, &none))
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[test]
+fn hybrid_order_is_the_reciprocal_rank_fusion_of_the_two_lists() {
+    // The fusion itself, by hand: a at ranks 1 and 3, b at 2 and 1, c at 3
+    // (vector only), d at 2 (keyword only), k = 60, equal weights.
+    let v = ["a", "b", "c"];
+    let w = ["b", "d", "a"];
+    let fused = rrf_fuse(&[(&v[..], 1.0), (&w[..], 1.0)], 60.0, 4);
+    let order: Vec<&str> = fused.iter().map(|(id, _)| *id).collect();
+    assert_eq!(order, vec!["b", "a", "d", "c"]);
+    assert!((fused[0].1 - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-6);
+    // Weights move items: with the vector side at 0 the keyword order wins
+    // (d above a), and c, only on the vector side, scores nothing.
+    let fused = rrf_fuse(&[(&v[..], 0.0), (&w[..], 1.0)], 60.0, 4);
+    let order: Vec<&str> = fused.iter().map(|(id, _)| *id).collect();
+    assert_eq!(order, vec!["b", "d", "a", "c"]);
+    assert_eq!(fused[3].1, 0.0);
+
+    // And the index: hybrid = RRF of the vector and the keyword top k.
+    let dir = tempfile::tempdir().unwrap();
+    let ix = VectorIndex::open(dir.path(), manual()).unwrap();
+    corpus(&ix);
+    ix.build_now().unwrap();
+    let q = unit(D, 3, 0.5);
+    let text = "refund policy for cancelled flights number 5";
+    let k = 6;
+    let by_vector = ids(&ix.search(&q, k, &[]).unwrap());
+    let by_words = ids(&ix.keyword_search(text, k, &[]).unwrap());
+    assert_ne!(
+        by_vector, by_words,
+        "the two sides must disagree for this to test anything"
+    );
+    for (vw, kw) in [(1.0, 1.0), (1.0, 0.0), (0.2, 1.0)] {
+        let mut query = Query::new(SearchMode::Hybrid, &q, text, k, &[]);
+        query.vector_weight = vw;
+        query.keyword_weight = kw;
+        let hybrid = ix.query(&query).unwrap();
+        let want = rrf_fuse(&[(&by_vector[..], vw), (&by_words[..], kw)], 60.0, k);
+        assert_eq!(
+            ids(&hybrid),
+            want.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+            "weights {vw}/{kw}"
+        );
+        for (h, (_, s)) in hybrid.iter().zip(&want) {
+            assert!((h.score - s).abs() < 1e-6);
+        }
+    }
+    // With the keyword side weighted 0, hybrid is the vector order.
+    let mut query = Query::new(SearchMode::Hybrid, &q, text, k, &[]);
+    query.keyword_weight = 0.0;
+    assert_eq!(ids(&ix.query(&query).unwrap())[..3], by_vector[..3]);
+}
+
+// ---- Read-your-writes: watermarks committed with the data.
+
+#[test]
+fn watermarks_rise_with_the_data_survive_a_reopen_and_wake_a_waiter() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let need = |o: i64| vec![("t.docs".to_string(), 1, o)];
+    {
+        let ix = std::sync::Arc::new(VectorIndex::open(dir.path(), manual()).unwrap());
+        assert!(ix.watermarks().unwrap().is_empty());
+        let w = ix
+            .wait_for(&need(5), Instant::now() + Duration::from_millis(50))
+            .unwrap();
+        assert!(!w.met, "nothing applied yet");
+        ix.apply_at(
+            &[upsert(
+                "a",
+                vec![chunk("a", 0, "alpha", unit(D, 0, 1.0), &[])],
+            )],
+            &[("t.docs".into(), 1, 5), ("t.docs".into(), 0, 9)],
+        )
+        .unwrap();
+        // A replay of older offsets never lowers a watermark.
+        ix.apply_at(&[], &[("t.docs".into(), 1, 3)]).unwrap();
+        assert_eq!(ix.watermarks().unwrap()[&("t.docs".to_string(), 1)], 5);
+        assert!(ix.wait_for(&need(5), Instant::now()).unwrap().met);
+        // A waiter is woken by the apply that meets its requirement.
+        let ix2 = ix.clone();
+        let t0 = Instant::now();
+        let waiter = std::thread::spawn(move || {
+            ix2.wait_for(&need(8), Instant::now() + Duration::from_secs(10))
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        ix.apply_at(
+            &[upsert(
+                "a",
+                vec![chunk("a", 0, "beta", unit(D, 1, 1.0), &[])],
+            )],
+            &[("t.docs".into(), 1, 8)],
+        )
+        .unwrap();
+        let w = waiter.join().unwrap();
+        assert!(w.met);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            ids(&ix.keyword_search("beta", 3, &[]).unwrap()),
+            vec!["a#0"]
+        );
+    }
+    let ix = VectorIndex::open_read_only(dir.path()).unwrap();
+    let marks = ix.watermarks().unwrap();
+    assert_eq!(marks[&("t.docs".to_string(), 1)], 8);
+    assert_eq!(marks[&("t.docs".to_string(), 0)], 9);
+    let t0 = Instant::now();
+    let w = ix
+        .wait_for(&need(9), t0 + Duration::from_millis(200))
+        .unwrap();
+    assert!(!w.met);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "waited to the deadline"
+    );
+}

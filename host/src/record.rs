@@ -67,6 +67,11 @@ pub struct QuestionState {
     /// What produced the answer (stage components and configs, the cited
     /// chunks' content hashes and sources), set once it is answered.
     pub provenance: Option<Value>,
+    /// What the retriever's index search read at (`index_read` in the
+    /// answer): the index's watermarks, and for a question with a
+    /// read-your-writes requirement, the requirement and whether it was
+    /// met in time (`stale`).
+    pub index_read: Option<Value>,
 }
 
 impl QuestionState {
@@ -79,6 +84,7 @@ impl QuestionState {
             answer: None,
             timings: Vec::new(),
             provenance: None,
+            index_read: None,
         }
     }
 }
@@ -216,6 +222,7 @@ pub fn decode_question(key: Option<&[u8]>, bytes: &[u8]) -> Result<QuestionState
         "answer",
         "citations",
         "timings_ms",
+        "index_read",
     ];
     extra_scalars(&o, &known, &mut metadata);
     let mut qs = QuestionState::new(Question { id, text, metadata });
@@ -234,6 +241,7 @@ pub fn decode_question(key: Option<&[u8]>, bytes: &[u8]) -> Result<QuestionState
             .map_err(|e| DecodeError(format!("`messages`: {e}")))?;
         qs.messages = msgs.into_iter().map(MessageJson::into_message).collect();
     }
+    qs.index_read = o.get("index_read").cloned();
     if let Some(Value::Object(t)) = o.get("timings_ms") {
         qs.timings = t
             .iter()
@@ -416,6 +424,9 @@ pub fn question_json(q: &QuestionState) -> Value {
             .map(|(s, ms)| (s.clone(), serde_json::json!((ms * 1000.0).round() / 1000.0)))
             .collect();
         o.insert("timings_ms".into(), Value::Object(t));
+    }
+    if let Some(r) = &q.index_read {
+        o.insert("index_read".into(), r.clone());
     }
     Value::Object(o)
 }

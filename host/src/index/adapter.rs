@@ -5,10 +5,12 @@
 
 use super::registry::Searcher;
 use super::sink::IndexSink;
-use super::{IndexRegistry, ReadOnlyIndex, SearchHit, VectorIndex};
+use super::{IndexRegistry, Query, ReadOnlyIndex, SearchHit, SearchMode, VectorIndex};
 use crate::pipeline::{DocumentSink, EmbeddingModel, Indexes, SinkError};
-use crate::runtime::{IndexHit, IndexSearch, SearchError};
+use crate::runtime::freshness::Offsets;
+use crate::runtime::{IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError};
 use std::sync::Arc;
+use std::time::Instant;
 
 fn to_runtime(hits: Vec<SearchHit>) -> Vec<IndexHit> {
     hits.into_iter()
@@ -33,6 +35,43 @@ impl IndexSearch for VectorIndex {
             .map(to_runtime)
             .map_err(SearchError::new)
     }
+
+    fn wait_for(
+        &self,
+        need: &[(String, i32, i64)],
+        deadline: Instant,
+    ) -> Result<(bool, Offsets), SearchError> {
+        let w = VectorIndex::wait_for(self, need, deadline).map_err(SearchError::new)?;
+        Ok((
+            w.met,
+            w.watermarks
+                .into_iter()
+                .map(|((t, p), o)| (t, p, o))
+                .collect(),
+        ))
+    }
+
+    fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
+        let mut query = Query::new(
+            match q.mode {
+                IndexMode::Vector => SearchMode::Vector,
+                IndexMode::Keyword => SearchMode::Keyword,
+                IndexMode::Hybrid => SearchMode::Hybrid,
+            },
+            &q.vector,
+            &q.text,
+            q.k as usize,
+            &q.filter,
+        );
+        if q.rrf_k.is_finite() && q.rrf_k > 0.0 {
+            query.rrf_k = q.rrf_k;
+        }
+        query.vector_weight = q.vector_weight;
+        query.keyword_weight = q.keyword_weight;
+        VectorIndex::query(self, &query)
+            .map(to_runtime)
+            .map_err(SearchError::new)
+    }
 }
 
 impl IndexSearch for ReadOnlyIndex {
@@ -45,6 +84,31 @@ impl IndexSearch for ReadOnlyIndex {
         match self.index().map_err(SearchError::new)? {
             None => Ok(Vec::new()),
             Some(ix) => IndexSearch::search(ix.as_ref(), vector, k, filter),
+        }
+    }
+
+    fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
+        match self.index().map_err(SearchError::new)? {
+            None => Ok(Vec::new()),
+            Some(ix) => IndexSearch::query(ix.as_ref(), q),
+        }
+    }
+
+    fn wait_for(
+        &self,
+        need: &[(String, i32, i64)],
+        deadline: Instant,
+    ) -> Result<(bool, Offsets), SearchError> {
+        // Until the writing process creates the index there is nothing to
+        // read; poll for it within the same deadline.
+        loop {
+            if let Some(ix) = self.index().map_err(SearchError::new)? {
+                return IndexSearch::wait_for(ix.as_ref(), need, deadline);
+            }
+            if Instant::now() >= deadline {
+                return Ok((need.is_empty(), Vec::new()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }

@@ -22,6 +22,7 @@ mod adapter;
 mod ann;
 mod exact;
 mod hot;
+pub mod keyword;
 mod lmdb;
 mod registry;
 pub mod sink;
@@ -34,7 +35,7 @@ use exact::{Scored, TopK};
 pub use registry::{IndexQuota, IndexRegistry, ReadOnlyIndex, Searcher};
 use roaring::RoaringBitmap;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -213,15 +214,119 @@ pub struct ApplyReport {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// Which side of the index answers a [`Query`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Nearest vectors (cosine), the index's original search.
+    #[default]
+    Vector,
+    /// BM25 over the chunks' words (exact term matches: identifiers,
+    /// names, codes that an embedding blurs).
+    Keyword,
+    /// Both lists fused by weighted reciprocal rank.
+    Hybrid,
+}
+
+/// The reciprocal-rank-fusion constant of the original RRF paper
+/// (Cormack et al., 2009), used unless a query says otherwise.
+pub const DEFAULT_RRF_K: f32 = 60.0;
+
+/// A search in one of the three modes. `vector` is unused by keyword mode
+/// (it may be empty there) and `text` by vector mode.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    pub mode: SearchMode,
+    pub vector: &'a [f32],
+    pub text: &'a str,
+    pub k: usize,
+    pub filter: &'a [(String, String)],
+    /// RRF constant: a hit at rank r (from 1) of a side scores
+    /// `weight / (rrf_k + r)`. Larger flattens the rank curve.
+    pub rrf_k: f32,
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
+}
+
+impl<'a> Query<'a> {
+    /// A query in `mode` with the default fusion (k = 60, equal weights).
+    pub fn new(
+        mode: SearchMode,
+        vector: &'a [f32],
+        text: &'a str,
+        k: usize,
+        filter: &'a [(String, String)],
+    ) -> Query<'a> {
+        Query {
+            mode,
+            vector,
+            text,
+            k,
+            filter,
+            rrf_k: DEFAULT_RRF_K,
+            vector_weight: 1.0,
+            keyword_weight: 1.0,
+        }
+    }
+}
+
+/// Fuses ranked lists by weighted reciprocal rank: an id's score is the sum
+/// over the lists that hold it of `weight / (rrf_k + rank)`, rank from 1.
+/// Ties keep the order of first appearance (the first list's order first),
+/// so the result is deterministic. Public so tests can check a hybrid
+/// search against the fusion of the two single-mode searches.
+pub fn rrf_fuse<T: Clone + Eq + std::hash::Hash>(
+    lists: &[(&[T], f32)],
+    rrf_k: f32,
+    k: usize,
+) -> Vec<(T, f32)> {
+    let mut order: Vec<T> = Vec::new();
+    let mut score: HashMap<T, f32> = HashMap::new();
+    for (list, weight) in lists {
+        for (rank, id) in list.iter().enumerate() {
+            let s = weight / (rrf_k + rank as f32 + 1.0);
+            match score.get_mut(id) {
+                Some(v) => *v += s,
+                None => {
+                    order.push(id.clone());
+                    score.insert(id.clone(), s);
+                }
+            }
+        }
+    }
+    let mut out: Vec<(T, f32)> = order
+        .into_iter()
+        .map(|id| {
+            let s = score.get(&id).copied().unwrap_or(0.0);
+            (id, s)
+        })
+        .collect();
+    // Stable: equal scores keep first-appearance order.
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out.truncate(k);
+    out
+}
+
 /// One search result.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {
     pub chunk_id: String,
     pub doc_id: String,
-    /// Cosine similarity.
+    /// Vector mode: cosine similarity; keyword mode: BM25 score; hybrid:
+    /// the fused reciprocal-rank score. Higher is better in every mode, but
+    /// the scales differ, so compare scores only within one mode.
     pub score: f32,
     pub text: String,
     pub metadata: Vec<(String, String)>,
+}
+
+/// What [`VectorIndex::wait_for`] found.
+#[derive(Debug, Clone)]
+pub struct Waited {
+    /// Whether every required offset was applied.
+    pub met: bool,
+    /// The watermarks read last: (topic, partition) -> highest applied offset.
+    pub watermarks: BTreeMap<(String, i32), i64>,
 }
 
 /// How the store, the pending list and the trees relate
@@ -300,6 +405,8 @@ struct Core {
     exact_filter_below: AtomicU64,
     /// Woken by writes; the builder waits on it.
     wake: (Mutex<BuilderClock>, Condvar),
+    /// Notified after every committed apply, for [`VectorIndex::wait_for`].
+    applied: (Mutex<()>, Condvar),
     stop: AtomicBool,
 }
 
@@ -363,6 +470,10 @@ impl VectorIndex {
         if lost > 0 {
             tracing::warn!(index = %dir.display(), "{lost} live item(s) were missing from the trees and the pending list; they are pending again");
         }
+        let backfilled = core.store.lmdb.write(|w| core.store.backfill_postings(w))?;
+        if backfilled > 0 {
+            tracing::info!(index = %dir.display(), "indexed the words of {backfilled} chunk(s) written before the keyword side");
+        }
         let dropped = core
             .store
             .lmdb
@@ -414,6 +525,19 @@ impl VectorIndex {
     /// the changes are durable and searchable. Invalid operations (vectors
     /// of the wrong dimension, non-finite or zero) are refused one by one.
     pub fn apply(&self, ops: &[DocOp]) -> Result<ApplyReport, IndexError> {
+        self.apply_at(ops, &[])
+    }
+
+    /// [`VectorIndex::apply`], raising the watermark of each source
+    /// (topic, partition, highest offset of the batch) in the same
+    /// transaction: when a reader sees the watermark at offset `o`, it sees
+    /// every document version up to `o` (read-your-writes, see
+    /// [`VectorIndex::wait_for`]).
+    pub fn apply_at(
+        &self,
+        ops: &[DocOp],
+        marks: &[(String, i32, i64)],
+    ) -> Result<ApplyReport, IndexError> {
         let store = &self.core.store;
         let mut report = ApplyReport::default();
         let mut changes = store::Changes::default();
@@ -431,8 +555,20 @@ impl VectorIndex {
             if let Some(d) = dim {
                 store.set_meta(wtxn, "dimension", &d.to_be_bytes())?;
             }
-            store.apply(wtxn, &ok, &mut changes)
+            let applied = store.apply(wtxn, &ok, &mut changes)?;
+            store.raise_watermarks(wtxn, marks)?;
+            Ok(applied)
         })?;
+        {
+            // Under the lock the waiters read under (see `wait_for`).
+            let _g = self
+                .core
+                .applied
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.core.applied.1.notify_all();
+        }
         // After the commit: a search that sees the new snapshot finds these
         // in memory; one that does not, reads LMDB (see `hot`).
         self.core
@@ -449,6 +585,45 @@ impl VectorIndex {
             cv.notify_one();
         }
         Ok(report)
+    }
+
+    /// Highest applied source offset per (topic, partition).
+    pub fn watermarks(&self) -> Result<BTreeMap<(String, i32), i64>, IndexError> {
+        let s = &self.core.store;
+        s.lmdb.read(|r| s.watermarks(r))
+    }
+
+    /// Waits until the index has applied every (topic, partition, offset)
+    /// of `need` (its watermark there is at least that offset) or until
+    /// `deadline`, whichever comes first, and returns the watermarks it saw
+    /// last with whether they meet `need`. A write in this process wakes
+    /// the wait at once; an index another process writes is polled every
+    /// few milliseconds (LMDB has no cross-process notification).
+    pub fn wait_for(
+        &self,
+        need: &[(String, i32, i64)],
+        deadline: Instant,
+    ) -> Result<Waited, IndexError> {
+        let poll = Duration::from_millis(if self.builder.is_some() { 50 } else { 5 });
+        loop {
+            // Read under the lock a writer notifies after it commits, so a
+            // commit between this read and the wait cannot be missed.
+            let (m, cv) = &self.core.applied;
+            let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+            let marks = self.watermarks()?;
+            let met = need
+                .iter()
+                .all(|(t, p, o)| marks.get(&(t.clone(), *p)).is_some_and(|have| have >= o));
+            let now = Instant::now();
+            if met || now >= deadline {
+                return Ok(Waited {
+                    met,
+                    watermarks: marks,
+                });
+            }
+            let wait = (deadline - now).min(poll);
+            drop(cv.wait_timeout(guard, wait));
+        }
     }
 
     /// Records which embedder produced the vectors, so people can query the
@@ -480,6 +655,66 @@ impl VectorIndex {
         filter: &[(String, String)],
     ) -> Result<Vec<SearchHit>, IndexError> {
         self.core.search(vector, k, filter)
+    }
+
+    /// The `k` chunks whose words best match `text` by BM25, among those
+    /// matching every `key = value` in `filter`.
+    pub fn keyword_search(
+        &self,
+        text: &str,
+        k: usize,
+        filter: &[(String, String)],
+    ) -> Result<Vec<SearchHit>, IndexError> {
+        let store = &self.core.store;
+        store.lmdb.read(|r| {
+            let allowed = store.filter(r, filter)?;
+            let top = store.keyword_search(r, text, k, allowed.as_ref())?;
+            let mut hits = Vec::with_capacity(top.len());
+            for (score, id) in top {
+                if let Some(c) = store.chunk(r, id)? {
+                    hits.push(hit(c, score));
+                }
+            }
+            Ok(hits)
+        })
+    }
+
+    /// A search in any [`SearchMode`]. Hybrid asks each side for the `k`
+    /// best and fuses the two lists by weighted reciprocal rank
+    /// ([`rrf_fuse`]): ranks, not scores, because cosine and BM25 live on
+    /// scales that no fixed weighting reconciles across queries. Filters
+    /// apply to both sides, before ranking.
+    pub fn query(&self, q: &Query) -> Result<Vec<SearchHit>, IndexError> {
+        match q.mode {
+            SearchMode::Vector => self.search(q.vector, q.k, q.filter),
+            SearchMode::Keyword => self.keyword_search(q.text, q.k, q.filter),
+            SearchMode::Hybrid => {
+                let by_vector = self.search(q.vector, q.k, q.filter)?;
+                let by_words = self.keyword_search(q.text, q.k, q.filter)?;
+                let ids =
+                    |h: &[SearchHit]| h.iter().map(|h| h.chunk_id.clone()).collect::<Vec<_>>();
+                let (v, w) = (ids(&by_vector), ids(&by_words));
+                let fused = rrf_fuse(
+                    &[(&v[..], q.vector_weight), (&w[..], q.keyword_weight)],
+                    q.rrf_k,
+                    q.k,
+                );
+                let mut by_id: HashMap<String, SearchHit> = by_vector
+                    .into_iter()
+                    .chain(by_words)
+                    .map(|h| (h.chunk_id.clone(), h))
+                    .collect();
+                Ok(fused
+                    .into_iter()
+                    .filter_map(|(id, score)| {
+                        by_id.remove(&id).map(|mut h| {
+                            h.score = score;
+                            h
+                        })
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// Changes [`IndexOptions::exact_filter_below`] on the open index
@@ -700,6 +935,16 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
     Ok(())
 }
 
+fn hit(c: ChunkRecord, score: f32) -> SearchHit {
+    SearchHit {
+        chunk_id: c.chunk_id,
+        doc_id: c.doc_id,
+        score,
+        text: c.text,
+        metadata: c.metadata,
+    }
+}
+
 /// How many pending additions ranked by their sketch are scored exactly
 /// for a top `k`: the sketch moves a cosine by ~1e-3, so the true top k is
 /// inside a few times k; 40 more covers ties among near-duplicates.
@@ -730,6 +975,7 @@ impl Core {
             build_lock: Mutex::new(()),
             exact_filter_below: AtomicU64::new(exact_filter_below.to_bits()),
             wake: (Mutex::new(BuilderClock::default()), Condvar::new()),
+            applied: (Mutex::new(()), Condvar::new()),
             stop: AtomicBool::new(false),
         })
     }
@@ -777,13 +1023,7 @@ impl Core {
             for Scored(score, id) in top.into_sorted() {
                 // A chunk deleted since the trees' snapshot has no record.
                 if let Some(c) = store.chunk(srtxn, id)? {
-                    hits.push(SearchHit {
-                        chunk_id: c.chunk_id,
-                        doc_id: c.doc_id,
-                        score,
-                        text: c.text,
-                        metadata: c.metadata,
-                    });
+                    hits.push(hit(c, score));
                 }
             }
             Ok(hits)

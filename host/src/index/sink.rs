@@ -130,6 +130,39 @@ fn plan(
     ops
 }
 
+/// The highest source offset per (topic, partition) among the batch's
+/// records (outputs and dead letters): the index's watermark after this
+/// batch. It says the index has *processed* every record up to it: a
+/// version that was dead-lettered (the index kept the previous one) counts
+/// as processed, since it will never be applied; its dead letter says why.
+/// A batch's last record that produced nothing at all moves no watermark
+/// until a later batch does.
+fn watermarks(outcome: &BatchOutcome) -> Vec<(String, i32, i64)> {
+    let mut high: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let items = outcome
+        .outputs
+        .iter()
+        .chain(outcome.dead.iter().map(|d| &d.item));
+    for it in items {
+        // Only Kafka topics (`weft run --input` gives the input file's path
+        // and line; a path in every answer's watermarks would say nothing a
+        // question could require).
+        let kafka_name = it
+            .origin
+            .topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if it.origin.topic.is_empty() || !kafka_name || it.origin.offset < 0 {
+            continue;
+        }
+        let e = high
+            .entry((it.origin.topic.clone(), it.origin.partition))
+            .or_insert(it.origin.offset);
+        *e = (*e).max(it.origin.offset);
+    }
+    high.into_iter().map(|((t, p), o)| (t, p, o)).collect()
+}
+
 /// A tenant's index as a pipeline's sink, with the fingerprint of the
 /// embedder whose vectors it stores.
 pub struct IndexSink {
@@ -246,13 +279,17 @@ pub fn write_within(
     quota: &IndexQuota,
 ) -> Result<SinkReport, IndexError> {
     let mut res = SinkReport::default();
+    let marks = watermarks(outcome);
     let planned = plan(outcome, model, &mut res.dead);
     let planned = admit(index, planned, quota, &mut res.dead)?;
     if planned.is_empty() {
+        if !marks.is_empty() {
+            index.apply_at(&[], &marks)?;
+        }
         return Ok(res);
     }
     let ops: Vec<DocOp> = planned.iter().map(|(op, _)| op.clone()).collect();
-    let report = index.apply(&ops)?;
+    let report = index.apply_at(&ops, &marks)?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)

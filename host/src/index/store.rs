@@ -10,6 +10,7 @@
 //! never reused: an id still inside the arroy trees must not come back as a
 //! different chunk before the next build removes it.
 
+use super::keyword::{self, PostingChanges};
 use super::lmdb::Lmdb;
 use super::{ChunkIn, DocOp, IndexError};
 use heed::byteorder::BE;
@@ -18,7 +19,7 @@ use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 type Id = U32<BE>;
@@ -59,7 +60,20 @@ pub struct Store {
     pub(super) pending: Database<'static, Id, Bytes>,
     filters: Database<'static, Str, Bytes>,
     meta: Database<'static, Str, Bytes>,
+    /// Keyword postings, term -> list (see `keyword`). `None` only in an
+    /// index written before the keyword side and opened read-only (the
+    /// writer adds the table and fills it at open); it then has no
+    /// keyword hits.
+    postings: Option<Database<'static, Str, Bytes>>,
 }
+
+/// Meta key set once the postings hold every live chunk.
+const KEYWORD_READY: &str = "keyword";
+/// Meta keys of the keyword corpus totals.
+const KW_DOCS: &str = "kw_docs";
+const KW_TOKENS: &str = "kw_tokens";
+/// Prefix of the meta keys holding the applied-offset watermarks.
+const WATERMARK: &str = "wm\u{0}";
 
 /// What one applied batch changed.
 #[derive(Debug, Default, Clone, Copy)]
@@ -76,6 +90,8 @@ pub struct Applied {
 pub struct Changes {
     pub added: Vec<(u32, Vec<f32>)>,
     pub removed: Vec<u32>,
+    /// The keyword postings the same operations change.
+    pub postings: PostingChanges,
 }
 
 /// The pending list at one moment, as the builder consumes it.
@@ -127,7 +143,8 @@ impl Store {
         let make = |e: heed::Error| IndexError::lmdb(&path, "opening databases", e);
         let dbs = if create {
             let wtxn = lmdb.env.write_txn().map_err(make)?;
-            lmdb.env
+            let created = lmdb
+                .env
                 .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
                     Ok(CommitOrAbort::<_, ()>::Commit((
                         dbo.create_database(wtxn, Some("chunks"))?,
@@ -136,10 +153,13 @@ impl Store {
                         dbo.create_database(wtxn, Some("pending"))?,
                         dbo.create_database(wtxn, Some("filters"))?,
                         dbo.create_database(wtxn, Some("meta"))?,
+                        dbo.create_database(wtxn, Some("postings"))?,
                     )))
                 })
                 .map_err(make)?
-                .unwrap_commit()
+                .unwrap_commit();
+            let (a, b, c, d, e, f, g) = created;
+            (a, b, c, d, e, f, Some(g))
         } else {
             let rtxn = lmdb.env.read_txn().map_err(make)?;
             let opened = lmdb
@@ -152,12 +172,13 @@ impl Store {
                         dbo.open_database(rtxn, Some("pending"))?,
                         dbo.open_database(rtxn, Some("filters"))?,
                         dbo.open_database(rtxn, Some("meta"))?,
+                        dbo.open_database(rtxn, Some("postings"))?,
                     )))
                 })
                 .map_err(make)?
                 .unwrap_commit();
             match opened {
-                (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)) => (a, b, c, d, e, f),
+                (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f), g) => (a, b, c, d, e, f, g),
                 _ => {
                     return Err(IndexError::Corrupt {
                         path: dir.into(),
@@ -166,7 +187,7 @@ impl Store {
                 }
             }
         };
-        let (chunks, vectors, docs, pending, filters, meta) = dbs;
+        let (chunks, vectors, docs, pending, filters, meta, postings) = dbs;
         Ok(Store {
             lmdb,
             chunks,
@@ -175,6 +196,7 @@ impl Store {
             pending,
             filters,
             meta,
+            postings,
         })
     }
 
@@ -230,7 +252,7 @@ impl Store {
             match op {
                 DocOp::Delete { .. } => {
                     for id in &old {
-                        self.remove_item(wtxn, *id)?;
+                        self.remove_item(wtxn, *id, &mut changes.postings)?;
                         changes.removed.push(*id);
                         applied.items_removed += 1;
                     }
@@ -262,12 +284,13 @@ impl Store {
                             .checked_add(1)
                             .ok_or_else(|| IndexError::Full(self.lmdb.path.clone()))?;
                         self.add_item(wtxn, id, doc_id, c, d)?;
+                        changes.postings.added(id, &c.text);
                         changes.added.push((id, c.vector.clone()));
                         items.push(id);
                         applied.items_added += 1;
                     }
                     for id in keep.into_values() {
-                        self.remove_item(wtxn, id)?;
+                        self.remove_item(wtxn, id, &mut changes.postings)?;
                         changes.removed.push(id);
                         applied.items_removed += 1;
                     }
@@ -281,7 +304,177 @@ impl Store {
         self.meta
             .put(wtxn, "next_id", &next_id.to_be_bytes())
             .map_err(self.err("writing meta"))?;
+        self.write_postings(wtxn, &changes.postings)?;
         Ok(applied)
+    }
+
+    /// Applies a batch's posting changes, rewriting each touched term once,
+    /// and the corpus totals BM25 needs.
+    pub fn write_postings(
+        &self,
+        wtxn: &mut RwTxn,
+        changes: &PostingChanges,
+    ) -> Result<(), IndexError> {
+        let Some(db) = self.postings else {
+            return Ok(());
+        };
+        let e = self.err("writing postings");
+        for term in changes.terms() {
+            let merged = {
+                let old = db.get(wtxn, &term).map_err(&e)?.unwrap_or(&[]);
+                changes.merge(&term, old)
+            };
+            if merged.is_empty() {
+                db.delete(wtxn, &term).map_err(&e)?;
+            } else {
+                db.put(wtxn, &term, &keyword::encode(&merged)).map_err(&e)?;
+            }
+        }
+        if changes.docs_delta != 0 || changes.tokens_delta != 0 {
+            let (docs, tokens) = self.keyword_totals(wtxn)?;
+            let add = |a: u64, d: i64| a.saturating_add_signed(d);
+            self.set_meta(wtxn, KW_DOCS, &add(docs, changes.docs_delta).to_be_bytes())?;
+            self.set_meta(
+                wtxn,
+                KW_TOKENS,
+                &add(tokens, changes.tokens_delta).to_be_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn meta_u64(&self, txn: &RoTxn, key: &str) -> Result<Option<u64>, IndexError> {
+        Ok(self
+            .meta
+            .get(txn, key)
+            .map_err(self.err("reading meta"))?
+            .and_then(|b| b.try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// (chunks with at least one token, tokens in them).
+    pub fn keyword_totals(&self, txn: &RoTxn) -> Result<(u64, u64), IndexError> {
+        Ok((
+            self.meta_u64(txn, KW_DOCS)?.unwrap_or(0),
+            self.meta_u64(txn, KW_TOKENS)?.unwrap_or(0),
+        ))
+    }
+
+    /// Fills the postings from every live chunk if this index was written
+    /// before the keyword side existed (once; writer only). Returns how
+    /// many chunks it indexed.
+    pub fn backfill_postings(&self, wtxn: &mut RwTxn) -> Result<u64, IndexError> {
+        if self.postings.is_none()
+            || self
+                .meta
+                .get(wtxn, KEYWORD_READY)
+                .map_err(self.err("reading meta"))?
+                .is_some()
+        {
+            return Ok(0);
+        }
+        let mut changes = PostingChanges::default();
+        let mut n = 0;
+        {
+            let e = self.err("listing chunks");
+            for r in self.chunks.iter(wtxn).map_err(&e)? {
+                let (id, c) = r.map_err(&e)?;
+                changes.added(id, &c.text);
+                n += 1;
+            }
+        }
+        self.write_postings(wtxn, &changes)?;
+        self.set_meta(wtxn, KEYWORD_READY, b"1")?;
+        Ok(n)
+    }
+
+    /// BM25 scores of the chunks matching any term of `text`, restricted
+    /// to `allowed` if given, best first, at most `k`. Exhaustive over the
+    /// query terms' postings: the answer is exact, not approximate.
+    pub fn keyword_search(
+        &self,
+        txn: &RoTxn,
+        text: &str,
+        k: usize,
+        allowed: Option<&RoaringBitmap>,
+    ) -> Result<Vec<(f32, u32)>, IndexError> {
+        let Some(db) = self.postings else {
+            return Ok(Vec::new());
+        };
+        let (n, tokens) = self.keyword_totals(txn)?;
+        if n == 0 || k == 0 {
+            return Ok(Vec::new());
+        }
+        let avgdl = tokens as f32 / n as f32;
+        let e = self.err("reading postings");
+        let mut scores: HashMap<u32, f32> = HashMap::new();
+        for term in keyword::query_terms(text) {
+            let Some(bytes) = db.get(txn, &term).map_err(&e)? else {
+                continue;
+            };
+            let df = (bytes.len() / 8) as u64;
+            let idf = keyword::idf(n, df);
+            for p in keyword::decode(bytes) {
+                if allowed.is_some_and(|a| !a.contains(p.item)) {
+                    continue;
+                }
+                *scores.entry(p.item).or_insert(0.0) +=
+                    keyword::term_score(idf, p.tf, p.len, avgdl);
+            }
+        }
+        // Best score first, ties to the older item: a total order, so equal
+        // BM25 scores (common with short templated chunks) rank the same
+        // way every time, whatever the hash map's order.
+        let mut all: Vec<(f32, u32)> = scores.into_iter().map(|(id, s)| (s, id)).collect();
+        let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if all.len() > k {
+            all.select_nth_unstable_by(k - 1, order);
+            all.truncate(k);
+        }
+        all.sort_unstable_by(order);
+        Ok(all)
+    }
+
+    /// Raises the applied-offset watermark of each (topic, partition) to
+    /// `offset` (never lowers it: a replay after a crash re-applies older
+    /// offsets), in the caller's transaction, so it commits with the data.
+    pub fn raise_watermarks(
+        &self,
+        wtxn: &mut RwTxn,
+        marks: &[(String, i32, i64)],
+    ) -> Result<(), IndexError> {
+        for (topic, partition, offset) in marks {
+            let key = format!("{WATERMARK}{topic}\u{0}{partition}");
+            let old = self
+                .meta
+                .get(wtxn, &key)
+                .map_err(self.err("reading a watermark"))?
+                .and_then(|b| b.try_into().ok().map(i64::from_be_bytes));
+            if old.is_none_or(|o| o < *offset) {
+                self.set_meta(wtxn, &key, &offset.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every (topic, partition) -> highest applied source offset.
+    pub fn watermarks(&self, txn: &RoTxn) -> Result<BTreeMap<(String, i32), i64>, IndexError> {
+        let e = self.err("reading watermarks");
+        let mut out = BTreeMap::new();
+        for r in self.meta.prefix_iter(txn, WATERMARK).map_err(&e)? {
+            let (key, value) = r.map_err(&e)?;
+            let Some(rest) = key.strip_prefix(WATERMARK) else {
+                continue;
+            };
+            let Some((topic, partition)) = rest.rsplit_once('\u{0}') else {
+                continue;
+            };
+            let (Ok(partition), Ok(bytes)) = (partition.parse::<i32>(), <[u8; 8]>::try_from(value))
+            else {
+                continue;
+            };
+            out.insert((topic.to_string(), partition), i64::from_be_bytes(bytes));
+        }
+        Ok(out)
     }
 
     fn add_item(
@@ -319,7 +512,12 @@ impl Store {
         Ok(())
     }
 
-    fn remove_item(&self, wtxn: &mut RwTxn, id: u32) -> Result<(), IndexError> {
+    fn remove_item(
+        &self,
+        wtxn: &mut RwTxn,
+        id: u32,
+        postings: &mut PostingChanges,
+    ) -> Result<(), IndexError> {
         let e = self.err("removing a chunk");
         let rec = self.chunks.get(wtxn, &id).map_err(&e)?;
         self.chunks.delete(wtxn, &id).map_err(&e)?;
@@ -332,6 +530,7 @@ impl Store {
             _ => self.pending.put(wtxn, &id, &[PENDING_DEL]).map_err(&e)?,
         }
         if let Some(rec) = rec {
+            postings.removed(id, &rec.text);
             for (k, v) in &rec.metadata {
                 if let Some(key) = filter_key(k, v) {
                     self.update_filter(wtxn, &key, |b| {
@@ -737,7 +936,11 @@ impl Store {
             self.filters.stat(txn).map_err(&e)?,
             self.meta.stat(txn).map_err(&e)?,
         ];
-        Ok(stats.iter().map(page_bytes).sum())
+        let postings = match self.postings {
+            Some(db) => page_bytes(&db.stat(txn).map_err(&e)?),
+            None => 0,
+        };
+        Ok(stats.iter().map(page_bytes).sum::<u64>() + postings)
     }
 
     /// Every document id, in order (for tests and `weft index stats`).

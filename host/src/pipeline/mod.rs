@@ -18,8 +18,10 @@ use crate::record::{
     QuestionState,
 };
 use crate::runtime::bindings::types::{self, ErrorKind};
+use crate::runtime::freshness;
 use crate::runtime::{
-    Failure, FailureKind, Runtime, StagePlugin, StageShared, TableLookup, TableSlot, TenantAccount,
+    Failure, FailureKind, OnStale, ReadRequirement, Runtime, StagePlugin, StageShared, TableLookup,
+    TableSlot, TenantAccount,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
@@ -942,16 +944,26 @@ fn run_per_question(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLett
                 }
             }
         }
-        let Payload::Question(q) = &mut item.payload else {
+        if !matches!(item.payload, Payload::Question(_)) {
             let f = Failure::new(
                 FailureKind::BadRecord,
                 format!("a {} takes questions", p.kind),
             );
             dead(dl, p, item, f);
             continue;
+        }
+        let on_stale = match read_requirement(p, &item.headers) {
+            Ok(r) => r,
+            Err(f) => {
+                dead(dl, p, item, f);
+                continue;
+            }
+        };
+        let Payload::Question(q) = &mut item.payload else {
+            continue;
         };
         let t0 = Instant::now();
-        let r = run_question_stage(p, q);
+        let r = run_question_stage(p, q).and_then(|()| record_read(p, q, on_stale));
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         match r {
             Ok(()) => {
@@ -962,6 +974,106 @@ fn run_per_question(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLett
         }
     }
     out
+}
+
+/// For a retriever: sets the question's read-your-writes requirement (its
+/// `weft.min-offsets` header, waited for up to the stage's
+/// `min_offsets_timeout_ms`) on the plugin, and returns what to do if it
+/// times out (`on_stale`). Other stages: nothing.
+fn read_requirement(
+    p: &mut StagePlugin,
+    headers: &[(String, Vec<u8>)],
+) -> Result<Option<OnStale>, Failure> {
+    if p.kind != StageKind::Retriever {
+        return Ok(None);
+    }
+    let bad = |m: String| Failure::new(FailureKind::BadRecord, m);
+    let need = match headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k == freshness::MIN_OFFSETS_HEADER)
+    {
+        Some((_, v)) => freshness::parse_min_offsets(v).map_err(|e| bad(e.to_string()))?,
+        None => {
+            p.set_read_after(None);
+            return Ok(None);
+        }
+    };
+    let wait = match p.config_value(freshness::TIMEOUT_KEY) {
+        None => freshness::DEFAULT_WAIT,
+        Some(v) => {
+            Duration::from_millis(v.trim().trim_matches('"').parse::<u64>().map_err(|_| {
+                Failure::new(
+                    FailureKind::Config,
+                    format!(
+                        "config `{}` must be milliseconds, not {v:?}",
+                        freshness::TIMEOUT_KEY
+                    ),
+                )
+            })?)
+        }
+    };
+    let on_stale = match p
+        .config_value(freshness::ON_STALE_KEY)
+        .map(|v| v.trim().trim_matches('"'))
+    {
+        None | Some("flag") => OnStale::Flag,
+        Some("dead-letter") => OnStale::DeadLetter,
+        Some(v) => {
+            return Err(Failure::new(
+                FailureKind::Config,
+                format!(
+                    "config `{}` must be \"flag\" or \"dead-letter\", not {v:?}",
+                    freshness::ON_STALE_KEY
+                ),
+            ))
+        }
+    };
+    p.set_read_after(Some(ReadRequirement { need, wait }));
+    Ok(Some(on_stale))
+}
+
+/// After a retriever call: puts what its index search read at on the
+/// question (the answer's `index_read`), and dead-letters a question whose
+/// requirement timed out when the stage says `on_stale = "dead-letter"`.
+fn record_read(
+    p: &mut StagePlugin,
+    q: &mut QuestionState,
+    on_stale: Option<OnStale>,
+) -> Result<(), Failure> {
+    if p.kind != StageKind::Retriever {
+        return Ok(());
+    }
+    p.set_read_after(None);
+    let Some(read) = p.take_last_read() else {
+        return Ok(());
+    };
+    if read.stale && on_stale == Some(OnStale::DeadLetter) {
+        return Err(Failure::new(
+            FailureKind::Timeout,
+            format!(
+                "stale: the index had not applied {} within {} ms (it had {}); on_stale = \"dead-letter\"",
+                freshness::offsets_json(&read.required),
+                read.waited.as_millis(),
+                freshness::offsets_json(&read.watermarks)
+            ),
+        ));
+    }
+    let mut o = serde_json::Map::new();
+    o.insert(
+        "watermarks".into(),
+        freshness::offsets_json(&read.watermarks),
+    );
+    if !read.required.is_empty() {
+        o.insert("required".into(), freshness::offsets_json(&read.required));
+        o.insert("stale".into(), serde_json::Value::Bool(read.stale));
+        o.insert(
+            "waited_ms".into(),
+            serde_json::json!((read.waited.as_secs_f64() * 1e4).round() / 10.0),
+        );
+    }
+    q.index_read = Some(serde_json::Value::Object(o));
+    Ok(())
 }
 
 fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), Failure> {

@@ -3,6 +3,7 @@
 
 use super::bindings::imports::weft::plugin::{config, index, log, state, table};
 use super::bindings::types::{Hit, Meta};
+use super::freshness::Offsets;
 use super::http::OutboundPolicy;
 use super::limits::Budget;
 use super::logs::{loggable, LogBudget};
@@ -52,6 +53,53 @@ pub trait IndexSearch: Send + Sync {
         k: u32,
         filter: &[(String, String)],
     ) -> Result<Vec<IndexHit>, SearchError>;
+
+    /// A search in any mode (`index.query`). The default serves vector mode
+    /// through [`IndexSearch::search`] and refuses the others, so an index
+    /// without a keyword side says so instead of answering wrongly.
+    /// Waits until the index has applied every (topic, partition, offset)
+    /// of `need`, or until `deadline`; returns whether it had, and the
+    /// watermarks it read last (read-your-writes). The default, for an
+    /// index that keeps no watermarks, meets only an empty requirement.
+    fn wait_for(
+        &self,
+        need: &[(String, i32, i64)],
+        deadline: std::time::Instant,
+    ) -> Result<(bool, Offsets), SearchError> {
+        let _ = deadline;
+        Ok((need.is_empty(), Vec::new()))
+    }
+
+    fn query(&self, q: &IndexQuery) -> Result<Vec<IndexHit>, SearchError> {
+        match q.mode {
+            IndexMode::Vector => self.search(&q.vector, q.k, &q.filter),
+            other => Err(SearchError::new(format!(
+                "this index has no {other:?} search"
+            ))),
+        }
+    }
+}
+
+/// Retrieval mode of an [`IndexQuery`] (the WIT `search-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexMode {
+    Vector,
+    Keyword,
+    Hybrid,
+}
+
+/// A search request in the runtime's own terms (the WIT `search-request`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexQuery {
+    pub mode: IndexMode,
+    pub vector: Vec<f32>,
+    pub text: String,
+    pub k: u32,
+    pub filter: Vec<(String, String)>,
+    /// Reciprocal-rank-fusion constant; not finite or <= 0 means the default.
+    pub rrf_k: f32,
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
 }
 
 /// Read access to the tables a pipeline declares (`[[table]]`), scoped to
@@ -211,6 +259,12 @@ pub struct StageCtx {
     /// `poll`, `pollable.block`, so sleeps) are cut there, since an epoch
     /// deadline cannot interrupt a guest blocked inside the host.
     pub call_deadline: Option<std::time::Instant>,
+    /// The read-your-writes requirement of the question being retrieved
+    /// (set by the host around a retriever call).
+    pub read_after: Option<super::freshness::ReadRequirement>,
+    /// What the call's first index search read at (taken by the host
+    /// after the call, for the answer).
+    pub read_at: Option<super::freshness::ReadAt>,
 }
 
 impl StageCtx {
@@ -245,6 +299,8 @@ impl StageCtx {
             shared,
             pending: PendingWrites::default(),
             call_deadline: None,
+            read_after: None,
+            read_at: None,
         }
     }
 
@@ -367,32 +423,103 @@ impl state::Host for StageCtx {
     }
 }
 
-impl index::Host for StageCtx {
-    fn search(&mut self, vector: Vec<f32>, k: u32, filter: Vec<Meta>) -> Result<Vec<Hit>, String> {
-        let Some(index) = &self.shared.index else {
-            return Err(format!(
+fn to_wit(hits: Vec<IndexHit>) -> Vec<Hit> {
+    hits.into_iter()
+        .map(|h| Hit {
+            chunk_id: h.chunk_id,
+            doc_id: h.doc_id,
+            score: h.score,
+            text: h.text,
+            metadata: h
+                .metadata
+                .into_iter()
+                .map(|(key, value)| Meta { key, value })
+                .collect(),
+        })
+        .collect()
+}
+
+impl StageCtx {
+    fn attached_index(&self) -> Result<Arc<dyn IndexSearch>, String> {
+        self.shared.index.clone().ok_or_else(|| {
+            format!(
                 "pipeline `{}` has no index attached (tenant `{}`)",
                 self.shared.pipeline, self.shared.tenant
-            ));
+            )
+        })
+    }
+}
+
+impl StageCtx {
+    /// Before the call's first index search: waits for the question's
+    /// read-your-writes requirement (bounded by its wait and by the call's
+    /// deadline, less a tenth of the stage's timeout left for the plugin to
+    /// finish), and records the watermarks the search reads at. Later
+    /// searches of the same call read at least as new a state (watermarks
+    /// only rise), so only the first one waits.
+    fn before_search(&mut self, index: &dyn IndexSearch) -> Result<(), String> {
+        if self.read_at.is_some() {
+            return Ok(());
+        }
+        let t0 = std::time::Instant::now();
+        let (need, wait) = match &self.read_after {
+            Some(r) => (r.need.clone(), r.wait),
+            None => (Vec::new(), std::time::Duration::ZERO),
         };
+        let mut deadline = t0 + wait;
+        if let Some(d) = self.call_deadline {
+            let reserve =
+                std::time::Duration::from_millis(self.shared.stage.limits.timeout_ms / 10);
+            deadline = deadline.min(d.checked_sub(reserve).unwrap_or(t0));
+        }
+        let (met, watermarks) = index.wait_for(&need, deadline).map_err(|e| e.to_string())?;
+        self.read_at = Some(super::freshness::ReadAt {
+            watermarks,
+            stale: !met,
+            required: need,
+            waited: t0.elapsed(),
+        });
+        Ok(())
+    }
+}
+
+impl index::Host for StageCtx {
+    fn search(&mut self, vector: Vec<f32>, k: u32, filter: Vec<Meta>) -> Result<Vec<Hit>, String> {
+        let index = self.attached_index()?;
+        self.before_search(index.as_ref())?;
         let filter: Vec<(String, String)> = filter.into_iter().map(|m| (m.key, m.value)).collect();
         let hits = index
             .search(&vector, k.min(1000), &filter)
             .map_err(|e| e.to_string())?;
-        Ok(hits
-            .into_iter()
-            .map(|h| Hit {
-                chunk_id: h.chunk_id,
-                doc_id: h.doc_id,
-                score: h.score,
-                text: h.text,
-                metadata: h
-                    .metadata
-                    .into_iter()
-                    .map(|(key, value)| Meta { key, value })
-                    .collect(),
-            })
-            .collect())
+        Ok(to_wit(hits))
+    }
+
+    fn query(&mut self, req: index::SearchRequest) -> Result<Vec<Hit>, String> {
+        let index = self.attached_index()?;
+        self.before_search(index.as_ref())?;
+        let weight = |w: f32, name: &str| {
+            if w.is_finite() && w >= 0.0 {
+                Ok(w)
+            } else {
+                Err(format!("`{name}` must be a finite number >= 0, not {w}"))
+            }
+        };
+        let q = IndexQuery {
+            mode: match req.mode {
+                index::SearchMode::Vector => IndexMode::Vector,
+                index::SearchMode::Keyword => IndexMode::Keyword,
+                index::SearchMode::Hybrid => IndexMode::Hybrid,
+            },
+            vector: req.vector,
+            text: req.text,
+            k: req.k.min(1000),
+            filter: req.filter.into_iter().map(|m| (m.key, m.value)).collect(),
+            rrf_k: req.rrf_k,
+            vector_weight: weight(req.vector_weight, "vector-weight")?,
+            keyword_weight: weight(req.keyword_weight, "keyword-weight")?,
+        };
+        let hits = index.query(&q).map_err(|e| e.to_string())?;
+        Ok(to_wit(hits))
     }
 }
 

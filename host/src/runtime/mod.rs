@@ -8,6 +8,7 @@ mod cache;
 mod ctx;
 mod failure;
 pub mod fair;
+pub mod freshness;
 mod http;
 pub mod limits;
 pub mod logs;
@@ -16,11 +17,12 @@ pub mod tenant;
 
 pub use cache::CompileCache;
 pub use ctx::{
-    IndexHit, IndexSearch, SearchError, StageCtx, StageShared, TableLookup, TableSlot,
-    MAX_TABLE_KEY,
+    IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError, StageCtx, StageShared, TableLookup,
+    TableSlot, MAX_TABLE_KEY,
 };
 pub use failure::{Failure, FailureKind};
 pub use fair::{FairScheduler, Permit};
+pub use freshness::{OnStale, ReadAt, ReadRequirement};
 pub use tenant::TenantAccount;
 
 use crate::manifest::{display_path, Stage, StageKind};
@@ -238,6 +240,8 @@ impl Runtime {
             metrics: Arc::new(crate::metrics::StageMetrics::default()),
             _ticker: self._ticker.clone(),
             meter: self.meter,
+            read_after: None,
+            last_read: None,
         })
     }
 
@@ -449,6 +453,10 @@ pub struct StagePlugin {
     /// Exported series of this stage (calls, latency, recycles, memory);
     /// counts into nothing until a host attaches its own.
     metrics: Arc<crate::metrics::StageMetrics>,
+    /// Read-your-writes requirement for the next calls' index searches.
+    read_after: Option<ReadRequirement>,
+    /// What the last call's index search read at.
+    last_read: Option<ReadAt>,
 }
 
 pub type PluginResult<T> = Result<T, types::PluginError>;
@@ -496,6 +504,26 @@ impl StagePlugin {
         s.instantiate_time += r.instantiate_time;
     }
 
+    /// Sets the read-your-writes requirement of the next calls (a
+    /// retriever's question); `None` clears it.
+    pub fn set_read_after(&mut self, r: Option<ReadRequirement>) {
+        self.read_after = r;
+    }
+
+    /// What the last call's first index search read at (watermarks,
+    /// whether the requirement was met), if it searched.
+    pub fn take_last_read(&mut self) -> Option<ReadAt> {
+        self.last_read.take()
+    }
+
+    /// A config value of the stage (the host reads a few of a retriever's
+    /// keys itself: read-your-writes wait and policy).
+    pub fn config_value(&self, key: &str) -> Option<&str> {
+        self.shared.stage.config.get(key).map(String::as_str)
+    }
+}
+
+impl StagePlugin {
     /// The tenant's account this stage is charged to.
     pub fn account(&self) -> &Arc<TenantAccount> {
         &self.shared.account
@@ -575,6 +603,7 @@ impl StagePlugin {
         let _permit = self.scheduler.acquire(&self.shared.account);
         let t0 = Instant::now();
         let meter = self.meter;
+        let read_after = self.read_after.clone();
         let live = self.live()?;
         match meter {
             CpuMeter::Epoch => live.store.set_epoch_deadline(ticks),
@@ -584,8 +613,12 @@ impl StagePlugin {
                 .map_err(|e| Failure::new(FailureKind::Internal, format!("{e}")))?,
         }
         live.store.data_mut().call_deadline = Some(t0 + Duration::from_millis(limits.timeout_ms));
+        live.store.data_mut().read_after = read_after;
+        live.store.data_mut().read_at = None;
         let result = f(&mut live.store, &live.bindings);
+        let read_at = live.store.data_mut().read_at.take();
         let memory = live.store.data().limits.used();
+        self.last_read = read_at;
         let took = t0.elapsed();
         self.stats.calls += 1;
         self.stats.busy += took;

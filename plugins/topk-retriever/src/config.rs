@@ -1,8 +1,29 @@
 //! The stage configuration, parsed from the host's flattened config entries.
 
+/// Which side of the index answers (the WIT `search-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Nearest vectors, through `index.search` exactly as before modes
+    /// existed (the default, so existing pipelines' figures do not move).
+    #[default]
+    Vector,
+    /// BM25 over the chunks' words, the question text as the query.
+    Keyword,
+    /// Vector and keyword lists fused by reciprocal rank.
+    Hybrid,
+}
+
 /// Retrieval settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrieveConfig {
+    /// `mode`: vector (default), keyword or hybrid.
+    pub mode: Mode,
+    /// `rrf_k`: the reciprocal-rank-fusion constant of hybrid mode.
+    pub rrf_k: f32,
+    /// `vector_weight`, `keyword_weight`: the two sides' weights in hybrid
+    /// mode. Equal by default: chosen a priori, not tuned on any questions.
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
     /// Hits returned.
     pub k: usize,
     /// Candidates fetched per returned hit, giving MMR room to diversify.
@@ -28,6 +49,10 @@ pub struct RetrieveConfig {
 impl Default for RetrieveConfig {
     fn default() -> RetrieveConfig {
         RetrieveConfig {
+            mode: Mode::Vector,
+            rrf_k: 60.0,
+            vector_weight: 1.0,
+            keyword_weight: 1.0,
             k: 5,
             fetch_factor: 4,
             mmr_lambda: 0.7,
@@ -152,6 +177,25 @@ impl Settings {
                             format!("config `mmr_lambda` must be a number from 0.0 to 1.0, not {value:?}")
                         })?;
                 }
+                "mode" => {
+                    r.mode = match v {
+                        "vector" => Mode::Vector,
+                        "keyword" => Mode::Keyword,
+                        "hybrid" => Mode::Hybrid,
+                        _ => {
+                            return Err(format!(
+                                "config `mode` must be \"vector\", \"keyword\" or \"hybrid\", not {value:?}"
+                            ))
+                        }
+                    }
+                }
+                "rrf_k" => r.rrf_k = number(key, v, 1.0, 10_000.0)?,
+                "vector_weight" => r.vector_weight = number(key, v, 0.0, 1000.0)?,
+                "keyword_weight" => r.keyword_weight = number(key, v, 0.0, 1000.0)?,
+                // Read by the host, not by this plugin (read-your-writes:
+                // how long the index may wait for a question's required
+                // offsets, and what to do when it cannot).
+                "min_offsets_timeout_ms" | "on_stale" => {}
                 "filter_from_question" => {
                     r.filter_from_question =
                         serde_json::from_str::<Vec<String>>(value).map_err(|_| {
@@ -205,6 +249,13 @@ impl Settings {
             warnings,
         })
     }
+}
+
+fn number(key: &str, v: &str, min: f32, max: f32) -> Result<f32, String> {
+    v.parse::<f32>()
+        .ok()
+        .filter(|n| n.is_finite() && (min..=max).contains(n))
+        .ok_or_else(|| format!("config `{key}` must be a number from {min} to {max}, not {v:?}"))
 }
 
 fn integer(key: &str, v: &str, max: usize) -> Result<usize, String> {
@@ -292,6 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn modes_and_weights() {
+        assert_eq!(RetrieveConfig::default().mode, Mode::Vector);
+        let r = Settings::from_entries(&entries(&[
+            ("mode", "\"hybrid\""),
+            ("rrf_k", "30"),
+            ("keyword_weight", "2"),
+        ]))
+        .unwrap()
+        .retrieve;
+        assert_eq!(r.mode, Mode::Hybrid);
+        assert_eq!(
+            (r.rrf_k, r.vector_weight, r.keyword_weight),
+            (30.0, 1.0, 2.0)
+        );
+        let s =
+            Settings::from_entries(&entries(&[("mode", "keyword"), ("on_stale", "flag")])).unwrap();
+        assert_eq!(s.retrieve.mode, Mode::Keyword);
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
     fn bad_config_is_rejected() {
         for kv in [
             ("k", "0"),
@@ -304,6 +376,10 @@ mod tests {
             ("fallback_unfiltered", "yes"),
             ("boost", "3"),
             ("boost_from_question.", "flight"),
+            ("mode", "bm25"),
+            ("rrf_k", "0"),
+            ("vector_weight", "-1"),
+            ("keyword_weight", "NaN"),
         ] {
             assert!(Settings::from_entries(&entries(&[kv])).is_err(), "{kv:?}");
         }

@@ -17,11 +17,32 @@
 //!   metadata carries the question's value (a customer's booked flight from
 //!   a table join) score `boost` (0.1) higher, without narrowing the
 //!   search; a hit's score is then this ranking score, not the cosine.
+//! - `mode` (`"vector"`): `"keyword"` searches the index's BM25 side with the
+//!   question text; `"hybrid"` fuses the vector and keyword lists by
+//!   reciprocal rank (`rrf_k` 60, `vector_weight` 1, `keyword_weight` 1).
+//!   Vector mode calls `index.search` as before; the others `index.query`.
+//! - `min_offsets_timeout_ms`, `on_stale`: read by the host (how long a
+//!   question's read-your-writes requirement may wait; see the README).
 
 pub mod config;
 pub mod mmr;
 
-pub use config::{merge_boosted, RetrieveConfig, Settings};
+pub use config::{merge_boosted, Mode, RetrieveConfig, Settings};
+
+/// Scores rescaled to [0, 1] by the best one, for MMR: its trade-off
+/// `lambda * score - (1 - lambda) * redundancy` assumes scores on the
+/// scale of a cosine, while BM25 scores run to tens and RRF scores are
+/// around 1/60. Cosine scores (vector mode) are used as they are.
+pub fn relevance(mode: Mode, scores: &[f32]) -> Vec<f32> {
+    if mode == Mode::Vector {
+        return scores.to_vec();
+    }
+    let max = scores.iter().copied().fold(0.0f32, f32::max);
+    if max <= 0.0 {
+        return vec![0.0; scores.len()];
+    }
+    scores.iter().map(|s| s / max).collect()
+}
 pub use mmr::{jaccard, mmr_select, word_set};
 
 /// Checks the question vector before it goes to the index, so a bad upstream
@@ -40,9 +61,10 @@ pub fn check_vector(v: &[f32]) -> Result<(), String> {
 mod component {
     wit_bindgen::generate!({ path: "../../wit", world: "retriever" });
 
-    use crate::Settings;
+    use crate::{Mode, Settings};
     use exports::weft::plugin::retrieve::Guest;
     use std::sync::OnceLock;
+    use weft::plugin::index::{SearchMode, SearchRequest};
     use weft::plugin::log::{log, Level};
     use weft::plugin::types::{ErrorKind, Hit, Meta, PluginError, Question};
 
@@ -67,11 +89,13 @@ mod component {
                 kind: ErrorKind::Config,
                 message: e.clone(),
             })?;
-            crate::check_vector(&vector).map_err(|message| PluginError {
-                kind: ErrorKind::InvalidInput,
-                message,
-            })?;
             let r = &s.retrieve;
+            if r.mode != Mode::Keyword {
+                crate::check_vector(&vector).map_err(|message| PluginError {
+                    kind: ErrorKind::InvalidInput,
+                    message,
+                })?;
+            }
             let qmeta: Vec<(String, String)> = question
                 .metadata
                 .into_iter()
@@ -82,20 +106,35 @@ mod component {
                     .map(|(key, value)| Meta { key, value })
                     .collect()
             };
-            let search = |filter: &[Meta], n: u32| {
-                weft::plugin::index::search(&vector, n, filter).map_err(|e| PluginError {
+            let search = |filter: Vec<Meta>, n: u32| {
+                let found = match r.mode {
+                    Mode::Vector => weft::plugin::index::search(&vector, n, &filter),
+                    mode => weft::plugin::index::query(&SearchRequest {
+                        vector: vector.clone(),
+                        text: question.text.clone(),
+                        k: n,
+                        filter,
+                        mode: match mode {
+                            Mode::Keyword => SearchMode::Keyword,
+                            _ => SearchMode::Hybrid,
+                        },
+                        rrf_k: r.rrf_k,
+                        vector_weight: r.vector_weight,
+                        keyword_weight: r.keyword_weight,
+                    }),
+                };
+                found.map_err(|e| PluginError {
                     kind: ErrorKind::Internal,
                     message: format!("index search failed: {e}"),
                 })
             };
-            let mut hits = search(&metas(r.filter_for(&qmeta)), r.fetch_count())?;
+            let mut hits = search(metas(r.filter_for(&qmeta)), r.fetch_count())?;
             if hits.is_empty() && r.fallback_unfiltered && r.question_narrows(&qmeta) {
-                hits = search(&metas(r.filter.clone()), r.fetch_count())?;
+                hits = search(metas(r.filter.clone()), r.fetch_count())?;
             }
-            let boost_filters = r.boost_filters(&qmeta);
             let mut boosted = Vec::new();
-            for f in boost_filters {
-                boosted.extend(search(&metas(f), u32::try_from(r.k).unwrap_or(u32::MAX))?);
+            for f in r.boost_filters(&qmeta) {
+                boosted.extend(search(metas(f), u32::try_from(r.k).unwrap_or(u32::MAX))?);
             }
             let hits = crate::merge_boosted(
                 hits,
@@ -104,8 +143,11 @@ mod component {
                 |h| h.chunk_id.as_str(),
                 |h| &mut h.score,
             );
-            let candidates: Vec<(f32, &str)> =
-                hits.iter().map(|h| (h.score, h.text.as_str())).collect();
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            let candidates: Vec<(f32, &str)> = crate::relevance(r.mode, &scores)
+                .into_iter()
+                .zip(hits.iter().map(|h| h.text.as_str()))
+                .collect();
             let picked = crate::mmr_select(&candidates, r.k, r.mmr_lambda);
             let mut slots: Vec<Option<Hit>> = hits.into_iter().map(Some).collect();
             Ok(picked
@@ -121,6 +163,13 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relevance_is_rescaled_outside_vector_mode() {
+        assert_eq!(relevance(Mode::Vector, &[0.9, 0.3]), vec![0.9, 0.3]);
+        assert_eq!(relevance(Mode::Keyword, &[8.0, 2.0]), vec![1.0, 0.25]);
+        assert_eq!(relevance(Mode::Hybrid, &[0.0]), vec![0.0]);
+    }
 
     #[test]
     fn vectors_are_checked() {
