@@ -25,6 +25,7 @@ fn chunk(doc: &str, n: usize, text: &str, vector: Vec<f32>, meta: &[(&str, &str)
             .collect(),
         vector,
         model: None,
+        source: None,
     }
 }
 

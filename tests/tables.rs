@@ -283,6 +283,66 @@ fn questions_join_their_customer_see_every_update_and_the_table_survives_a_resta
         "{a}"
     );
 
+    // The retrieved chunk names the document version it came from (a
+    // cited one carries it into the provenance too); a new version of that
+    // document changes it in later answers.
+    let source = |a: &Value| -> String {
+        a["hits"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["doc_id"] == "flight-NW103"))
+            .and_then(|h| h["metadata"]["_source"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Every cited chunk's provenance names the version its hit came from.
+    for c in a["provenance"]["cited"].as_array().expect("cited") {
+        let hit = a["hits"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["chunk_id"] == c["chunk_id"]))
+            .expect("a cited chunk is a hit");
+        assert_eq!(c["source"], hit["metadata"]["_source"], "{a}");
+        assert!(
+            c["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("shop.docs/")),
+            "{a}"
+        );
+    }
+    let v1 = source(&a);
+    assert!(v1.starts_with("shop.docs/"), "{a}");
+    support::produce(
+        &brokers,
+        "shop.docs",
+        vec![kv(
+            "flight-NW103",
+            Some(
+                json!({"title": "Flight NW103 status", "text": "Flight NW103 from Oslo to Rome, gate A3. Current status: cancelled.", "metadata": {"flight": "NW103"}}),
+            ),
+        )],
+    );
+    wait_for("the new version", Duration::from_secs(60), || {
+        ingest_consumed(&server) > n_docs
+    });
+    support::produce(
+        &brokers,
+        "shop.questions",
+        vec![question("q-c1b", "Is my flight delayed?", "c-1")],
+    );
+    let a = answer(&rt, &mut rx, "q-c1b");
+    let v2 = source(&a);
+    assert!(
+        v2.starts_with("shop.docs/") && v2 != v1,
+        "{v1} -> {v2}: {a}"
+    );
+    assert_eq!(first_hit(&a), "flight-NW103", "{a}");
+    assert!(
+        a["hits"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cancelled"),
+        "{a}"
+    );
+
     // An unknown customer: answered, without personal context, marked.
     support::produce(
         &brokers,

@@ -242,6 +242,7 @@ fn main() -> anyhow::Result<()> {
                     metadata: vec![],
                     vector: c.vectors[i].clone(),
                     model: None,
+                    source: None,
                 }],
             })
             .collect();

@@ -179,6 +179,7 @@ fn op(n: u32, v: &[f32]) -> DocOp {
             },
             vector: v.to_vec(),
             model: None,
+            source: None,
         }],
         doc_id: doc,
     }

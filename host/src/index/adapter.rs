@@ -140,3 +140,12 @@ impl Indexes for IndexRegistry {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The pipeline reads a hit's source under the key the index writes.
+    #[test]
+    fn source_key_agrees_with_the_pipeline() {
+        assert_eq!(super::super::SOURCE_META, crate::pipeline::SOURCE_META);
+    }
+}

@@ -116,7 +116,14 @@ pub struct ChunkIn {
     /// Fingerprint of the embedder that made `vector` (see
     /// [`VectorIndex::reusable_vectors`]).
     pub model: Option<String>,
+    /// Where the document version came from (`topic/partition@offset`), so
+    /// an answer can say which version of a document it cites; returned in
+    /// a hit's metadata under [`SOURCE_META`].
+    pub source: Option<String>,
 }
+
+/// The metadata key under which a hit carries its chunk's [`ChunkIn::source`].
+pub const SOURCE_META: &str = "_source";
 
 /// A change to one document: its full new set of chunks, or its deletion.
 #[derive(Debug, Clone)]
@@ -936,12 +943,16 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
 }
 
 fn hit(c: ChunkRecord, score: f32) -> SearchHit {
+    let mut metadata = c.metadata;
+    if let Some(s) = c.source {
+        metadata.push((SOURCE_META.to_string(), s));
+    }
     SearchHit {
         chunk_id: c.chunk_id,
         doc_id: c.doc_id,
         score,
         text: c.text,
-        metadata: c.metadata,
+        metadata,
     }
 }
 

@@ -84,6 +84,10 @@ fn plan(
                             .collect(),
                         vector: v.clone(),
                         model: model.map(str::to_string),
+                        source: Some(format!(
+                            "{}/{}@{}",
+                            it.origin.topic, it.origin.partition, it.origin.offset
+                        )),
                     };
                     match slot {
                         None => {

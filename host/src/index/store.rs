@@ -47,6 +47,11 @@ pub struct ChunkRecord {
     /// when the same embedder would make it.
     #[serde(default)]
     pub model: Option<String>,
+    /// The document version's origin (see `ChunkIn::source`); not part of
+    /// the digest, so an unchanged chunk of a new version keeps its item
+    /// and only this is rewritten.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 pub struct Store {
@@ -275,6 +280,17 @@ impl Store {
                     for c in chunks {
                         let d = digest(c);
                         if let Some(id) = keep.remove(&d) {
+                            // Same content, new version: only its origin moves.
+                            if let Some(mut r) =
+                                self.chunks.get(wtxn, &id).map_err(self.err("reading"))?
+                            {
+                                if r.source != c.source {
+                                    r.source = c.source.clone();
+                                    self.chunks
+                                        .put(wtxn, &id, &r)
+                                        .map_err(self.err("writing a chunk"))?;
+                                }
+                            }
                             items.push(id);
                             applied.items_unchanged += 1;
                             continue;
@@ -492,6 +508,7 @@ impl Store {
             metadata: c.metadata.clone(),
             digest,
             model: c.model.clone(),
+            source: c.source.clone(),
         };
         let e = self.err("writing a chunk");
         self.chunks.put(wtxn, &id, &rec).map_err(&e)?;

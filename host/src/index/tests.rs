@@ -31,6 +31,7 @@ fn load(ix: &VectorIndex, n: usize) {
                 metadata: vec![],
                 vector: vector(i),
                 model: None,
+                source: None,
             }],
         })
         .collect();
@@ -190,6 +191,7 @@ fn built_vectors_are_read_from_the_trees_exactly_as_arroy_stores_them() {
             metadata: vec![],
             vector: vector(40),
             model: Some("m".into()),
+            source: None,
         }],
     }])
     .expect("apply");
