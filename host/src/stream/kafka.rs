@@ -796,9 +796,12 @@ pub async fn run_with(
                     }
                     counters.set_stalled(stalled);
                 }
-                // Idle exit only once the group has consumed everything: a
-                // process without partitions while there is lag waits (and
-                // says it is stalled) rather than leave records behind.
+                // Idle exit once the group has consumed everything. A
+                // process that holds no partition while the group has lag
+                // is stalled, not done: once that has lasted the idle time
+                // too it exits with an error saying so (the records stay
+                // in the topic, uncommitted, for the group), rather than
+                // wait forever or report success.
                 if let Some(idle) = opts.idle_exit {
                     if last_record.elapsed() >= idle {
                         let lag = match lag {
@@ -807,6 +810,16 @@ pub async fn run_with(
                         };
                         if lag == Some(0) {
                             break;
+                        }
+                        if let Some(lag) = lag {
+                            if !holds_partitions(&consumer) && last_record.elapsed() >= idle * 2 {
+                                return Err(StreamError::IdleWithoutPartitions {
+                                    pipeline: m.name.clone(),
+                                    topic: m.source_topic.clone(),
+                                    lag,
+                                    secs: last_record.elapsed().as_secs(),
+                                });
+                            }
                         }
                     }
                 }

@@ -47,6 +47,15 @@ pub enum StreamError {
     /// The managed broker is missing or did not start.
     #[error("{0}")]
     Broker(String),
+    /// `--idle-exit-secs` ran out while the process held no partition and
+    /// its group still had records to consume.
+    #[error("pipeline `{pipeline}`: idle for {secs} s without a partition of {topic} while its group has {lag} unconsumed record(s) (another member holds them, or the broker has not reassigned a dead member's): exiting; the records stay in the topic for the group")]
+    IdleWithoutPartitions {
+        pipeline: String,
+        topic: String,
+        lag: i64,
+        secs: u64,
+    },
     /// A table could not be opened or followed.
     #[error("{0}")]
     Table(String),
