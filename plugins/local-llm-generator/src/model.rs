@@ -1,7 +1,7 @@
 //! SmolLM2-135M-Instruct from its GGUF file: the tokenizer rebuilt from the
 //! file's metadata (byte-level BPE, as GPT-2 and SmolLM2 use), the weights
-//! loaded by candle's quantized llama (they stay Q4_1 in memory), and the
-//! generation loop (prefill, then one token per forward pass).
+//! (`crate::llama`, candle's quantized llama adapted), and the generation
+//! loop (the prompt in one forward pass, then one token per pass).
 //!
 //! The same code runs natively (unit tests, `examples/bench.rs`) and inside
 //! the component; only `lib.rs`'s binding module is wasm-specific.
@@ -9,9 +9,8 @@
 use crate::chat::{cut_at_stop, Prompt, CUT_MARK};
 use crate::config::Params;
 use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::ModelWeights;
+use crate::llama::{Session, WeightFormat, Weights};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -88,12 +87,11 @@ impl Generation {
     }
 }
 
-/// A loaded model. Generation never changes it: each answer runs on a clone
-/// (tensors are shared, not copied), so the key/value cache and candle's
-/// per-length mask cache start empty every time and do not grow with the
-/// number of questions an instance answers.
+/// A loaded model. Generation never changes it: each answer has a
+/// `Session` of its own, so the key/value cache starts empty every time and
+/// nothing grows with the number of questions an instance answers.
 pub struct Llm {
-    weights: ModelWeights,
+    weights: Weights,
     tokenizer: Tokenizer,
     /// Token ids that end the assistant's turn.
     end_ids: Vec<u32>,
@@ -102,7 +100,11 @@ pub struct Llm {
 
 impl Llm {
     /// Loads the GGUF file at `path`. `context_tokens` bounds prompt + answer.
-    pub fn load(path: &Path, context_tokens: usize) -> Result<Llm, LoadError> {
+    pub fn load(
+        path: &Path,
+        context_tokens: usize,
+        format: WeightFormat,
+    ) -> Result<Llm, LoadError> {
         let err = |message: String| LoadError {
             file: path.to_path_buf(),
             message,
@@ -152,8 +154,15 @@ impl Llm {
             )));
         }
         let (tokenizer, end_ids) = tokenizer_from_gguf(&ct.metadata).map_err(err)?;
-        let weights = ModelWeights::from_gguf(ct, &mut r, &Device::Cpu)
+        let weights = Weights::from_gguf(&ct, &mut r, format)
             .map_err(|e| err(format!("does not hold usable llama weights: {e}")))?;
+        if weights.vocab() < tokenizer.get_vocab_size(true) {
+            return Err(err(format!(
+                "has {} embedding rows for a vocabulary of {}",
+                weights.vocab(),
+                tokenizer.get_vocab_size(true)
+            )));
+        }
         Ok(Llm {
             weights,
             tokenizer,
@@ -208,7 +217,7 @@ impl Llm {
     pub fn generate(&self, prompt: &Prompt, p: &Params) -> Result<Generation, GenerateError> {
         let start = Instant::now();
         let (ids, dropped_tokens) = self.fit(prompt, p.max_tokens)?;
-        let mut model = self.weights.clone();
+        let mut session = Session::new(&self.weights);
         let sampling = if p.temperature <= 0.0 {
             Sampling::ArgMax
         } else if p.top_p >= 1.0 {
@@ -222,9 +231,7 @@ impl Llm {
             }
         };
         let mut sampler = LogitsProcessor::from_sampling(p.seed, sampling);
-        let dev = Device::Cpu;
-        let input = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
-        let logits = model.forward(&input, 0)?.squeeze(0)?;
+        let logits = session.forward(&ids)?;
         let mut next = sampler.sample(&logits)?;
         let first_token = start.elapsed();
         let mut out: Vec<u32> = Vec::with_capacity(p.max_tokens);
@@ -245,10 +252,7 @@ impl Llm {
             if out.len() >= p.max_tokens {
                 break Finish::Length;
             }
-            let input = Tensor::new(&[next], &dev)?.unsqueeze(0)?;
-            let logits = model
-                .forward(&input, ids.len() + out.len() - 1)?
-                .squeeze(0)?;
+            let logits = session.forward(&[next])?;
             next = sampler.sample(&logits)?;
         };
         Ok(Generation {
