@@ -31,6 +31,13 @@ read-only to the stage (grants.files, guest path = config `model_dir`)";
 /// they are matched whole in the text and never split by BPE.
 const TOKEN_TYPE_CONTROL: i32 = 3;
 
+/// The prompt is fed in pieces of this many tokens: the attention scores of
+/// a piece are heads x piece x (positions so far) floats, materialised a
+/// few times over, so one 1,000-token piece would need ~130 MiB more
+/// linear memory (which never shrinks) than pieces of 128; the matrix
+/// products cost the same per token either way.
+pub const PREFILL_CHUNK: usize = 128;
+
 /// A model file that is missing or unusable, named so the operator can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("model file {}: {message}; {SETUP_HINT}", file.display())]
@@ -231,7 +238,11 @@ impl Llm {
             }
         };
         let mut sampler = LogitsProcessor::from_sampling(p.seed, sampling);
-        let logits = session.forward(&ids)?;
+        let mut logits = None;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            logits = Some(session.forward(chunk)?);
+        }
+        let logits = logits.ok_or_else(|| GenerateError::Tokenizer("the prompt is empty".into()))?;
         let mut next = sampler.sample(&logits)?;
         let first_token = start.elapsed();
         let mut out: Vec<u32> = Vec::with_capacity(p.max_tokens);
