@@ -117,8 +117,14 @@ mod tests {
     #[test]
     fn template_matches_smollm2() {
         let p = render(&[
-            Turn { role: "system", content: "Be brief." },
-            Turn { role: "user", content: "Context:\n[1] Bags cost 60 EUR.\n\nQuestion: How much?" },
+            Turn {
+                role: "system",
+                content: "Be brief.",
+            },
+            Turn {
+                role: "user",
+                content: "Context:\n[1] Bags cost 60 EUR.\n\nQuestion: How much?",
+            },
         ]);
         assert_eq!(
             p.text(),
@@ -126,16 +132,27 @@ mod tests {
              60 EUR.\n\nQuestion: How much?<|im_end|>\n<|im_start|>assistant\n"
         );
         assert_eq!(p.body, "Context:\n[1] Bags cost 60 EUR.");
-        assert_eq!(p.tail, "\n\nQuestion: How much?<|im_end|>\n<|im_start|>assistant\n");
-        let q = render(&[Turn { role: "user", content: "Hi" }]);
-        assert!(q.head.starts_with("<|im_start|>system\nYou are a helpful AI assistant"));
+        assert_eq!(
+            p.tail,
+            "\n\nQuestion: How much?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let q = render(&[Turn {
+            role: "user",
+            content: "Hi",
+        }]);
+        assert!(q
+            .head
+            .starts_with("<|im_start|>system\nYou are a helpful AI assistant"));
         assert_eq!(q.body, "");
         assert_eq!(q.tail, "Hi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn citations_are_parsed_in_order_once_and_in_range() {
-        assert_eq!(cited("A [2] and B [1][2], C [1, 3] [9] [x] [", 3), vec![2, 1, 3]);
+        assert_eq!(
+            cited("A [2] and B [1][2], C [1, 3] [9] [x] [", 3),
+            vec![2, 1, 3]
+        );
         assert_eq!(cited("no markers", 3), Vec::<usize>::new());
         assert_eq!(cited("[1]", 0), Vec::<usize>::new());
     }
@@ -143,7 +160,10 @@ mod tests {
     #[test]
     fn stop_sequences_cut_the_answer() {
         let stop = vec!["\n\n".to_string(), "Question:".to_string()];
-        assert_eq!(cut_at_stop("Yes [1].\n\nQuestion: more", &stop), ("Yes [1].", true));
+        assert_eq!(
+            cut_at_stop("Yes [1].\n\nQuestion: more", &stop),
+            ("Yes [1].", true)
+        );
         assert_eq!(cut_at_stop("Yes [1].", &stop), ("Yes [1].", false));
     }
 }

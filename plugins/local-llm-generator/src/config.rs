@@ -106,9 +106,7 @@ impl Settings {
                     }
                 }
                 "max_tokens" => s.params.max_tokens = integer(key, value, 1, 1024)?,
-                "context_tokens" => {
-                    s.context_tokens = integer(key, value, 64, MAX_CONTEXT_TOKENS)?
-                }
+                "context_tokens" => s.context_tokens = integer(key, value, 64, MAX_CONTEXT_TOKENS)?,
                 "temperature" => s.params.temperature = float(key, value, 0.0, 2.0)?,
                 "top_p" => {
                     s.params.top_p = float(key, value, 0.0, 1.0)?;
@@ -137,7 +135,11 @@ impl Settings {
                     s.params.ignore_eos = match v {
                         "true" => true,
                         "false" => false,
-                        _ => return Err(format!("config `ignore_eos` must be true or false, not {value:?}")),
+                        _ => {
+                            return Err(format!(
+                                "config `ignore_eos` must be true or false, not {value:?}"
+                            ))
+                        }
                     }
                 }
                 _ => s
@@ -158,7 +160,8 @@ impl Settings {
 
 /// `stop` is a string or a list of strings (a list arrives as its JSON text).
 fn stop_list(value: &str) -> Result<Vec<String>, String> {
-    let err = || format!("config `stop` must be a string or a list of non-empty strings, not {value:?}");
+    let err =
+        || format!("config `stop` must be a string or a list of non-empty strings, not {value:?}");
     let list = if value.trim_start().starts_with('[') {
         serde_json::from_str::<Vec<String>>(value).map_err(|_| err())?
     } else {
@@ -189,7 +192,9 @@ fn float(key: &str, value: &str, min: f64, max: f64) -> Result<f64, String> {
         .parse::<f64>()
         .ok()
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| format!("config `{key}` must be a number from {min} to {max}, not {value:?}"))
+        .ok_or_else(|| {
+            format!("config `{key}` must be a number from {min} to {max}, not {value:?}")
+        })
 }
 
 #[cfg(test)]
@@ -217,8 +222,14 @@ mod tests {
         .unwrap();
         assert_eq!(s.model_path(), PathBuf::from("/m").join(DEFAULT_MODEL_FILE));
         assert_eq!(s.params.max_tokens, 32);
-        assert_eq!((s.params.temperature, s.params.top_p, s.params.seed), (0.7, 0.5, 7));
-        assert_eq!(s.params.stop, vec!["\n\n".to_string(), "Question:".to_string()]);
+        assert_eq!(
+            (s.params.temperature, s.params.top_p, s.params.seed),
+            (0.7, 0.5, 7)
+        );
+        assert_eq!(
+            s.params.stop,
+            vec!["\n\n".to_string(), "Question:".to_string()]
+        );
         assert_eq!(s.warnings.len(), 1);
         let one = Settings::from_entries(&entries(&[("stop", "END")])).unwrap();
         assert_eq!(one.params.stop, vec!["END".to_string()]);
@@ -244,8 +255,9 @@ mod tests {
             let err = Settings::from_entries(&entries(&[kv])).unwrap_err();
             assert!(err.contains(kv.0), "{err}");
         }
-        let err = Settings::from_entries(&entries(&[("context_tokens", "100"), ("max_tokens", "64")]))
-            .unwrap_err();
+        let err =
+            Settings::from_entries(&entries(&[("context_tokens", "100"), ("max_tokens", "64")]))
+                .unwrap_err();
         assert!(err.contains("max_tokens"), "{err}");
     }
 }

@@ -15,7 +15,9 @@
 //!   instance sees) and the key/value cache belongs to one generation.
 //! - Dense llama only (no mixture of experts).
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{
+    ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul, QTensor,
+};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use half::f16;
 use std::io::{Read, Seek};
@@ -98,7 +100,10 @@ fn decode_row(dtype: GgmlDType, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> 
 /// `qt` as a matrix for `QMatMul`, re-quantized to Q8_0 if asked.
 fn matrix(qt: QTensor, format: WeightFormat) -> Result<QMatMul> {
     let convert = format == WeightFormat::Q8_0
-        && !matches!(qt.dtype(), GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16);
+        && !matches!(
+            qt.dtype(),
+            GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16
+        );
     let qt = if convert {
         QTensor::quantize(&qt.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
     } else {
@@ -117,7 +122,12 @@ fn embeddings(qt: QTensor, format: WeightFormat) -> Result<Embeddings> {
     }
     let data = qt.data()?.into_owned();
     if format == WeightFormat::AsIs || dtype == GgmlDType::Q8_0 {
-        return Ok(Embeddings { dtype, data, dim, rows });
+        return Ok(Embeddings {
+            dtype,
+            data,
+            dim,
+            rows,
+        });
     }
     let rb = dim / dtype.block_size() * dtype.type_size();
     let mut q8 = Vec::with_capacity(rows * dim / 32 * 34);
@@ -156,13 +166,19 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 impl Weights {
-    pub fn from_gguf<R: Read + Seek>(ct: &gguf_file::Content, r: &mut R, format: WeightFormat) -> Result<Weights> {
+    pub fn from_gguf<R: Read + Seek>(
+        ct: &gguf_file::Content,
+        r: &mut R,
+        format: WeightFormat,
+    ) -> Result<Weights> {
         let dev = Device::Cpu;
         let md = |k: &str| match ct.metadata.get(k) {
             Some(v) => Ok(v),
             None => candle_core::bail!("no `{k}` in the metadata"),
         };
-        let n_expert = md("llama.expert_count").and_then(|v| v.to_u32()).unwrap_or(0);
+        let n_expert = md("llama.expert_count")
+            .and_then(|v| v.to_u32())
+            .unwrap_or(0);
         if n_expert > 1 {
             candle_core::bail!("mixture-of-experts models are not supported")
         }
@@ -172,7 +188,9 @@ impl Weights {
         let dim = md("llama.embedding_length")?.to_u32()? as usize;
         let rope_dim = md("llama.rope.dimension_count")?.to_u32()? as usize;
         let eps = f64::from(md("llama.attention.layer_norm_rms_epsilon")?.to_f32()?);
-        let base = md("llama.rope.freq_base").and_then(|v| v.to_f32()).unwrap_or(10000.0);
+        let base = md("llama.rope.freq_base")
+            .and_then(|v| v.to_f32())
+            .unwrap_or(10000.0);
         if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || dim % n_head != 0 {
             candle_core::bail!("inconsistent head counts {n_head}/{n_kv_head} for width {dim}")
         }
@@ -261,7 +279,11 @@ impl<'w> Session<'w> {
         let w = self.w;
         let n = ids.len();
         if n == 0 || self.pos + n > MAX_SEQ_LEN {
-            candle_core::bail!("positions {}..{} outside 1..{MAX_SEQ_LEN}", self.pos, self.pos + n)
+            candle_core::bail!(
+                "positions {}..{} outside 1..{MAX_SEQ_LEN}",
+                self.pos,
+                self.pos + n
+            )
         }
         let dev = Device::Cpu;
         let mut x = w.embeddings.lookup(ids, &dev)?;
@@ -280,8 +302,16 @@ impl<'w> Session<'w> {
         let (nh, nkv, hd) = (w.n_head, w.n_kv_head, w.head_dim);
         for (layer, cache) in w.layers.iter().zip(self.cache.iter_mut()) {
             let h = rms_norm(&x, &layer.attn_norm, w.eps)?;
-            let q = layer.wq.forward(&h)?.reshape((1, n, nh, hd))?.transpose(1, 2)?;
-            let k = layer.wk.forward(&h)?.reshape((1, n, nkv, hd))?.transpose(1, 2)?;
+            let q = layer
+                .wq
+                .forward(&h)?
+                .reshape((1, n, nh, hd))?
+                .transpose(1, 2)?;
+            let k = layer
+                .wk
+                .forward(&h)?
+                .reshape((1, n, nkv, hd))?
+                .transpose(1, 2)?;
             let v = layer
                 .wv
                 .forward(&h)?

@@ -8,9 +8,9 @@
 
 use crate::chat::{cut_at_stop, Prompt, CUT_MARK};
 use crate::config::Params;
+use crate::llama::{Session, WeightFormat, Weights};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use crate::llama::{Session, WeightFormat, Weights};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -198,7 +198,11 @@ impl Llm {
     /// end of the context (the lowest-ranked passages go first; a mark shows
     /// where), so the instructions and the question survive; only when they
     /// alone are too long is the start of what remains cut.
-    pub fn fit(&self, prompt: &Prompt, max_tokens: usize) -> Result<(Vec<u32>, usize), GenerateError> {
+    pub fn fit(
+        &self,
+        prompt: &Prompt,
+        max_tokens: usize,
+    ) -> Result<(Vec<u32>, usize), GenerateError> {
         let budget = self.context_tokens.saturating_sub(max_tokens);
         let all = self.encode(&prompt.text())?;
         if all.len() <= budget {
@@ -242,7 +246,8 @@ impl Llm {
         for chunk in ids.chunks(PREFILL_CHUNK) {
             logits = Some(session.forward(chunk)?);
         }
-        let logits = logits.ok_or_else(|| GenerateError::Tokenizer("the prompt is empty".into()))?;
+        let logits =
+            logits.ok_or_else(|| GenerateError::Tokenizer("the prompt is empty".into()))?;
         let mut next = sampler.sample(&logits)?;
         let first_token = start.elapsed();
         let mut out: Vec<u32> = Vec::with_capacity(p.max_tokens);
