@@ -191,7 +191,11 @@ impl Weights {
         let base = md("llama.rope.freq_base")
             .and_then(|v| v.to_f32())
             .unwrap_or(10000.0);
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || dim % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !dim.is_multiple_of(n_head)
+        {
             candle_core::bail!("inconsistent head counts {n_head}/{n_kv_head} for width {dim}")
         }
 
