@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 pub const SCENARIO_FILE: &str = "scenario.toml";
 
 /// How long a step may wait for its records to be consumed or answered.
+/// Default of a scenario's `step_timeout_secs`.
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +48,8 @@ struct RawScenario {
     name: String,
     note: Option<String>,
     pipelines: Vec<PathBuf>,
+    /// How long one step may take (default 300): a slow model needs more.
+    step_timeout_secs: Option<u64>,
     #[serde(rename = "step", default)]
     steps: Vec<RawStep>,
 }
@@ -103,6 +106,9 @@ pub struct Scenario {
     pub file: PathBuf,
     pub pipelines: Vec<PathBuf>,
     pub steps: Vec<Step>,
+    /// How long one step (producing a file and waiting for it to be
+    /// consumed, or asking and waiting for the answers) may take.
+    pub step_timeout: Duration,
 }
 
 impl Scenario {
@@ -151,6 +157,10 @@ impl Scenario {
             pipelines: raw.pipelines.iter().map(|p| base.join(p)).collect(),
             steps,
             file,
+            step_timeout: raw
+                .step_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(STEP_TIMEOUT),
         })
     }
 }
@@ -597,7 +607,7 @@ async fn run_steps(
                     .await
                     .map_err(stream)?;
                 r.fed += n as u64;
-                wait_consumed(r, label, on_event).await?;
+                wait_consumed(r, label, scenario.step_timeout, on_event).await?;
                 *produced.entry(label.clone()).or_insert(0) += n;
                 let stats = match &r.sink_index {
                     Some((name, ix)) => Some((name.as_str(), ix.stats()?)),
@@ -623,7 +633,7 @@ async fn run_steps(
                     phase: phase.as_deref().unwrap_or("all"),
                     questions: qs.len(),
                 });
-                let got = ask(brokers, r, &qs, rx).await?;
+                let got = ask(brokers, r, &qs, rx, scenario.step_timeout).await?;
                 for q in &qs {
                     let mut a = match got.get(&q.id) {
                         Some((v, lat)) => {
@@ -695,7 +705,12 @@ fn unknown_pipeline(scenario: &Scenario, name: &str) -> ServiceError {
 }
 
 /// Waits until the pipeline consumed (and so committed) all it was fed.
-async fn wait_consumed(r: &Running, what: &str, on_event: &mut dyn FnMut(Event<'_>)) -> Result<()> {
+async fn wait_consumed(
+    r: &Running,
+    what: &str,
+    limit: Duration,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<()> {
     let t0 = Instant::now();
     loop {
         let done = r.counters.consumed.load(Relaxed);
@@ -713,9 +728,9 @@ async fn wait_consumed(r: &Running, what: &str, on_event: &mut dyn FnMut(Event<'
                 r.manifest.name
             )));
         }
-        if t0.elapsed() > STEP_TIMEOUT {
+        if t0.elapsed() > limit {
             return Err(ServiceError::Run(format!(
-                "{what}: pipeline `{}` consumed only {done} of {} records within {STEP_TIMEOUT:?}",
+                "{what}: pipeline `{}` consumed only {done} of {} records within {limit:?}",
                 r.manifest.name, r.fed
             )));
         }
@@ -731,6 +746,7 @@ async fn ask(
     r: &Running,
     qs: &[Question],
     answers: &mut tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>,
+    limit: Duration,
 ) -> Result<HashMap<String, (serde_json::Value, i64)>> {
     let records: Vec<KeyValue> = qs
         .iter()
@@ -747,7 +763,7 @@ async fn ask(
         .await
         .map_err(ServiceError::Stream)?;
     let mut got: HashMap<String, (serde_json::Value, i64)> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + limit;
     while got.len() < qs.len() {
         let dead = r.counters.dead_letters.load(Relaxed) - dead_before;
         if dead > 0 && got.len() as u64 + dead >= qs.len() as u64 {
@@ -768,7 +784,7 @@ async fn ask(
             }
             Err(_) if tokio::time::Instant::now() >= deadline => {
                 return Err(ServiceError::Run(format!(
-                    "only {} of {} answers arrived within {STEP_TIMEOUT:?}",
+                    "only {} of {} answers arrived within {limit:?}",
                     got.len(),
                     qs.len()
                 )))
