@@ -515,6 +515,16 @@ topic = "out"
     // s-1 is not a customer: the staff row is not reachable through it.
     assert!(!values[1].contains("secret"), "{values:?}");
 
+    // A key past the host's 1 KiB bound is refused, not looked up.
+    let long = format!(
+        r#"{{"id":"q","text":"hi","metadata":{{"customer_id":"{}"}}}}"#,
+        "c".repeat(1100)
+    );
+    let out = declared.process(vec![support::item(2, &long)]);
+    assert_eq!(out.dead.len(), 1, "an oversized key is refused");
+    let why = out.dead[0].failure.to_string();
+    assert!(why.contains("longer than the 1024-byte limit"), "{why}");
+
     let mut undeclared = host.pipelines(&[manifest("staff")]).unwrap().remove(0);
     let out = undeclared.process(vec![support::item(0, std::str::from_utf8(s).unwrap())]);
     assert_eq!(out.dead.len(), 1, "an undeclared table is refused");
