@@ -594,6 +594,18 @@ fn flatten_config(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, 
 }
 
 impl Manifest {
+    /// Where a question pipeline's generator streams its answers piece by
+    /// piece: `<answers topic>.deltas` (see `runtime::deltas`). `None` for
+    /// a pipeline with no generator or no sink topic.
+    pub fn deltas_topic(&self) -> Option<String> {
+        let generates = self.format == Format::Question
+            && self.stages.iter().any(|s| s.kind == StageKind::Generator);
+        match &self.sink_topic {
+            Some(t) if generates => Some(format!("{t}.deltas")),
+            _ => None,
+        }
+    }
+
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         Manifest::load_in(path, None)

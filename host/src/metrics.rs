@@ -164,6 +164,7 @@ struct Families {
     batch_commit: Hist<PipelineLabels>,
     freshness: Hist<PipelineLabels>,
     answer: Hist<PipelineLabels>,
+    first_token: Hist<PipelineLabels>,
     index_documents: Family<IndexLabels, Gauge>,
     index_chunks: Family<IndexLabels, Gauge>,
     index_pending: Family<IndexLabels, Gauge>,
@@ -203,6 +204,7 @@ impl Metrics {
             batch_commit: Family::new_with_constructor(latency_buckets),
             freshness: Family::new_with_constructor(latency_buckets),
             answer: Family::new_with_constructor(latency_buckets),
+            first_token: Family::new_with_constructor(latency_buckets),
             index_documents: Family::default(),
             index_chunks: Family::default(),
             index_pending: Family::default(),
@@ -281,6 +283,11 @@ impl Metrics {
             f.answer.clone(),
         );
         r.register(
+            "time_to_first_token_seconds",
+            "From a question record's timestamp to the first piece of its answer handed to the producer (generators that stream)",
+            f.first_token.clone(),
+        );
+        r.register(
             "index_documents",
             "Documents in the index",
             f.index_documents.clone(),
@@ -328,6 +335,7 @@ impl Metrics {
             batch_commit: f.batch_commit.get_or_create_owned(&labels),
             freshness: f.freshness.get_or_create_owned(&labels),
             answer: f.answer.get_or_create_owned(&labels),
+            first_token: f.first_token.get_or_create_owned(&labels),
             metrics: self.clone(),
             labels,
         }
@@ -382,6 +390,7 @@ pub struct PipelineMetrics {
     pub batch_commit: PromHistogram,
     pub freshness: PromHistogram,
     pub answer: PromHistogram,
+    pub first_token: PromHistogram,
     metrics: Metrics,
     labels: PipelineLabels,
 }

@@ -20,8 +20,8 @@ use crate::record::{
 use crate::runtime::bindings::types::{self, ErrorKind};
 use crate::runtime::freshness;
 use crate::runtime::{
-    Failure, FailureKind, OnStale, ReadRequirement, Runtime, StagePlugin, StageShared, TableLookup,
-    TableSlot, TenantAccount,
+    DeltaSink, DeltaSlot, Failure, FailureKind, OnStale, ReadRequirement, Runtime, StagePlugin,
+    StageShared, TableLookup, TableSlot, TenantAccount,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
@@ -94,6 +94,8 @@ pub struct Pipeline {
     embed_dims: Vec<Option<u32>>,
     /// The tables its stages look up, shared with each stage.
     tables: TableSlot,
+    /// Where its generator's answer pieces go, shared with each stage.
+    deltas: DeltaSlot,
     /// Per stage, the instances beyond the first (`parallelism - 1`): each
     /// batch is split between them and `stages[i]`, on as many threads.
     replicas: Vec<Vec<StagePlugin>>,
@@ -164,10 +166,12 @@ impl Pipeline {
         let mut stages = Vec::new();
         let mut replicas = Vec::new();
         let tables = TableSlot::default();
+        let deltas = DeltaSlot::default();
         for s in &manifest.stages {
             let mut shared = StageShared::new(&manifest.tenant, &manifest.name, s)
                 .with_account(account.clone())
-                .with_tables(tables.clone());
+                .with_tables(tables.clone())
+                .with_deltas(deltas.clone());
             if let Some(name) = &s.index {
                 let at = || format!("{}: index `{name}`", s.location);
                 let registry = indexes.ok_or_else(|| PipelineError::NoIndexes(at()))?;
@@ -221,6 +225,7 @@ impl Pipeline {
             sink,
             embed_dims,
             tables,
+            deltas,
             replicas,
         })
     }
@@ -270,6 +275,13 @@ impl Pipeline {
     /// ignored and returns `false`).
     pub fn attach_tables(&self, tables: Arc<dyn TableLookup>) -> bool {
         self.tables.set(tables).is_ok()
+    }
+
+    /// Gives the generator stages where to send answer pieces (once; a
+    /// second call is ignored and returns `false`). Without one, pieces are
+    /// bounded and dropped.
+    pub fn attach_deltas(&self, sink: Arc<dyn DeltaSink>) -> bool {
+        self.deltas.set(sink).is_ok()
     }
 
     pub fn process(&mut self, batch: Vec<Item>) -> BatchOutcome {
@@ -963,8 +975,17 @@ fn run_per_question(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLett
             continue;
         };
         let t0 = Instant::now();
-        let r = run_question_stage(p, q).and_then(|()| record_read(p, q, on_stale));
+        let r = run_question_stage(p, q, item.timestamp).and_then(|()| record_read(p, q, on_stale));
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if p.kind == StageKind::Generator {
+            // The answer stream ends with the question's fate: its answer
+            // as accepted, or why it is dead-lettered.
+            match (&r, &q.answer) {
+                (Ok(()), Some(a)) => p.finish_stream(Ok(&a.text)),
+                (Err(f), _) => p.finish_stream(Err(&f.to_string())),
+                (Ok(()), None) => p.finish_stream(Err("no answer")),
+            }
+        }
         match r {
             Ok(()) => {
                 q.timings.push((p.name.clone(), ms));
@@ -1076,7 +1097,11 @@ fn record_read(
     Ok(())
 }
 
-fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), Failure> {
+fn run_question_stage(
+    p: &mut StagePlugin,
+    q: &mut QuestionState,
+    origin_ms: Option<i64>,
+) -> Result<(), Failure> {
     let one = std::slice::from_ref(&*q);
     match p.kind {
         StageKind::Retriever => {
@@ -1117,7 +1142,7 @@ fn run_question_stage(p: &mut StagePlugin, q: &mut QuestionState) -> Result<(), 
         StageKind::Generator => {
             let mut r = isolate(p, one, |p, s| {
                 Ok(vec![p
-                    .generate(&s[0].question, &s[0].messages, &s[0].hits)?
+                    .generate(&s[0].question, &s[0].messages, &s[0].hits, origin_ms)?
                     .map_err(plugin_failure)])
             });
             let answer = r.pop().unwrap_or_else(|| Err(missing()))?;

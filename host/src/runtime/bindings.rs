@@ -1,6 +1,7 @@
 //! Host-side bindings generated from `wit/`, one module per world.
 //!
-//! The host interfaces (`types`, `log`, `config`, `state`, `index`, `table`) are
+//! The host interfaces (`types`, `log`, `config`, `state`, `index`, `table`,
+//! `deltas`) are
 //! generated once in [`imports`] and shared by every stage world through
 //! `with`, so one `Host` implementation serves all stage kinds.
 
@@ -39,7 +40,12 @@ stage_world!(
     "weft:plugin/table" => super::imports::weft::plugin::table
 );
 stage_world!(prompt_builder, "prompt-builder", "weft:plugin/table" => super::imports::weft::plugin::table);
-stage_world!(generator, "generator", "weft:plugin/table" => super::imports::weft::plugin::table);
+stage_world!(
+    generator,
+    "generator",
+    "weft:plugin/table" => super::imports::weft::plugin::table,
+    "weft:plugin/deltas" => super::imports::weft::plugin::deltas
+);
 stage_world!(transformer, "transformer", "weft:plugin/table" => super::imports::weft::plugin::table);
 
 pub use imports::weft::plugin::types;

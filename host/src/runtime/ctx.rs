@@ -1,8 +1,9 @@
 //! The per-instance host state (`Store<StageCtx>`) and the host side of the
 //! weft interfaces: log, config, state, index and table.
 
-use super::bindings::imports::weft::plugin::{config, index, log, state, table};
+use super::bindings::imports::weft::plugin::{config, deltas, index, log, state, table};
 use super::bindings::types::{Hit, Meta};
+use super::deltas::{DeltaSlot, DeltaStream};
 use super::freshness::Offsets;
 use super::http::OutboundPolicy;
 use super::limits::Budget;
@@ -136,6 +137,8 @@ pub struct StageShared {
     pub index: Option<Arc<dyn IndexSearch>>,
     /// The pipeline's declared tables (empty slot: none attached).
     pub tables: TableSlot,
+    /// Where a generator's answer pieces go (empty slot: bounded, dropped).
+    pub deltas: DeltaSlot,
     /// How much this stage may still log, and how much it could not.
     pub logs: LogBudget,
     /// The tenant's account: memory, instances and state of all its stages
@@ -152,6 +155,7 @@ impl StageShared {
             state: Mutex::new(StateMap::default()),
             index: None,
             tables: TableSlot::default(),
+            deltas: DeltaSlot::default(),
             logs: LogBudget::default(),
             account: Arc::new(TenantAccount::unlimited(tenant)),
         }
@@ -172,6 +176,12 @@ impl StageShared {
     /// Shares the pipeline's table slot.
     pub fn with_tables(mut self, tables: TableSlot) -> StageShared {
         self.tables = tables;
+        self
+    }
+
+    /// Shares the pipeline's answer-piece sink slot.
+    pub fn with_deltas(mut self, deltas: DeltaSlot) -> StageShared {
+        self.deltas = deltas;
         self
     }
 }
@@ -265,6 +275,9 @@ pub struct StageCtx {
     /// What the call's first index search read at (taken by the host
     /// after the call, for the answer).
     pub read_at: Option<super::freshness::ReadAt>,
+    /// The answer stream of the generator call in progress (set by the
+    /// host around it; `emit` without one is refused).
+    pub stream: Option<DeltaStream>,
 }
 
 impl StageCtx {
@@ -301,6 +314,7 @@ impl StageCtx {
             call_deadline: None,
             read_after: None,
             read_at: None,
+            stream: None,
         }
     }
 
@@ -538,5 +552,16 @@ impl table::Host for StageCtx {
             ));
         };
         tables.get(&name, &key).map_err(|e| e.to_string())
+    }
+}
+
+impl deltas::Host for StageCtx {
+    fn emit(&mut self, text: String) -> Result<(), String> {
+        match &mut self.stream {
+            Some(s) => s.emit(text),
+            None => {
+                Err("no answer is being generated (emit is for generators, inside generate)".into())
+            }
+        }
     }
 }

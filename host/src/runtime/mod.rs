@@ -6,6 +6,7 @@ pub mod bindings;
 mod blocking;
 mod cache;
 mod ctx;
+pub mod deltas;
 mod failure;
 pub mod fair;
 pub mod freshness;
@@ -20,6 +21,7 @@ pub use ctx::{
     IndexHit, IndexMode, IndexQuery, IndexSearch, SearchError, StageCtx, StageShared, TableLookup,
     TableSlot, MAX_TABLE_KEY,
 };
+pub use deltas::{Delta, DeltaSink, DeltaSlot, DeltaStream};
 pub use failure::{Failure, FailureKind};
 pub use fair::{FairScheduler, Permit};
 pub use freshness::{OnStale, ReadAt, ReadRequirement};
@@ -242,6 +244,7 @@ impl Runtime {
             meter: self.meter,
             read_after: None,
             last_read: None,
+            stream: None,
         })
     }
 
@@ -272,6 +275,9 @@ impl Runtime {
         // declares (none: every lookup is an error), so a component built
         // against a world that imports `table` loads in any pipeline.
         host::table::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
+        if kind == StageKind::Generator {
+            host::deltas::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |s| s)?;
+        }
         Ok(linker)
     }
 }
@@ -351,6 +357,14 @@ fn check_imports(engine: &Engine, component: &Component, stage: &Stage) -> anyho
         if name.starts_with("weft:plugin/index") && stage.kind != StageKind::Retriever {
             return Err(anyhow!(
                 "plugin {} imports `{name}`, which only retriever stages may use (stage `{}` is a {})",
+                display_path(&stage.plugin),
+                stage.name,
+                stage.kind
+            ));
+        }
+        if name.starts_with("weft:plugin/deltas") && stage.kind != StageKind::Generator {
+            return Err(anyhow!(
+                "plugin {} imports `{name}`, which only generator stages may use (stage `{}` is a {})",
                 display_path(&stage.plugin),
                 stage.name,
                 stage.kind
@@ -457,6 +471,10 @@ pub struct StagePlugin {
     read_after: Option<ReadRequirement>,
     /// What the last call's index search read at.
     last_read: Option<ReadAt>,
+    /// The answer stream of the next generator call (moved into the
+    /// instance's context for the call), then of the last answered one,
+    /// until the pipeline ends it.
+    stream: Option<DeltaStream>,
 }
 
 pub type PluginResult<T> = Result<T, types::PluginError>;
@@ -604,6 +622,12 @@ impl StagePlugin {
         let t0 = Instant::now();
         let meter = self.meter;
         let read_after = self.read_after.clone();
+        let mut stream = self.stream.take();
+        if let Err(e) = self.live() {
+            // Kept, so the question's failure still ends its stream.
+            self.stream = stream;
+            return Err(e);
+        }
         let live = self.live()?;
         match meter {
             CpuMeter::Epoch => live.store.set_epoch_deadline(ticks),
@@ -615,10 +639,13 @@ impl StagePlugin {
         live.store.data_mut().call_deadline = Some(t0 + Duration::from_millis(limits.timeout_ms));
         live.store.data_mut().read_after = read_after;
         live.store.data_mut().read_at = None;
+        live.store.data_mut().stream = stream.take();
         let result = f(&mut live.store, &live.bindings);
         let read_at = live.store.data_mut().read_at.take();
+        stream = live.store.data_mut().stream.take();
         let memory = live.store.data().limits.used();
         self.last_read = read_at;
+        self.stream = stream;
         let took = t0.elapsed();
         self.stats.calls += 1;
         self.stats.busy += took;
@@ -744,21 +771,46 @@ impl StagePlugin {
         })
     }
 
+    /// Answers `q`. The pieces the plugin emits on the way go to the
+    /// pipeline's delta sink as a new stream (an earlier attempt's stream,
+    /// left unfinished, is abandoned: readers drop it when they see the new
+    /// stream's piece 0). The pipeline ends the stream with
+    /// [`StagePlugin::finish_stream`] once it knows the question's fate.
+    /// `origin_ms`: the question record's timestamp.
     pub fn generate(
         &mut self,
         q: &types::Question,
         messages: &[types::Message],
         hits: &[types::Hit],
+        origin_ms: Option<i64>,
     ) -> Result<PluginResult<types::Answer>, Failure> {
         if !matches!(self.typed, TypedPre::Generator(_)) {
             return Err(self.wrong_kind());
         }
+        self.stream = Some(DeltaStream::new(
+            &q.id,
+            origin_ms,
+            self.shared.deltas.get().cloned(),
+            self.limits.max_outputs,
+            self.limits.max_output_bytes,
+        ));
         self.call("generate", |store, b| match b {
             Bindings::Generator(g) => g
                 .weft_plugin_generate()
                 .call_generate(store, q, messages, hits),
             _ => Err(wasmtime::format_err!("not a generator")),
         })
+    }
+
+    /// Ends the stream of the last generator call, if it is still open:
+    /// with the accepted answer's text, or with why the question failed.
+    pub fn finish_stream(&mut self, outcome: Result<&str, &str>) {
+        if let Some(s) = self.stream.take() {
+            match outcome {
+                Ok(answer) => s.finish_answer(answer),
+                Err(reason) => s.finish_error(reason),
+            }
+        }
     }
 
     pub fn transform(

@@ -67,7 +67,7 @@ pub enum RunEvent<'a> {
     Stopping,
 }
 
-/// The source, sink, dead-letter and table topics of `pipelines`, each once (one
+/// The source, sink, answer-piece, dead-letter and table topics of `pipelines`, each once (one
 /// CreateTopics request must not name a topic twice).
 pub fn topics_of(pipelines: &[&crate::manifest::Manifest], partitions: i32) -> Vec<(String, i32)> {
     let mut topics: Vec<(String, i32)> = Vec::new();
@@ -82,6 +82,9 @@ pub fn topics_of(pipelines: &[&crate::manifest::Manifest], partitions: i32) -> V
             add(t);
         }
         add(&m.dead_letter_topic);
+        if let Some(t) = m.deltas_topic() {
+            add(&t);
+        }
         for t in &m.tables {
             add(&t.topic);
         }

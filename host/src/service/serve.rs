@@ -121,6 +121,9 @@ pub struct PipelineTopics {
     pub index: Option<String>,
     /// `document`, `question` or `raw`.
     pub format: String,
+    /// Where the generator's answers stream, piece by piece.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deltas: Option<String>,
 }
 
 impl PipelineTopics {
@@ -132,6 +135,7 @@ impl PipelineTopics {
             dead_letters: m.dead_letter_topic.clone(),
             index: m.sink_index.clone(),
             format: format!("{:?}", m.format).to_lowercase(),
+            deltas: m.deltas_topic(),
         }
     }
 }

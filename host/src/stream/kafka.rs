@@ -13,6 +13,7 @@
 //! instead of duplicating. Kafka transactions are not used (tansu has none).
 
 use super::circuit::{Breaker, CircuitPolicy};
+use super::deltas::KafkaDeltas;
 use super::orphans::ChunkKeys;
 use super::stall::StallWatch;
 use super::{Result, StreamError};
@@ -680,6 +681,17 @@ pub async fn run_with(
         .subscribe(&[&m.source_topic])
         .map_err(|e| StreamError::kafka(format!("subscribing to {}", m.source_topic), e))?;
     let producer = producer(&opts.brokers)?;
+    // A generator's answer pieces, produced as it emits them.
+    let deltas = m.deltas_topic().map(|t| {
+        Arc::new(KafkaDeltas::new(
+            producer.clone(),
+            &t,
+            counters.metrics.clone(),
+        ))
+    });
+    if let Some(d) = &deltas {
+        pipeline.attach_deltas(d.clone());
+    }
     // Documents chunked to a topic: remember each one's chunk keys, so a
     // shorter new version or a tombstone removes the keys it no longer has.
     let chunk_keys = match (&opts.state_dir, &sink, m.format) {
@@ -702,7 +714,7 @@ pub async fn run_with(
         // may take over from here.
         if let Some(rx) = &mut control.swap {
             while let Ok(next) = rx.try_recv() {
-                pipeline = swapped_in(next, &mut breaker, &counters);
+                pipeline = swapped_in(next, &mut breaker, &counters, &deltas);
             }
         }
         // An operator's pause takes precedence over the circuit (whose
@@ -747,7 +759,7 @@ pub async fn run_with(
                 _ = hold_changed => {}
                 next = next_version(&mut control.swap) => {
                     if let Some(next) = next {
-                        pipeline = swapped_in(next, &mut breaker, &counters);
+                        pipeline = swapped_in(next, &mut breaker, &counters, &deltas);
                     }
                 }
                 // Polled while paused so the group keeps this member; a
@@ -968,6 +980,11 @@ pub async fn run_with(
             topic: &m.dead_letter_topic,
             pipeline: &m.name,
         };
+        // Every answer's stream ends before the answer itself is produced:
+        // a reader that has the answer has its whole stream.
+        if let Some(d) = &deltas {
+            d.settle(Duration::from_secs(30)).await;
+        }
         let refused = produce_all(&producer, outgoing, &stop, Some(&dl)).await?;
         if m.format == Format::Question {
             // Acknowledged: the answers are on the sink topic now.
@@ -1019,9 +1036,17 @@ pub async fn run_with(
 
 /// Takes `next` as the running version: counted, and with its circuit
 /// closed (a new version deserves a fresh start).
-fn swapped_in(mut next: Pipeline, breaker: &mut Breaker, counters: &Counters) -> Pipeline {
+fn swapped_in(
+    mut next: Pipeline,
+    breaker: &mut Breaker,
+    counters: &Counters,
+    deltas: &Option<Arc<KafkaDeltas>>,
+) -> Pipeline {
     breaker.reset();
     attach_metrics(&mut next, &counters.metrics);
+    if let Some(d) = deltas {
+        next.attach_deltas(d.clone());
+    }
     counters.reloads.fetch_add(1, Ordering::Relaxed);
     counters.metrics.reloads.inc();
     tracing::info!(pipeline = %next.manifest.name, "new version swapped in");

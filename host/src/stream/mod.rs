@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod circuit;
+pub mod deltas;
 pub mod file;
 pub mod kafka;
 pub mod orphans;

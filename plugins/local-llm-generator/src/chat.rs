@@ -110,9 +110,44 @@ pub fn cut_at_stop<'a>(text: &'a str, stop: &[String]) -> (&'a str, bool) {
     }
 }
 
+/// The part of an answer decoded so far that can no longer change, so it
+/// can be streamed: without leading whitespace, cut before an incomplete
+/// character (`U+FFFD` while a multi-byte character's bytes are still
+/// coming), before trailing whitespace (the answer is trimmed) and before
+/// a tail that may still grow into a stop sequence.
+pub fn settled<'a>(text: &'a str, stop: &[String]) -> &'a str {
+    let mut t = text.trim_start();
+    if let Some(i) = t.find('\u{FFFD}') {
+        t = &t[..i];
+    }
+    t = t.trim_end();
+    let hold = stop
+        .iter()
+        .map(|s| {
+            (1..s.len())
+                .rev()
+                .filter(|&i| s.is_char_boundary(i))
+                .find(|&i| t.ends_with(&s[..i]))
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    t[..t.len() - hold].trim_end()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settled_text_holds_back_what_may_still_change() {
+        let stop = vec!["\nQuestion:".to_string()];
+        assert_eq!(settled("  The gate is B7. ", &stop), "The gate is B7.");
+        assert_eq!(settled("Gate B7\nQue", &stop), "Gate B7");
+        assert_eq!(settled("Gate B7\nQ", &stop), "Gate B7");
+        assert_eq!(settled("Gate B7 caf\u{FFFD}", &stop), "Gate B7 caf");
+        assert_eq!(settled("Gate B7, Queue", &stop), "Gate B7, Queue");
+    }
 
     #[test]
     fn template_matches_smollm2() {

@@ -25,6 +25,11 @@
 //!   SIMD kernel; `as-is` keeps Q4_1 (less memory, slower: README).
 //! - `ignore_eos` (false): generate exactly `max_tokens` (benchmarks).
 //!
+//! The answer streams: each settled piece of text goes to the host's
+//! `deltas.emit` as soon as it is decoded (the host produces it to the
+//! answers topic's `.deltas` companion), so a reader sees the first words
+//! after the prompt is processed, not after the whole answer.
+//!
 //! The model is loaded once per instance, on the first call (the host
 //! reuses instances). A missing or damaged model file fails the call as a
 //! `config` error naming the file and the setup command. Memory: see the
@@ -122,8 +127,13 @@ mod component {
                     content: &msg.content,
                 })
                 .collect();
+            // Each settled piece goes to the host as it is decoded; once the
+            // host refuses one (the stage's bounds), the rest comes whole
+            // with the answer.
             let g = m
-                .generate(&crate::render(&turns), &s.params)
+                .generate_streaming(&crate::render(&turns), &s.params, &mut |piece| {
+                    weft::plugin::deltas::emit(piece).is_ok()
+                })
                 .map_err(|e| error(ErrorKind::Internal, e.to_string()))?;
             log(
                 Level::Debug,

@@ -226,7 +226,24 @@ impl Llm {
 
     /// Generates the assistant's answer to `prompt`.
     pub fn generate(&self, prompt: &Prompt, p: &Params) -> Result<Generation, GenerateError> {
+        self.generate_streaming(prompt, p, &mut |_| true)
+    }
+
+    /// [`Llm::generate`], handing each new piece of settled text to
+    /// `on_text` as soon as it is decoded (until it returns `false`). The
+    /// pieces joined are always a prefix of the final answer: leading
+    /// whitespace, a trailing partial character (`U+FFFD` while a multi-byte
+    /// character is incomplete), trailing whitespace and any tail that could
+    /// still become a stop sequence are held back until they settle.
+    pub fn generate_streaming(
+        &self,
+        prompt: &Prompt,
+        p: &Params,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, GenerateError> {
         let start = Instant::now();
+        let mut sent = 0usize;
+        let mut streaming = true;
         let (ids, dropped_tokens) = self.fit(prompt, p.max_tokens)?;
         let mut session = Session::new(&self.weights);
         let sampling = if p.temperature <= 0.0 {
@@ -263,6 +280,13 @@ impl Llm {
                 if stopped {
                     text = kept.to_string();
                     break Finish::Stop;
+                }
+            }
+            if streaming {
+                let ready = crate::chat::settled(&text, &p.stop);
+                if ready.len() > sent && ready.is_char_boundary(sent) {
+                    streaming = on_text(&ready[sent..]);
+                    sent = ready.len();
                 }
             }
             if out.len() >= p.max_tokens {
