@@ -98,20 +98,143 @@ fn browse(chromium: &Path, url: &str, args: &[&str]) -> String {
     out
 }
 
-/// The page's DOM once the console asked its question: the virtual time
-/// budget lets its timers run (fetches in flight hold virtual time).
+/// The page's DOM once the question it asked on load is answered (or
+/// failed), in real time (see [`dom_when`]), serialised the way Chromium
+/// dumps it (`<body data-ask=...>` first).
 fn dump_dom(chromium: &Path, url: &str) -> String {
     let t0 = Instant::now();
-    let dom = browse(
+    let dom = dom_when(
         chromium,
         url,
-        &["--dump-dom", "--virtual-time-budget=15000"],
+        "['answered', 'failed'].includes(document.body.dataset.ask)",
+        Duration::from_secs(120),
     );
     eprintln!(
-        "chromium --dump-dom took {:.1} s",
+        "chromium: the page was ready in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     dom
+}
+
+/// Opens `url` in Chromium driven over the DevTools protocol (on the
+/// `--remote-debugging-pipe` file descriptors, no port), waits in real
+/// time until `ready` (a JavaScript expression) is true, and returns the
+/// page's HTML then. `--dump-dom` cannot watch a stream: a streamed
+/// response body does not hold its virtual time.
+fn dom_when(chromium: &Path, url: &str, ready: &str, limit: Duration) -> String {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let profile = tempfile::tempdir().expect("a profile dir");
+    // Chromium reads commands on fd 3 and writes replies on fd 4, each
+    // message ending with a NUL byte.
+    let (to_read, mut to_browser) = std::io::pipe().expect("pipe");
+    let (mut from_browser, from_write) = std::io::pipe().expect("pipe");
+    let (r, w) = (to_read.as_raw_fd(), from_write.as_raw_fd());
+    let mut cmd = Command::new(chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        "--remote-debugging-pipe",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg("about:blank")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(r, 3) < 0 || libc::dup2(w, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("starting chromium");
+    drop((to_read, from_write));
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while let Ok(n) = from_browser.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.iter().position(|b| *b == 0) {
+                let msg: Vec<u8> = buf.drain(..=end).collect();
+                if let Ok(v) = serde_json::from_slice(&msg[..msg.len() - 1]) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut next_id = 0u64;
+    let mut call = |method: &str, params: serde_json::Value, session: Option<&str>| {
+        next_id += 1;
+        let mut m = serde_json::json!({"id": next_id, "method": method, "params": params});
+        if let Some(s) = session {
+            m["sessionId"] = s.into();
+        }
+        let mut bytes = m.to_string().into_bytes();
+        bytes.push(0);
+        to_browser.write_all(&bytes).expect("writing to chromium");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = rx
+                .recv_timeout(left.max(Duration::from_millis(1)))
+                .unwrap_or_else(|_| panic!("chromium did not answer {method} in time"));
+            if v["id"] == next_id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    };
+    let target = call("Target.createTarget", serde_json::json!({"url": url}), None);
+    let target = target["targetId"]
+        .as_str()
+        .expect("a target id")
+        .to_string();
+    let attached = call(
+        "Target.attachToTarget",
+        serde_json::json!({"targetId": target, "flatten": true}),
+        None,
+    );
+    let session = attached["sessionId"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    let eval =
+        |call: &mut dyn FnMut(&str, serde_json::Value, Option<&str>) -> serde_json::Value,
+         expr: &str| {
+            call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expr, "returnByValue": true}),
+                Some(&session),
+            )["result"]["value"]
+                .clone()
+        };
+    loop {
+        if eval(&mut call, ready) == serde_json::Value::Bool(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not get ready ({ready}) within {limit:?}: {}",
+            eval(&mut call, "document.body.outerHTML")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let html = eval(&mut call, "document.documentElement.outerHTML");
+    let _ = child.kill();
+    let _ = child.wait();
+    html.as_str().unwrap_or_default().to_string()
 }
 
 /// Saves a screenshot of `url` as `target/test-artifacts/<name>`.
@@ -251,6 +374,29 @@ impl Airline {
             }
             support::write(&t.join("pipelines"), m, &text);
         }
+        // A generator that writes its answer word by word (the test
+        // fixture), to watch an answer stream into the page.
+        support::write(
+            &t.join("pipelines"),
+            "stream.toml",
+            &format!(
+                r#"name = "stream"
+[source]
+topic = "stream-questions"
+format = "question"
+[batch]
+linger_ms = 5
+[[stage]]
+name = "answer"
+kind = "generator"
+plugin = {:?}
+config = {{ pause_ms = 80, words = 12 }}
+[sink]
+topic = "stream-answers"
+"#,
+                support::plugin("streaming-generator").display().to_string()
+            ),
+        );
         let opts = ServeOptions {
             tenants: root,
             brokers: brokers.clone(),
@@ -436,6 +582,42 @@ fn the_console_shows_pipelines_answers_with_citations_and_dead_letters_in_chromi
 
     let png = screenshot(&browser, &url, "console.png");
     eprintln!("screenshot: {}", png.display());
+}
+
+#[test]
+fn an_answer_streams_into_the_console_piece_by_piece() {
+    let browser = chromium();
+    let a = Airline::start();
+    let Some(browser) = browser else { return };
+    let words = "Passengers with reduced mobility get assistance from check-in to the seat when booked ahead";
+    let url = a.url(&format!("?ask={}&pipeline=airline/stream", q(words)));
+    let dom = dump_dom(&browser, &url);
+    assert!(dom.contains(r#"<body data-ask="answered""#), "{dom}");
+    let answer = dom
+        .split(r#"<p class="answer-text" aria-label="answer">"#)
+        .nth(1)
+        .and_then(|s| s.split("</p>").next())
+        .unwrap_or_else(|| panic!("no answer in the page:\n{dom}"));
+    assert!(
+        answer.starts_with("[1] Passengers with reduced mobility"),
+        "{answer}"
+    );
+    // 13 pieces (the marker and 12 words) and the final one, read by the
+    // page over many network reads: it was shown while being written.
+    let stats = dom
+        .split(r#"<p class="muted stream-stats" data-reads=""#)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stream figures in the page:\n{dom}"));
+    let reads: u32 = stats
+        .split('"')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("data-reads is a number");
+    assert!(reads >= 5, "only {reads} reads brought pieces: {stats}");
+    assert!(
+        stats.contains("streamed in 14 piece(s), the first after"),
+        "{stats}"
+    );
 }
 
 #[test]

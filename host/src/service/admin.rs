@@ -11,7 +11,7 @@
 //! | `POST /api/pipelines/{tenant}/{pipeline}/reload` | reload, with a new version of this one |
 //! | `GET /api/pipelines/{tenant}/{pipeline}/dead-letters?n=20` | the last N dead letters with headers |
 //! | `POST /api/pipelines/{tenant}/{pipeline}/dead-letters/replay` | re-produce dead letters to the source topic |
-//! | `POST /api/pipelines/{tenant}/{pipeline}/ask` | ask a question pipeline, wait for its answer |
+//! | `POST /api/pipelines/{tenant}/{pipeline}/ask` | ask a question pipeline, wait for its answer (`?stream=1`: watch it being written, [`ask_streamed`]) |
 //! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]) |
 //!
 //! A `GET` outside `/api/` is the console's (a 404 for other paths): static
@@ -512,7 +512,23 @@ pub struct AskRequest {
     pub timeout_ms: Option<u64>,
 }
 
-async fn ask(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answer {
+/// A question about to be asked: validated, with its id and record.
+struct Asking {
+    id: String,
+    value: serde_json::Value,
+    limit: Duration,
+    topics: PipelineTopics,
+    brokers: String,
+    sink: String,
+}
+
+/// Checks an ask request against the pipeline it names.
+async fn asking(
+    server: &Arc<dyn Hosted>,
+    t: &str,
+    p: &str,
+    req: &Request,
+) -> std::result::Result<Asking, Response> {
     let q: AskRequest = serde_json::from_slice(&req.body).map_err(|e| {
         Response::error(
             400,
@@ -545,42 +561,174 @@ async fn ask(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answe
         value["metadata"] = m;
     }
     let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
-    let b = brokers.clone();
-    let (s2, d2) = (sink.clone(), topics.dead_letters.clone());
-    // Where the answer and dead-letter topics end before asking, so only
-    // what this question causes is read.
-    let ends = tokio::task::spawn_blocking(move || kafka::topic_ends(&b, &[&s2, &d2]))
-        .await
-        .map_err(|e| Response::error(500, &e.to_string()))?
-        .map_err(|e| Response::error(502, &e.to_string()))?;
-    let t0 = Instant::now();
+    Ok(Asking {
+        id,
+        value,
+        limit,
+        topics,
+        brokers,
+        sink,
+    })
+}
+
+/// Produces the question of `a` to its pipeline's source topic.
+async fn produce_question(a: &Asking) -> std::result::Result<(), Response> {
     kafka::produce_records(
-        &brokers,
+        &a.brokers,
         vec![NewRecord {
-            topic: topics.source.clone(),
-            key: Some(id.clone().into_bytes()),
-            value: Some(value.to_string().into_bytes()),
+            topic: a.topics.source.clone(),
+            key: Some(a.id.clone().into_bytes()),
+            value: Some(a.value.to_string().into_bytes()),
             headers: Vec::new(),
         }],
     )
     .await
-    .map_err(|e| Response::error(502, &e.to_string()))?;
-    let got = kafka::await_key(&brokers, &ends, id.as_bytes(), limit)
+    .map_err(|e| Response::error(502, &e.to_string()))
+}
+
+/// Where the answer and dead-letter topics (and with `pieces`, the answer
+/// pieces topic) end before asking, so only what this question causes is
+/// read.
+async fn ends_before(a: &Asking, pieces: bool) -> std::result::Result<kafka::TopicEnds, Response> {
+    let b = a.brokers.clone();
+    let mut topics = vec![a.sink.clone(), a.topics.dead_letters.clone()];
+    if pieces {
+        topics.extend(a.topics.deltas.clone());
+    }
+    tokio::task::spawn_blocking(move || {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka::topic_ends(&b, &names)
+    })
+    .await
+    .map_err(|e| Response::error(500, &e.to_string()))?
+    .map_err(|e| Response::error(502, &e.to_string()))
+}
+
+/// A record's value as JSON (as a string if it is not JSON).
+fn value_json(r: &ReadRecord) -> serde_json::Value {
+    r.value
+        .as_deref()
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .unwrap_or_else(|| {
+            serde_json::Value::String(
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+            )
+        })
+}
+
+/// `ask?stream=1`: the answer as it is written, one JSON object per line
+/// (`application/x-ndjson`): `{"event":"asked","id"}`, then per piece of
+/// the answer stream `{"event":"piece","seq","text","reset","stream","ms"}`
+/// (a piece with `seq` 0 starts a new stream: drop what came before), then
+/// one of `{"event":"answer","answer","latency_ms","first_piece_ms",
+/// "pieces"}`, `{"event":"dead-letter","dead_letter"}` or
+/// `{"event":"timeout"}`. `ms` count from the question's produce.
+async fn ask_streamed(a: Asking) -> Answer {
+    if a.topics.deltas.is_none() {
+        return Err(Response::error(
+            400,
+            "this pipeline has no generator stage, so no answer stream: ask without `stream`",
+        ));
+    }
+    let ends = ends_before(&a, true).await?;
+    let t0 = Instant::now();
+    produce_question(&a).await?;
+    let mut records = kafka::keyed_records(&a.brokers, &ends, a.id.as_bytes(), a.limit)
+        .map_err(|e| Response::error(502, &e.to_string()))?;
+    let (tx, pieces) = super::http::Pieces::channel(64);
+    let line = |v: serde_json::Value| {
+        let mut b = v.to_string().into_bytes();
+        b.push(b'\n');
+        bytes::Bytes::from(b)
+    };
+    let first = line(serde_json::json!({"event": "asked", "id": a.id}));
+    tokio::spawn(async move {
+        let deltas = a.topics.deltas.clone().unwrap_or_default();
+        let mut first_piece: Option<u64> = None;
+        let mut n = 0u32;
+        // The final piece is on its topic before the answer is on its
+        // own, but one reader may fetch the two topics in either order: an
+        // answer that comes first waits (briefly) for the final piece.
+        let mut answer: Option<(serde_json::Value, u64)> = None;
+        let mut ended = false;
+        let end = loop {
+            let wait = if answer.is_some() {
+                Duration::from_secs(5)
+            } else {
+                Duration::MAX
+            };
+            let got = match tokio::time::timeout(wait, records.recv()).await {
+                Ok(got) => got,
+                Err(_) => None,
+            };
+            let Some((topic, r)) = got else {
+                if let Some((v, ms)) = answer.take() {
+                    break serde_json::json!({"event": "answer", "id": a.id, "answer": v,
+                        "latency_ms": ms, "first_piece_ms": first_piece, "pieces": n});
+                }
+                break serde_json::json!({"event": "timeout", "error": format!(
+                    "no answer on {} within {} ms (the question stays on {}; its answer may still come)",
+                    a.sink, a.limit.as_millis(), a.topics.source)});
+            };
+            let ms = t0.elapsed().as_millis() as u64;
+            if topic == deltas {
+                let Ok(d) = serde_json::from_slice::<crate::runtime::Delta>(
+                    r.value.as_deref().unwrap_or_default(),
+                ) else {
+                    continue;
+                };
+                if d.seq == 0 {
+                    n = 0;
+                }
+                n += 1;
+                ended = d.last;
+                if !d.last && first_piece.is_none() {
+                    first_piece = Some(ms);
+                }
+                let v = serde_json::json!({"event": "piece", "seq": d.seq, "text": d.text,
+                    "reset": d.reset, "final": d.last, "error": d.error, "stream": d.stream, "ms": ms});
+                if tx.send(line(v)).await.is_err() {
+                    return;
+                }
+            } else if topic == a.sink {
+                answer = Some((value_json(&r), ms));
+            } else {
+                break serde_json::json!({"event": "dead-letter", "id": a.id,
+                    "error": "the question was dead-lettered", "dead_letter": DeadLetterView::of(&r)});
+            }
+            if ended {
+                if let Some((v, ms)) = answer.take() {
+                    break serde_json::json!({"event": "answer", "id": a.id, "answer": v,
+                        "latency_ms": ms, "first_piece_ms": first_piece, "pieces": n});
+                }
+            }
+        };
+        let _ = tx.send(line(end)).await;
+    });
+    let mut r = Response::streamed("application/x-ndjson", pieces);
+    r.body = first.to_vec();
+    Ok(r)
+}
+
+async fn ask(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answer {
+    let a = asking(server, t, p, req).await?;
+    if req
+        .param("stream")
+        .is_some_and(|v| v != "0" && v != "false")
+    {
+        return ask_streamed(a).await;
+    }
+    let ends = ends_before(&a, false).await?;
+    let (id, sink, limit) = (a.id.clone(), a.sink.clone(), a.limit);
+    let t0 = Instant::now();
+    produce_question(&a).await?;
+    let got = kafka::await_key(&a.brokers, &ends, id.as_bytes(), limit)
         .await
         .map_err(|e| Response::error(502, &e.to_string()))?;
     let latency_ms = t0.elapsed().as_millis() as u64;
     match got {
         Some((topic, r)) if topic == sink => {
-            let answer = r
-                .value
-                .as_deref()
-                .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-                .unwrap_or_else(|| {
-                    serde_json::Value::String(
-                        String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
-                            .into_owned(),
-                    )
-                });
+            let answer = value_json(&r);
             Ok(Response::json(
                 200,
                 &serde_json::json!({ "id": id, "latency_ms": latency_ms, "answer": answer }),
@@ -598,7 +746,7 @@ async fn ask(server: &Arc<dyn Hosted>, t: &str, p: &str, req: &Request) -> Answe
             504,
             &serde_json::json!({
                 "id": id,
-                "error": format!("no answer on {sink} within {} ms (the question stays on {}; its answer may still come)", limit.as_millis(), topics.source),
+                "error": format!("no answer on {sink} within {} ms (the question stays on {}; its answer may still come)", limit.as_millis(), a.topics.source),
             }),
         )),
     }

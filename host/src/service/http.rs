@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use wasmtime_wasi_http::io::TokioIo;
 
 /// Request bodies larger than this are refused (413): the API takes small
@@ -49,6 +49,69 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Extra headers (e.g. `WWW-Authenticate`).
     pub headers: Vec<(&'static str, String)>,
+    /// More of the body, sent as it comes after `body` (a streamed
+    /// answer); the response ends when the sender is dropped.
+    pub stream: Option<Pieces>,
+}
+
+/// The receiving end of a streamed body (taken once, when the response is
+/// sent).
+#[derive(Debug, Clone)]
+pub struct Pieces(Arc<std::sync::Mutex<Option<mpsc::Receiver<Bytes>>>>);
+
+impl Pieces {
+    /// A body sent piece by piece: what goes into the sender, until it is
+    /// dropped. At most `capacity` pieces wait for a slow client.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Pieces) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, Pieces(Arc::new(std::sync::Mutex::new(Some(rx)))))
+    }
+
+    fn take(&self) -> Option<mpsc::Receiver<Bytes>> {
+        self.0.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+/// A response body: whole, or its first bytes and then pieces as they come.
+pub enum Body {
+    Whole(Option<Bytes>),
+    Streamed(Option<Bytes>, mpsc::Receiver<Bytes>),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match self.get_mut() {
+            Body::Whole(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
+            Body::Streamed(first, rx) => match first.take() {
+                Some(b) if !b.is_empty() => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+                _ => rx
+                    .poll_recv(cx)
+                    .map(|o| o.map(|b| Ok(http_body::Frame::data(b)))),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Whole(None))
+    }
+
+    /// Exact for a whole body, so it is sent with a `Content-Length`
+    /// (a streamed one goes chunked).
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Whole(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Body::Streamed(..) => http_body::SizeHint::default(),
+        }
+    }
 }
 
 impl Response {
@@ -59,6 +122,7 @@ impl Response {
                 content_type: "application/json",
                 body,
                 headers: Vec::new(),
+                stream: None,
             },
             Err(e) => Response::error(500, &format!("encoding the response: {e}")),
         }
@@ -75,6 +139,18 @@ impl Response {
             content_type,
             body: body.into_bytes(),
             headers: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// A `200` whose body is what `pieces` receives, sent as it comes.
+    pub fn streamed(content_type: &'static str, pieces: Pieces) -> Response {
+        Response {
+            status: 200,
+            content_type,
+            body: Vec::new(),
+            headers: Vec::new(),
+            stream: Some(pieces),
         }
     }
 }
@@ -183,7 +259,7 @@ fn percent_decode(s: &str) -> String {
 async fn respond(
     handler: Handler,
     req: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<Body> {
     let (parts, body) = req.into_parts();
     let r = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(b) => {
@@ -214,8 +290,13 @@ async fn respond(
     for (k, v) in &r.headers {
         b = b.header(*k, v);
     }
-    b.body(Full::new(Bytes::from(r.body))).unwrap_or_else(|_| {
-        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"bad response")));
+    let first = Some(Bytes::from(r.body));
+    let body = match r.stream.as_ref().and_then(Pieces::take) {
+        Some(rx) => Body::Streamed(first, rx),
+        None => Body::Whole(first),
+    };
+    b.body(body).unwrap_or_else(|_| {
+        let mut resp = hyper::Response::new(Body::Whole(Some(Bytes::from_static(b"bad response"))));
         *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
         resp
     })

@@ -1378,6 +1378,19 @@ pub async fn await_key(
     key: &[u8],
     limit: Duration,
 ) -> Result<Option<(String, ReadRecord)>> {
+    let mut rx = keyed_records(brokers, from, key, limit)?;
+    Ok(rx.recv().await)
+}
+
+/// Every record with key `key` written to any of the topics after `from`,
+/// with its topic, as it arrives, for `limit` (or until the receiver is
+/// dropped). A question's answer pieces, answer and dead letter, for one.
+pub fn keyed_records(
+    brokers: &str,
+    from: &TopicEnds,
+    key: &[u8],
+    limit: Duration,
+) -> Result<tokio::sync::mpsc::Receiver<(String, ReadRecord)>> {
     let consumer = tool_consumer(brokers)?;
     let mut tpl = TopicPartitionList::new();
     for (t, ends) in &from.0 {
@@ -1389,17 +1402,28 @@ pub async fn await_key(
     consumer
         .assign(&tpl)
         .map_err(|e| StreamError::kafka("reading for an answer", e))?;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) if m.key() == Some(key) => {
-                return Ok(Some((m.topic().to_string(), read_record(&m))))
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let key = key.to_vec();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                r = tokio::time::timeout_at(deadline, consumer.recv()) => match r {
+                    Ok(Ok(m)) if m.key() == Some(key.as_slice()) => {
+                        let item = (m.topic().to_string(), read_record(&m));
+                        if tx.send(item).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("waiting for an answer: {e}"),
+                    Err(_) => break,
+                },
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("waiting for an answer: {e}"),
-            Err(_) => return Ok(None),
         }
-    }
+    });
+    Ok(rx)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
   const $ = (id) => document.getElementById(id);
 
   // Attributes el() may set; never src, href or on* (values can be data).
-  const ATTRS = new Set(["title", "value", "type", "colspan", "aria-label", "data-pipeline"]);
+  const ATTRS = new Set(["title", "value", "type", "colspan", "aria-label", "data-pipeline", "data-reads"]);
 
   /** An element with text children only (strings become text nodes). */
   function el(tag, props, ...children) {
@@ -241,6 +241,9 @@
     const parts = [
       el("p", { class: "answer-text", "aria-label": "answer" }, text),
       el("p", { class: "muted" }, "answered in " + fmtNum(res.latency_ms) + " ms by " + pipeline + " (question " + res.id + ")"),
+      typeof res.pieces === "number"
+        ? el("p", { class: "muted stream-stats", "data-reads": res.reads || 0 }, "streamed in " + res.pieces + " piece(s)" + (typeof res.first_piece_ms === "number" ? ", the first after " + fmtNum(res.first_piece_ms) + " ms" : " (the generator wrote it in one)"))
+        : null,
       el("h3", null, "Citations (" + cites.length + ")"),
     ];
     if (cites.length === 0) parts.push(el("p", { class: "muted" }, "The answer cites nothing."));
@@ -300,33 +303,134 @@
     $("answer").replaceChildren(el("article", { class: "answer" }, ...parts));
   }
 
+  function authHeaders(json) {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers["Authorization"] = "Bearer " + token;
+    if (json) headers["Content-Type"] = "application/json";
+    return headers;
+  }
+
+  function showFailure(res) {
+    if (res.status === 422 && res.data && res.data.dead_letter) {
+      const d = res.data.dead_letter;
+      setAskState("failed", "The question was dead-lettered by stage " + (d.stage || "?") + " (" + (d.kind || "?") + "): " + (d.message || ""));
+    } else {
+      setAskState("failed", "No answer: " + errorOf(res));
+    }
+  }
+
+  /**
+   * Asks with `?stream=1`: the answer is shown as its pieces arrive (one
+   * JSON object per line; a piece numbered 0 starts a new stream, a
+   * `reset` piece replaces the text so far), then whole with citations.
+   */
+  async function askStreamed(pipeline, text) {
+    const live = el("p", { class: "answer-text streaming", "aria-label": "answer so far" });
+    const stats = el("p", { class: "muted stream-stats" }, "Waiting for the first piece ...");
+    $("answer").replaceChildren(el("article", { class: "answer" }, live, stats));
+    const r = await fetch(apiPath(pipeline, "/ask") + "?stream=1", {
+      method: "POST",
+      headers: authHeaders(true),
+      cache: "no-store",
+      body: JSON.stringify({ text }),
+    });
+    if (r.status === 401) $("token-form").hidden = false;
+    if (r.status !== 200 || !r.body) {
+      let data = null;
+      try {
+        data = await r.json();
+      } catch (_) {
+        data = null;
+      }
+      return showFailure({ status: r.status, data });
+    }
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    let shown = "";
+    let pieces = 0;
+    let firstMs = null;
+    let reads = 0; // network reads that brought pieces: > 1 when it streamed
+    let gotPiece = false;
+    let end = null;
+    const onEvent = (ev) => {
+      if (ev.event !== "piece") {
+        if (ev.event !== "asked") end = ev;
+        return;
+      }
+      if (ev.seq === 0) {
+        shown = "";
+        pieces = 0;
+      }
+      if (ev.reset) shown = "";
+      if (typeof ev.text === "string") shown += ev.text;
+      pieces += 1;
+      if (firstMs === null && !ev.final) firstMs = ev.ms;
+      live.textContent = shown;
+      stats.textContent = pieces + " piece(s)" + (firstMs === null ? "" : ", the first after " + fmtNum(firstMs) + " ms");
+      gotPiece = true;
+      setAskState("streaming", "The answer of " + pipeline + " is being written ...");
+    };
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      gotPiece = false;
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (!line.trim()) continue;
+        try {
+          onEvent(JSON.parse(line));
+        } catch (_) {
+          // not a JSON line: ignored
+        }
+      }
+      if (gotPiece) reads += 1;
+    }
+    if (end && end.event === "answer") {
+      setAskState("answered", "Answered.");
+      renderAnswer(pipeline, Object.assign({ reads }, end));
+    } else if (end && end.event === "dead-letter") {
+      showFailure({ status: 422, data: end });
+    } else {
+      setAskState("failed", "No answer: " + ((end && end.error) || "the stream ended without one"));
+    }
+  }
+
   async function ask(pipeline, text) {
     if (asking) return;
     asking = true;
     $("ask-button").disabled = true;
     $("answer").replaceChildren();
     const t0 = performance.now();
-    // No generator streams tokens yet: the answer shows whole when it comes.
+    const p = pipelines.find((x) => pipelineId(x) === pipeline);
+    const streams = !!(p && p.topics && p.topics.deltas);
     const pending = () =>
-      setAskState("pending", "Waiting for the answer of " + pipeline + " ... " + ((performance.now() - t0) / 1000).toFixed(1) + " s (the generator does not stream: the answer appears when it is complete)");
+      setAskState("pending", "Waiting for the answer of " + pipeline + " ... " + ((performance.now() - t0) / 1000).toFixed(1) + " s");
     pending();
-    const timer = window.setInterval(pending, 200);
+    const timer = window.setInterval(() => {
+      if (document.body.dataset.ask === "pending") pending();
+    }, 200);
     try {
-      const res = await api("POST", apiPath(pipeline, "/ask"), { text });
-      window.clearInterval(timer);
-      if (res.status === 200 && res.data) {
-        setAskState("answered", "Answered.");
-        renderAnswer(pipeline, res.data);
-      } else if (res.status === 422 && res.data && res.data.dead_letter) {
-        const d = res.data.dead_letter;
-        setAskState("failed", "The question was dead-lettered by stage " + (d.stage || "?") + " (" + (d.kind || "?") + "): " + (d.message || ""));
+      if (streams) {
+        await askStreamed(pipeline, text);
       } else {
-        setAskState("failed", "No answer: " + errorOf(res));
+        // No generator, no answer stream: the answer shows whole.
+        const res = await api("POST", apiPath(pipeline, "/ask"), { text });
+        if (res.status === 200 && res.data) {
+          setAskState("answered", "Answered.");
+          renderAnswer(pipeline, res.data);
+        } else {
+          showFailure(res);
+        }
       }
     } catch (e) {
-      window.clearInterval(timer);
       setAskState("failed", "No answer: " + e.message);
     } finally {
+      window.clearInterval(timer);
       asking = false;
       $("ask-button").disabled = false;
     }
