@@ -192,6 +192,18 @@ pub enum Event<'a> {
         phase: &'a str,
         questions: usize,
     },
+    /// A piece of the answer to the first question of an ask step, as the
+    /// generator writes it (`first`: a new stream starts, drop what was
+    /// shown; `reset`: `text` replaces it; `last`: the stream ends).
+    Piece {
+        question: &'a str,
+        text: &'a str,
+        first: bool,
+        reset: bool,
+        last: bool,
+        /// From the question's produce to this piece's arrival.
+        ms: i64,
+    },
     Answered(&'a Asked),
     /// Every step is done and the run was asked to linger ([`Watch`]):
     /// the pipelines keep running until Ctrl-C or SIGTERM.
@@ -322,6 +334,12 @@ pub struct Report {
     pub freshness_p99_ms: Option<f64>,
     pub answer_latency_p50_ms: Option<f64>,
     pub answer_latency_p99_ms: Option<f64>,
+    /// From a question's produce to the first piece of its answer stream,
+    /// over the answers whose generator streamed (wrote more than one piece).
+    pub first_piece_p50_ms: Option<f64>,
+    pub first_piece_p99_ms: Option<f64>,
+    /// Answers whose generator streamed them.
+    pub streamed_answers: usize,
     /// Records dead-lettered by any pipeline.
     pub dead_letters: u64,
     /// The sink indexes at the end, by `tenant/name`.
@@ -464,8 +482,11 @@ async fn run_steps(
     kafka::ensure_topics(brokers, &super::run::topics_of(&manifests, 3))
         .await
         .map_err(stream)?;
-    // Answers are followed from the start, before any question is asked.
+    // Answers (and their pieces) are followed from the start, before any
+    // question is asked.
     let mut answers: HashMap<String, tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>> =
+        HashMap::new();
+    let mut pieces: HashMap<String, tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>> =
         HashMap::new();
     for s in &scenario.steps {
         if let Step::Ask { into, .. } = s {
@@ -484,6 +505,12 @@ async fn run_steps(
                     into.clone(),
                     kafka::follow_topic(brokers, &topic).map_err(stream)?,
                 );
+                if let Some(t) = m.deltas_topic() {
+                    pieces.insert(
+                        into.clone(),
+                        kafka::follow_topic(brokers, &t).map_err(stream)?,
+                    );
+                }
             }
         }
     }
@@ -549,6 +576,7 @@ async fn run_steps(
     let mut seen_docs: HashSet<String> = HashSet::new();
     let mut updated: HashSet<String> = HashSet::new();
     let latency = Histogram::default();
+    let first_piece = Histogram::default();
     let mut asked = Vec::new();
     for step in &scenario.steps {
         match step {
@@ -633,7 +661,22 @@ async fn run_steps(
                     phase: phase.as_deref().unwrap_or("all"),
                     questions: qs.len(),
                 });
-                let got = ask(brokers, r, &qs, rx, scenario.step_timeout).await?;
+                let got = ask(
+                    brokers,
+                    r,
+                    &qs,
+                    rx,
+                    pieces.get_mut(into),
+                    scenario.step_timeout,
+                    on_event,
+                )
+                .await?;
+                for (ms, n) in got.first_pieces.values() {
+                    if *n > 1 {
+                        first_piece.record(*ms as f64);
+                    }
+                }
+                let got = got.answers;
                 for q in &qs {
                     let mut a = match got.get(&q.id) {
                         Some((v, lat)) => {
@@ -684,6 +727,9 @@ async fn run_steps(
         freshness_p99_ms: freshness.1,
         answer_latency_p50_ms: latency.quantile(0.5),
         answer_latency_p99_ms: latency.quantile(0.99),
+        first_piece_p50_ms: first_piece.quantile(0.5),
+        first_piece_p99_ms: first_piece.quantile(0.99),
+        streamed_answers: first_piece.count() as usize,
         dead_letters,
         indexes,
         embedder_alone: Vec::new(),
@@ -738,16 +784,30 @@ async fn wait_consumed(
     }
 }
 
+/// What an ask step got back.
+struct Got {
+    /// Per question id: the answer record and its latency (ms).
+    answers: HashMap<String, (serde_json::Value, i64)>,
+    /// Per question id: when the first piece of its answer's last stream
+    /// arrived (ms after the question was produced) and how many pieces
+    /// that stream had so far.
+    first_pieces: HashMap<String, (i64, u32)>,
+}
+
 /// Produces the questions, then collects one answer per question id from
 /// the answers topic (value and question -> answer latency in ms), until
-/// every question is answered or dead-lettered.
+/// every question is answered or dead-lettered (and, when `pieces` follows the
+/// pipeline's answer stream, when each answer started to arrive; the first
+/// question's pieces are reported as they come).
 async fn ask(
     brokers: &str,
     r: &Running,
     qs: &[Question],
     answers: &mut tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>,
+    mut pieces: Option<&mut tokio::sync::mpsc::UnboundedReceiver<(ReadRecord, i64)>>,
     limit: Duration,
-) -> Result<HashMap<String, (serde_json::Value, i64)>> {
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Got> {
     let records: Vec<KeyValue> = qs
         .iter()
         .map(|q| {
@@ -758,22 +818,80 @@ async fn ask(
         })
         .collect();
     let wanted: HashSet<&str> = qs.iter().map(|q| q.id.as_str()).collect();
+    let shown = qs.first().map(|q| q.id.clone()).unwrap_or_default();
+    let mut shown_done = false;
     let dead_before = r.counters.dead_letters.load(Relaxed);
+    let asked_at = kafka::chrono_ms();
     kafka::produce_values(brokers, &r.manifest.source_topic, records)
         .await
         .map_err(ServiceError::Stream)?;
-    let mut got: HashMap<String, (serde_json::Value, i64)> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while got.len() < qs.len() {
-        let dead = r.counters.dead_letters.load(Relaxed) - dead_before;
-        if dead > 0 && got.len() as u64 + dead >= qs.len() as u64 {
-            break;
+    let mut got = Got {
+        answers: HashMap::new(),
+        first_pieces: HashMap::new(),
+    };
+    let mut on_piece = |rec: &ReadRecord, arrived: i64, got: &mut Got, done: &mut bool| {
+        let Some(d) = rec
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<crate::runtime::Delta>(v).ok())
+        else {
+            return;
+        };
+        // A piece of an earlier run's answer to a question with this id
+        // (a topic kept from an earlier run) is not this question's.
+        if !wanted.contains(d.id.as_str()) || rec.timestamp.is_some_and(|t| t < asked_at) {
+            return;
         }
-        let next = tokio::time::timeout_at(
-            deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
-            answers.recv(),
-        )
-        .await;
+        let ms = arrived - asked_at;
+        let e = got.first_pieces.entry(d.id.clone()).or_insert((ms, 0));
+        if d.seq == 0 {
+            *e = (ms, 0);
+        }
+        e.1 += 1;
+        if d.id == shown {
+            *done = d.last;
+            on_event(Event::Piece {
+                question: &d.id,
+                text: &d.text,
+                first: d.seq == 0,
+                reset: d.reset,
+                last: d.last,
+                ms,
+            });
+        }
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    // Until every question is answered (or dead-lettered), and the shown
+    // one's stream has ended (its final piece may be read after its answer).
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let dead = r.counters.dead_letters.load(Relaxed) - dead_before;
+        let all = got.answers.len() >= qs.len()
+            || (dead > 0 && got.answers.len() as u64 + dead >= qs.len() as u64);
+        if all {
+            if shown_done || pieces.is_none() {
+                break;
+            }
+            let g =
+                *grace.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(2));
+            if tokio::time::Instant::now() >= g {
+                break;
+            }
+        }
+        let wait = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
+        let piece = async {
+            match pieces.as_deref_mut() {
+                Some(p) => p.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            a = tokio::time::timeout_at(wait, answers.recv()) => a,
+            Some((rec, arrived)) = piece => {
+                on_piece(&rec, arrived, &mut got, &mut shown_done);
+                continue;
+            }
+        };
         let (rec, arrived) = match next {
             Ok(Some(x)) => x,
             Ok(None) => {
@@ -783,11 +901,14 @@ async fn ask(
                 )))
             }
             Err(_) if tokio::time::Instant::now() >= deadline => {
+                if all {
+                    break;
+                }
                 return Err(ServiceError::Run(format!(
                     "only {} of {} answers arrived within {limit:?}",
-                    got.len(),
+                    got.answers.len(),
                     qs.len()
-                )))
+                )));
             }
             Err(_) => continue,
         };
@@ -798,7 +919,9 @@ async fn ask(
         else {
             continue;
         };
-        if !wanted.contains(key.as_str()) {
+        // Answers produced before the question was asked are an earlier
+        // run's, to questions with the same ids (the broker's data kept).
+        if !wanted.contains(key.as_str()) || rec.timestamp.is_some_and(|t| t < asked_at) {
             continue;
         }
         let v: serde_json::Value = rec
@@ -806,7 +929,8 @@ async fn ask(
             .as_deref()
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or(serde_json::Value::Null);
-        got.insert(key, (v, arrived - rec.timestamp.unwrap_or(arrived)));
+        got.answers
+            .insert(key, (v, arrived - rec.timestamp.unwrap_or(arrived)));
     }
     Ok(got)
 }

@@ -254,6 +254,33 @@ fn scenario(host: &Host, a: &Args, admin: Option<AdminOptions>) -> anyhow::Resul
         Event::Asking { phase, questions } => {
             println!("\n== questions, {phase} ({questions})\n")
         }
+        Event::Piece {
+            question,
+            text,
+            first,
+            reset,
+            last,
+            ms,
+        } => {
+            use std::io::Write;
+            // The first question of each step, as its answer is written; a
+            // stream of one piece (a generator that does not stream) is
+            // shown with the answer instead.
+            if first && last {
+                return;
+            }
+            if first {
+                print!("~ {question} (first piece after {ms} ms): ");
+            }
+            if reset && !first {
+                print!(" [replaced by the whole answer] ");
+            }
+            print!("{}", text.replace('\n', " "));
+            if last {
+                println!("  [done after {ms} ms]\n");
+            }
+            let _ = std::io::stdout().flush();
+        }
         Event::Answered(q) => print_answer(q),
         Event::Lingering => eprintln!(
             "every step is done; the pipelines keep running for the console: Ctrl-C (or SIGTERM) stops them and prints the summary"
@@ -286,6 +313,14 @@ fn scenario(host: &Host, a: &Args, admin: Option<AdminOptions>) -> anyhow::Resul
         ms(report.answer_latency_p50_ms),
         ms(report.answer_latency_p99_ms)
     );
+    if report.streamed_answers > 0 {
+        println!(
+            "  question -> first piece of the answer (streamed answers: {}): p50 {} ms, p99 {} ms",
+            report.streamed_answers,
+            ms(report.first_piece_p50_ms),
+            ms(report.first_piece_p99_ms)
+        );
+    }
     println!(
         "  {} of {} questions concern a document updated before they were asked",
         report.evaluation.about_updated_docs.questions, report.evaluation.all.questions
