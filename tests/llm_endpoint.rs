@@ -39,6 +39,29 @@ fn stand_in(script: Vec<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
                 .unwrap()
                 .push(String::from_utf8_lossy(&body).into_owned());
             let status = script[n.min(script.len() - 1)];
+            let streamed = String::from_utf8_lossy(&body).contains("\"stream\":true");
+            if status == 200 && streamed {
+                // A streamed completion, as OpenAI sends it: server-sent
+                // events a few words at a time, then `[DONE]`; the body
+                // ends when the connection closes.
+                let mut w = stream;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n: stand-in\n\n"
+                );
+                for piece in ["An extra", " bag costs", " 60 EUR", " [1].", ""] {
+                    let chunk = serde_json::json!({
+                        "id": "cmpl-1", "object": "chat.completion.chunk", "model": "stand-in",
+                        "choices": [{"index": 0, "delta": {"content": piece},
+                            "finish_reason": if piece.is_empty() { Some("stop") } else { None }}]
+                    });
+                    let _ = write!(w, "data: {chunk}\n\n");
+                    let _ = w.flush();
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                }
+                let _ = write!(w, "data: [DONE]\n\n");
+                continue;
+            }
             let payload = if status == 200 {
                 serde_json::json!({
                     "id": "cmpl-1", "object": "chat.completion", "model": "stand-in",
@@ -62,6 +85,15 @@ fn stand_in(script: Vec<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 fn run(port: u16, dir: &std::path::Path) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    run_with(port, dir, "")
+}
+
+/// [`run`] with `extra` added to the generator's config table.
+fn run_with(
+    port: u16,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let m = support::write(
         dir,
         "answer.toml",
@@ -79,7 +111,7 @@ plugin = "{prompt}"
 name = "llm"
 kind = "generator"
 plugin = "{llm}"
-config = {{ base_url = "http://127.0.0.1:{port}/v1", model = "stand-in", api_key_env = "OPENAI_API_KEY" }}
+config = {{ base_url = "http://127.0.0.1:{port}/v1", model = "stand-in", api_key_env = "OPENAI_API_KEY"{extra} }}
 grants = {{ outbound_hosts = ["http://127.0.0.1:{port}"], env = ["OPENAI_API_KEY"] }}
 limits = {{ timeout_ms = 5000 }}
 [sink]
@@ -134,6 +166,34 @@ fn transient_5xx_is_retried_then_the_answer_cites_its_source() {
         "the prompt carries the context"
     );
     assert!(bodies[2].contains("\"model\":\"stand-in\""));
+}
+
+#[test]
+fn a_streamed_completion_streams_the_answer_piece_by_piece() {
+    let (port, seen) = stand_in(vec![200]);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dead) = run_with(port, dir.path(), ", stream = true");
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(out[0]["answer"], "An extra bag costs 60 EUR [1].");
+    assert_eq!(out[0]["citations"][0]["doc_id"], "policy-baggage");
+    assert!(seen.lock().unwrap()[0].contains("\"stream\":true"));
+    // The pieces, as `weft run --input` writes them beside the output (the
+    // records a broker run produces to `<answers>.deltas`): in order, one
+    // stream, ending with the final piece, joined exactly the answer.
+    let pieces = support::read_jsonl(&dir.path().join("out.deltas.jsonl"));
+    assert!(pieces.len() >= 4, "{pieces:#?}");
+    let text: String = pieces
+        .iter()
+        .map(|p| p["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(text, "An extra bag costs 60 EUR [1].", "{pieces:#?}");
+    for (i, p) in pieces.iter().enumerate() {
+        assert_eq!(p["seq"], i as u64);
+        assert_eq!(p["id"], "q1");
+        assert_eq!(p["stream"], pieces[0]["stream"]);
+        assert_eq!(p["final"] == true, i + 1 == pieces.len(), "{pieces:#?}");
+        assert!(p.get("reset").is_none(), "{pieces:#?}");
+    }
 }
 
 #[test]

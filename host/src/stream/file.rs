@@ -6,11 +6,12 @@
 use super::{Result, StreamError};
 use crate::pipeline::{DeadLetter, Pipeline};
 use crate::record::{Item, Origin, Payload};
+use crate::runtime::{Delta, DeltaSink};
 use serde_json::{Map, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Totals of a local run.
@@ -155,7 +156,36 @@ pub fn default_dead_letter_path(output: &Path) -> PathBuf {
     output.with_file_name(format!("{stem}.dead-letters.jsonl"))
 }
 
-/// Runs `pipeline` over `input`, writing outputs and dead letters.
+/// The answer-piece file next to the output: `out.jsonl` -> `out.deltas.jsonl`.
+pub fn default_deltas_path(output: &Path) -> PathBuf {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    output.with_file_name(format!("{stem}.deltas.jsonl"))
+}
+
+/// A generator's answer pieces as JSON lines (the records a broker run
+/// produces to `<answers>.deltas`), each written and flushed as it is
+/// emitted, so `tail -f` shows an answer being written.
+struct FileDeltas {
+    w: Mutex<BufWriter<File>>,
+}
+
+impl DeltaSink for FileDeltas {
+    fn send(&self, d: Delta, _origin_ms: Option<i64>) -> bool {
+        let Ok(mut w) = self.w.lock() else {
+            return false;
+        };
+        serde_json::to_writer(&mut *w, &d).is_ok()
+            && w.write_all(b"\n").is_ok()
+            && w.flush().is_ok()
+    }
+}
+
+/// Runs `pipeline` over `input`, writing outputs and dead letters (and,
+/// for a pipeline with a generator, its answer pieces next to the output:
+/// [`default_deltas_path`]).
 pub fn run_file(
     pipeline: &mut Pipeline,
     input: &Path,
@@ -176,6 +206,14 @@ pub fn run_file(
         File::create(dead_letters)
             .map_err(|e| StreamError::io(format!("creating {}", dead_letters.display()), e))?,
     );
+    if pipeline.manifest.deltas_topic().is_some() {
+        let path = default_deltas_path(output);
+        let f = File::create(&path)
+            .map_err(|e| StreamError::io(format!("creating {}", path.display()), e))?;
+        pipeline.attach_deltas(Arc::new(FileDeltas {
+            w: Mutex::new(BufWriter::new(f)),
+        }));
+    }
     let bar = if progress {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(

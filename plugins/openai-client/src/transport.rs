@@ -33,13 +33,34 @@ pub fn post_json(
     body: &[u8],
     timeout_ms: Option<u64>,
 ) -> Result<Response, Failure> {
+    post_json_streaming(ep, headers, body, timeout_ms, None)
+}
+
+/// [`post_json`], handing a successful (2xx) response's body to `on_chunk`
+/// piece by piece as it arrives instead of keeping it (a streamed
+/// completion, `text/event-stream`); `Response::body` is then empty. An
+/// error response is read whole as usual, for its message.
+pub fn post_json_streaming(
+    ep: &Endpoint,
+    headers: &[(String, Vec<u8>)],
+    body: &[u8],
+    timeout_ms: Option<u64>,
+    on_chunk: Option<&mut dyn FnMut(&[u8])>,
+) -> Result<Response, Failure> {
     let url = ep.url();
     let origin = ep.origin();
     let fail = |code: ErrorCode| classify_transport(transport(&code), &url, &origin);
 
     let mut all: Vec<(String, Vec<u8>)> = vec![
         ("content-type".to_string(), b"application/json".to_vec()),
-        ("accept".to_string(), b"application/json".to_vec()),
+        (
+            "accept".to_string(),
+            if on_chunk.is_some() {
+                b"text/event-stream".to_vec()
+            } else {
+                b"application/json".to_vec()
+            },
+        ),
         // An explicit length lets servers that do not take chunked request
         // bodies (some local model servers) read the request.
         (
@@ -99,7 +120,9 @@ pub fn post_json(
             return Err(e);
         }
     }
-    let body = read_body(&response).map_err(|e| Failure::transient(format!("POST {url}: {e}")))?;
+    let sink = on_chunk.filter(|_| (200..300).contains(&status));
+    let body =
+        read_body(&response, sink).map_err(|e| Failure::transient(format!("POST {url}: {e}")))?;
     Ok(Response { status, body })
 }
 
@@ -118,11 +141,17 @@ fn write_body(out: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
     OutgoingBody::finish(out, None).map_err(|e| format!("finishing the request body failed: {e:?}"))
 }
 
-fn read_body(response: &IncomingResponse) -> Result<Vec<u8>, String> {
+/// Reads the whole body, or hands each chunk to `sink` (bounded the same:
+/// [`MAX_RESPONSE_BYTES`] in all).
+fn read_body(
+    response: &IncomingResponse,
+    mut sink: Option<&mut dyn FnMut(&[u8])>,
+) -> Result<Vec<u8>, String> {
     let body = response
         .consume()
         .map_err(|()| "the response body was already consumed".to_string())?;
     let mut data = Vec::new();
+    let mut total = 0usize;
     {
         // The stream is a child of the body and must be dropped first.
         let stream = body
@@ -131,13 +160,17 @@ fn read_body(response: &IncomingResponse) -> Result<Vec<u8>, String> {
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => {
-                    if data.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    total += chunk.len();
+                    if total > MAX_RESPONSE_BYTES {
                         return Err(format!(
                             "the response is larger than {} MiB",
                             MAX_RESPONSE_BYTES >> 20
                         ));
                     }
-                    data.extend_from_slice(&chunk);
+                    match sink.as_mut() {
+                        Some(f) => f(&chunk),
+                        None => data.extend_from_slice(&chunk),
+                    }
                 }
                 Err(StreamError::Closed) => break,
                 Err(e) => return Err(format!("reading the response failed: {}", stream_error(&e))),

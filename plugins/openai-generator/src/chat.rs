@@ -17,6 +17,7 @@ pub fn request_body(
     messages: &[ChatMessage],
     temperature: Option<f32>,
     max_tokens: Option<u32>,
+    stream: bool,
 ) -> Vec<u8> {
     let mut body = json!({
         "model": model,
@@ -24,7 +25,7 @@ pub fn request_body(
             .iter()
             .map(|m| json!({ "role": m.role, "content": m.content }))
             .collect::<Vec<_>>(),
-        "stream": false,
+        "stream": stream,
     });
     if let Some(obj) = body.as_object_mut() {
         if let Some(t) = temperature {
@@ -114,6 +115,7 @@ mod tests {
             ],
             Some(0.0),
             None,
+            false,
         );
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["model"], "gpt-4o-mini");

@@ -20,6 +20,9 @@ pub struct Settings {
     pub temperature: Option<f32>,
     /// Answer length limit; the server's default when unset.
     pub max_tokens: Option<u32>,
+    /// Ask for a streamed completion (server-sent events) and hand each
+    /// piece to the host as it arrives (`deltas.emit`).
+    pub stream: bool,
     pub warnings: Vec<String>,
 }
 
@@ -33,6 +36,7 @@ impl Settings {
             timeout_ms: None,
             temperature: None,
             max_tokens: None,
+            stream: false,
             warnings: Vec::new(),
         };
         for (key, value) in entries {
@@ -64,6 +68,17 @@ impl Settings {
                         Some(v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
                             format!("config `max_tokens` must be a positive integer, not {value:?}")
                         })?)
+                }
+                "stream" => {
+                    s.stream = match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(format!(
+                                "config `stream` must be true or false, not {value:?}"
+                            ))
+                        }
+                    }
                 }
                 _ => s
                     .warnings
@@ -109,8 +124,10 @@ mod tests {
             ("timeout_ms", "2000"),
             ("temperature", "0.2"),
             ("max_tokens", "256"),
+            ("stream", "true"),
         ]))
         .unwrap();
+        assert!(s.stream);
         assert_eq!(s.base_url.path, "/v1");
         assert_eq!(s.model, "llama");
         assert_eq!(s.api_key_env, "LOCAL_KEY");
@@ -128,6 +145,7 @@ mod tests {
             ("temperature", "3"),
             ("temperature", "warm"),
             ("max_tokens", "-1"),
+            ("stream", "yes"),
         ] {
             assert!(Settings::from_entries(&entries(&[kv])).is_err(), "{kv:?}");
         }

@@ -11,6 +11,9 @@
 //!   (`grants.env`); local servers usually need none.
 //! - `timeout_ms`: connect / first-byte / between-bytes timeout.
 //! - `temperature`, `max_tokens`: passed to the API when set.
+//! - `stream` (false): ask for a streamed completion (server-sent events)
+//!   and hand each piece to the host as it arrives (`deltas.emit`), so the
+//!   answer streams to `<answers topic>.deltas` while the model writes it.
 //!
 //! The messages come from the prompt builder; `[n]` markers in the answer
 //! become citations of the n-th hit. Errors: HTTP 429/5xx and network
@@ -19,6 +22,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod streamed;
 #[cfg(target_arch = "wasm32")]
 use openai_client::transport;
 pub use openai_client::{endpoint, failure};
@@ -106,9 +110,36 @@ mod component {
                 content: question.text,
             });
         }
-        let body = crate::request_body(&s.model, &chat, s.temperature, s.max_tokens);
+        let body = crate::request_body(&s.model, &chat, s.temperature, s.max_tokens, s.stream);
         let ep = s.base_url.endpoint("/chat/completions");
         let headers = crate::auth_header(std::env::var(&s.api_key_env).ok());
+        if s.stream {
+            let mut completion = crate::streamed::StreamedCompletion::default();
+            let mut emitting = true;
+            let mut on_chunk = |bytes: &[u8]| {
+                let piece = completion.push(bytes);
+                // Once the host refuses a piece (its bounds), the rest
+                // arrives whole with the answer.
+                if emitting && !piece.is_empty() {
+                    emitting = weft::plugin::deltas::emit(&piece).is_ok();
+                }
+            };
+            let resp = crate::transport::post_json_streaming(
+                &ep,
+                &headers,
+                &body,
+                s.timeout_ms,
+                Some(&mut on_chunk),
+            )?;
+            if !(200..300).contains(&resp.status) {
+                return Err(crate::failure::classify_status(
+                    resp.status,
+                    &resp.body,
+                    &ep.url(),
+                ));
+            }
+            return completion.finish();
+        }
         let resp = crate::transport::post_json(&ep, &headers, &body, s.timeout_ms)?;
         if !(200..300).contains(&resp.status) {
             return Err(crate::failure::classify_status(

@@ -183,6 +183,12 @@ fn file(g: &Globals, a: Args, input: PathBuf, output: PathBuf) -> anyhow::Result
         );
     }
     eprintln!("  output: {}", output.display());
+    if pipeline.manifest.deltas_topic().is_some() {
+        eprintln!(
+            "  answer pieces: {}",
+            local::default_deltas_path(&output).display()
+        );
+    }
     if summary.dead_letters > 0 {
         eprintln!("  dead letters: {}", dlq.display());
     }
