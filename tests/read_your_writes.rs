@@ -369,7 +369,7 @@ fn every_answer_with_a_receipt_reflects_the_update_it_names() {
         .iter()
         .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
         .collect();
-    assert_eq!(h["weft.error.kind"], "timeout", "{h:?}");
+    assert_eq!(h["weft.error.kind"], "stale", "{h:?}");
     assert!(h["weft.error.message"].contains("stale"), "{h:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
     // A malformed requirement is the question's fault: a bad-record dead letter.

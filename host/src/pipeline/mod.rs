@@ -1071,7 +1071,7 @@ fn record_read(
     };
     if read.stale && on_stale == Some(OnStale::DeadLetter) {
         return Err(Failure::new(
-            FailureKind::Timeout,
+            FailureKind::Stale,
             format!(
                 "stale: the index had not applied {} within {} ms (it had {}); on_stale = \"dead-letter\"",
                 freshness::offsets_json(&read.required),

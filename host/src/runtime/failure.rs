@@ -31,6 +31,10 @@ pub enum FailureKind {
     /// A tenant-wide quota of the operator's policy was reached (instances,
     /// state, an index's size or documents).
     QuotaExceeded,
+    /// The index had not applied a question's read-your-writes requirement
+    /// (`weft.min-offsets`) in time and the retriever says
+    /// `on_stale = "dead-letter"`: replaying it later may answer it.
+    Stale,
     /// A bug in the host.
     Internal,
 }
@@ -50,6 +54,7 @@ impl FailureKind {
             FailureKind::OutputTooLarge => "output-too-large",
             FailureKind::BadOutput => "bad-output",
             FailureKind::QuotaExceeded => "quota-exceeded",
+            FailureKind::Stale => "stale",
             FailureKind::Internal => "internal",
         }
     }
