@@ -39,7 +39,12 @@
 //!    against arroy's own pick: build time, size, rate and recall;
 //! 7. a bulk load: N / 5 items built and the rest pending, searched from a
 //!    read-only child process of this benchmark (what a query process sees
-//!    while the trees catch up) and from the writer.
+//!    while the trees catch up) and from the writer;
+//! 8. an HNSW library on the same N vectors (`hnsw_rs`, in memory, cosine,
+//!    M = 16, ef_construction = 200, hnswlib's usual settings): insertion
+//!    rate on 1 thread and on every core, next to the trees' build rate of
+//!    section 1, and its search rate and recall@10 on the random queries at
+//!    ef_search 64 and 200 (`WEFT_BENCH_HNSW=0` skips it).
 
 mod support;
 
@@ -853,6 +858,82 @@ fn main() {
     );
     drop(ix6);
 
+    // ------------------------------------------------------------ 8. HNSW
+    if std::env::var("WEFT_BENCH_HNSW").as_deref() != Ok("0") {
+        hnsw_baseline(&vecs, n, build1, build2, &random_q, &truth_rand);
+    }
+
     println!();
     println!("total bench time {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Section 8: `hnsw_rs` on the same vectors, its insertion rate against the
+/// trees' build rate (`build1`, `build2`: seconds for all `n` with 1 and 2
+/// build threads), and its search.
+fn hnsw_baseline(
+    vecs: &Vectors,
+    n: usize,
+    build1: f64,
+    build2: f64,
+    queries: &[Vec<f32>],
+    truth: &[Vec<(f32, u32)>],
+) {
+    use hnsw_rs::prelude::{DistCosine, Hnsw};
+    const M: usize = 16;
+    const EF_CONSTRUCTION: usize = 200;
+    let rows: Vec<Vec<f32>> = (0..n as u32).map(|i| vecs.row(i).to_vec()).collect();
+    let new = || Hnsw::<f32, DistCosine>::new(M, n, 16, EF_CONSTRUCTION, DistCosine);
+    progress("HNSW insertion, 1 thread");
+    let one = new();
+    let t = Instant::now();
+    for (i, r) in rows.iter().enumerate() {
+        one.insert((r.as_slice(), i));
+    }
+    let single = t.elapsed().as_secs_f64();
+    progress("HNSW insertion, every core");
+    let all = new();
+    let with_ids: Vec<(&Vec<f32>, usize)> = rows.iter().zip(0..).collect();
+    let t = Instant::now();
+    all.parallel_insert(&with_ids);
+    let parallel = t.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "8. HNSW baseline (hnsw_rs 0.3, in memory, cosine, M = {M}, ef_construction = {EF_CONSTRUCTION}) on the same {n} vectors"
+    );
+    println!(
+        "  build                                     s   items/s   vs the trees (same threads)"
+    );
+    println!(
+        "  trees (arroy), 1 build thread    {build1:10.2} {:9.0}   1.00",
+        n as f64 / build1
+    );
+    println!(
+        "  HNSW, 1 thread                   {single:10.2} {:9.0}   {:.2}x the trees' rate",
+        n as f64 / single,
+        build1 / single
+    );
+    println!(
+        "  trees (arroy), 2 build threads   {build2:10.2} {:9.0}   1.00",
+        n as f64 / build2
+    );
+    println!(
+        "  HNSW, every core                 {parallel:10.2} {:9.0}   {:.2}x the trees' rate",
+        n as f64 / parallel,
+        build2 / parallel
+    );
+    println!("  search (the parallel-built graph)  ef_search   q/s   recall@10");
+    for ef in [64, 200] {
+        let t = Instant::now();
+        let got: Vec<Vec<u32>> = queries
+            .iter()
+            .map(|q| {
+                black_box(all.search(q, K, ef))
+                    .iter()
+                    .map(|nb| nb.d_id as u32)
+                    .collect()
+            })
+            .collect();
+        let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+        println!("  {:>34} {qps:9.0} {:11.3}", ef, recall(&got, truth));
+    }
 }
