@@ -153,7 +153,7 @@ fn dom_when(chromium: &Path, url: &str, ready: &str, limit: Duration) -> String 
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("starting chromium");
+    let child = support::Reaped(cmd.spawn().expect("starting chromium"));
     drop((to_read, from_write));
     let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
     std::thread::spawn(move || {
@@ -232,8 +232,7 @@ fn dom_when(chromium: &Path, url: &str, ready: &str, limit: Duration) -> String 
         std::thread::sleep(Duration::from_millis(100));
     }
     let html = eval(&mut call, "document.documentElement.outerHTML");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     html.as_str().unwrap_or_default().to_string()
 }
 
@@ -712,16 +711,18 @@ fn weft_dev_serves_the_console_during_the_scenario_and_lingers_for_questions() {
                 .to_string(),
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(&root)
-        .env("WEFT_CACHE_DIR", support::cache_dir())
-        .args(["dev", scenario.to_str().unwrap(), "--dir"])
-        .arg(tmp.path().join("dev"))
-        .args(["--admin", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weft dev");
+    let mut child = support::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .current_dir(&root)
+            .env("WEFT_CACHE_DIR", support::cache_dir())
+            .args(["dev", scenario.to_str().unwrap(), "--dir"])
+            .arg(tmp.path().join("dev"))
+            .args(["--admin", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weft dev"),
+    );
     let stdout = tee(child.stdout.take().expect("stdout"));
     let stderr = tee(child.stderr.take().expect("stderr"));
     let t0 = Instant::now();

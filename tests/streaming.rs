@@ -10,7 +10,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weft::service::serve::{ServeOptions, Server};
 use weft::stream::broker::LocalBroker;
@@ -258,17 +258,19 @@ fn answers_stream_in_order_and_join_to_the_answer_with_bounds_and_failures() {
     server.stop();
 }
 
-fn spawn_run(manifest: &Path, brokers: &str, data: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("run")
-        .arg(manifest)
-        .args(["--brokers", brokers, "--partitions", "1", "--data-dir"])
-        .arg(data)
-        .env("WEFT_CACHE_DIR", support::cache_dir())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("spawning weft")
+fn spawn_run(manifest: &Path, brokers: &str, data: &Path, log: &Path) -> support::Reaped {
+    support::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .arg("run")
+            .arg(manifest)
+            .args(["--brokers", brokers, "--partitions", "1", "--data-dir"])
+            .arg(data)
+            .env("WEFT_CACHE_DIR", support::cache_dir())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawning weft"),
+    )
 }
 
 #[test]
@@ -318,7 +320,7 @@ fn a_sigkilled_stream_is_replayed_as_a_new_stream_that_joins_to_the_answer() {
         "the kill must land mid-stream: {pieces:#?}"
     );
     let log2 = dir.path().join("weft2.log");
-    let mut second = spawn_run(&m, &brokers, &data, &log2);
+    let second = spawn_run(&m, &brokers, &data, &log2);
     let mut got = Vec::new();
     collect(&rt, &mut answers, &mut got, Duration::from_secs(240), |a| {
         !a.is_empty()
@@ -330,8 +332,7 @@ fn a_sigkilled_stream_is_replayed_as_a_new_stream_that_joins_to_the_answer() {
         Duration::from_secs(30),
         |p| finals_for(p, &["k1"]),
     );
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
     let answer = got[0].v["answer"].as_str().unwrap().to_string();
     let (joined, _) = last_stream(&pieces, "k1");
     assert_eq!(joined, answer, "{pieces:#?}");
