@@ -27,6 +27,7 @@ pub const LUCENE: &[&str] = &[
 
 /// The Snowball English stop list (snowballstem.org, `english/stop.txt`),
 /// contractions left out (see the module note).
+#[rustfmt::skip]
 pub const SNOWBALL: &[&str] = &[
     // pronouns
     "i", "me", "my", "myself", "we", "our", "ours", "ourselves", "you", "your", "yours",
