@@ -109,9 +109,9 @@ def vectors(texts, cache_path):
         embed = encoder(ref)
         for i, t in enumerate(todo):
             cache[t] = embed(ref.tokenize(t, vocab))
-            if i % 50 == 0:
-                print(f"  embedded {i}/{len(todo)}", file=sys.stderr)
-        cache_path.write_text(json.dumps({k: [float(x) for x in v] for k, v in cache.items()}))
+            if i % 25 == 24 or i == len(todo) - 1:
+                print(f"  embedded {i + 1}/{len(todo)}", file=sys.stderr, flush=True)
+                cache_path.write_text(json.dumps({k: [float(x) for x in v] for k, v in cache.items()}))
     return cache
 
 
