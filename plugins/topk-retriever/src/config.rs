@@ -1,5 +1,7 @@
 //! The stage configuration, parsed from the host's flattened config entries.
 
+use crate::stopwords::Stopwords;
+
 /// Which side of the index answers (the WIT `search-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -24,6 +26,10 @@ pub struct RetrieveConfig {
     /// mode. Equal by default: chosen a priori, not tuned on any questions.
     pub vector_weight: f32,
     pub keyword_weight: f32,
+    /// `keyword_stopwords`: the stop list removed from the question text
+    /// before it is the keyword query (keyword and hybrid modes). None by
+    /// default.
+    pub keyword_stopwords: Stopwords,
     /// Hits returned.
     pub k: usize,
     /// Candidates fetched per returned hit, giving MMR room to diversify.
@@ -53,6 +59,7 @@ impl Default for RetrieveConfig {
             rrf_k: 60.0,
             vector_weight: 1.0,
             keyword_weight: 1.0,
+            keyword_stopwords: Stopwords::None,
             k: 5,
             fetch_factor: 4,
             mmr_lambda: 0.7,
@@ -97,6 +104,12 @@ impl RetrieveConfig {
             }
         }
         out
+    }
+
+    /// The keyword query of a question: its text minus the stop list
+    /// (`keyword_stopwords`), unchanged without one.
+    pub fn keyword_text(&self, question: &str) -> String {
+        self.keyword_stopwords.strip(question)
     }
 
     /// Whether the question added filters of its own (so a search that
@@ -192,6 +205,13 @@ impl Settings {
                 "rrf_k" => r.rrf_k = number(key, v, 1.0, 10_000.0)?,
                 "vector_weight" => r.vector_weight = number(key, v, 0.0, 1000.0)?,
                 "keyword_weight" => r.keyword_weight = number(key, v, 0.0, 1000.0)?,
+                "keyword_stopwords" => {
+                    r.keyword_stopwords = Stopwords::parse(v).ok_or_else(|| {
+                        format!(
+                            "config `keyword_stopwords` must be \"none\", \"lucene\" or \"snowball\", not {value:?}"
+                        )
+                    })?;
+                }
                 // Read by the host, not by this plugin (read-your-writes:
                 // how long the index may wait for a question's required
                 // offsets, and what to do when it cannot).
@@ -364,6 +384,35 @@ mod tests {
     }
 
     #[test]
+    fn keyword_stopwords_are_opt_in() {
+        let r = RetrieveConfig::default();
+        assert_eq!(r.keyword_stopwords, Stopwords::None);
+        assert_eq!(
+            r.keyword_text("What is the status of flight NW5783?"),
+            "What is the status of flight NW5783?"
+        );
+        let r = Settings::from_entries(&entries(&[
+            ("mode", "hybrid"),
+            ("keyword_stopwords", "\"snowball\""),
+        ]))
+        .unwrap()
+        .retrieve;
+        assert_eq!(r.keyword_stopwords, Stopwords::Snowball);
+        assert_eq!(
+            r.keyword_text("What is the status of flight NW5783?"),
+            "status flight nw5783"
+        );
+        let r = Settings::from_entries(&entries(&[("keyword_stopwords", "lucene")]))
+            .unwrap()
+            .retrieve;
+        assert_eq!(r.keyword_stopwords, Stopwords::Lucene);
+        let r = Settings::from_entries(&entries(&[("keyword_stopwords", "none")]))
+            .unwrap()
+            .retrieve;
+        assert_eq!(r, RetrieveConfig::default());
+    }
+
+    #[test]
     fn bad_config_is_rejected() {
         for kv in [
             ("k", "0"),
@@ -380,6 +429,8 @@ mod tests {
             ("rrf_k", "0"),
             ("vector_weight", "-1"),
             ("keyword_weight", "NaN"),
+            ("keyword_stopwords", "english"),
+            ("keyword_stopwords", "true"),
         ] {
             assert!(Settings::from_entries(&entries(&[kv])).is_err(), "{kv:?}");
         }

@@ -21,13 +21,19 @@
 //!   question text; `"hybrid"` fuses the vector and keyword lists by
 //!   reciprocal rank (`rrf_k` 60, `vector_weight` 1, `keyword_weight` 1).
 //!   Vector mode calls `index.search` as before; the others `index.query`.
+//! - `keyword_stopwords` (`"none"`): `"lucene"` or `"snowball"` removes that
+//!   standard English stop list from the question text before it is the
+//!   keyword query (keyword and hybrid modes; see `stopwords`). The index
+//!   keeps every word, so this is a per-pipeline choice.
 //! - `min_offsets_timeout_ms`, `on_stale`: read by the host (how long a
 //!   question's read-your-writes requirement may wait; see the README).
 
 pub mod config;
 pub mod mmr;
+pub mod stopwords;
 
 pub use config::{merge_boosted, Mode, RetrieveConfig, Settings};
+pub use stopwords::Stopwords;
 
 /// Scores rescaled to [0, 1] by the best one, for MMR: its trade-off
 /// `lambda * score - (1 - lambda) * redundancy` assumes scores on the
@@ -106,12 +112,16 @@ mod component {
                     .map(|(key, value)| Meta { key, value })
                     .collect()
             };
+            let keyword_text = match r.mode {
+                Mode::Vector => String::new(),
+                _ => r.keyword_text(&question.text),
+            };
             let search = |filter: Vec<Meta>, n: u32| {
                 let found = match r.mode {
                     Mode::Vector => weft::plugin::index::search(&vector, n, &filter),
                     mode => weft::plugin::index::query(&SearchRequest {
                         vector: vector.clone(),
-                        text: question.text.clone(),
+                        text: keyword_text.clone(),
                         k: n,
                         filter,
                         mode: match mode {

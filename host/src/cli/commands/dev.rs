@@ -12,11 +12,26 @@ use weft::service::eval::{groups, Asked, Figures};
 use weft::service::scenario::{self, Event, Scenario, Watch};
 use weft::service::Host;
 
+/// The scenario `weft dev` runs when given none (relative to the working
+/// directory, like every path argument).
+const DEFAULT_SCENARIO: &str = "pipelines/airline";
+/// The one `weft dev --semantic` runs: all-MiniLM-L6-v2 with hybrid
+/// retrieval and no flight filter (README, "With a real embedding model").
+const SEMANTIC_SCENARIO: &str = "pipelines/airline/scenario-semantic-hybrid.toml";
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// A scenario directory (with scenario.toml) or file.
-    #[arg(default_value = "pipelines/airline")]
-    scenario: PathBuf,
+    /// A scenario directory (with scenario.toml) or file [default:
+    /// pipelines/airline, or with --semantic
+    /// pipelines/airline/scenario-semantic-hybrid.toml].
+    scenario: Option<PathBuf>,
+    /// Run the airline scenario with the semantic embedder instead:
+    /// all-MiniLM-L6-v2 inside the sandbox, hybrid (vector + BM25)
+    /// retrieval, no flight filter
+    /// (pipelines/airline/scenario-semantic-hybrid.toml; the model files
+    /// come from `bash scripts/setup`).
+    #[arg(long, conflicts_with_all = ["scenario", "manifest"])]
+    semantic: bool,
     /// Where the local broker and the indexes keep their data.
     #[arg(long, default_value = ".weft/dev")]
     dir: PathBuf,
@@ -198,8 +213,18 @@ fn ms(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into())
 }
 
+/// The scenario to run: the one named, else the default (or with
+/// --semantic, the semantic one).
+fn scenario_path(a: &Args) -> PathBuf {
+    match (&a.scenario, a.semantic) {
+        (Some(p), _) => p.clone(),
+        (None, true) => PathBuf::from(SEMANTIC_SCENARIO),
+        (None, false) => PathBuf::from(DEFAULT_SCENARIO),
+    }
+}
+
 fn scenario(host: &Host, a: &Args, admin: Option<AdminOptions>) -> anyhow::Result<ExitCode> {
-    let sc = Scenario::load(&a.scenario)?;
+    let sc = Scenario::load(&scenario_path(a))?;
     // With --admin: the console watches the pipelines as the run starts
     // them, and the run lingers after its last step for questions.
     let watch = Arc::new(Watch::new(admin.is_some()));
@@ -341,4 +366,50 @@ fn scenario(host: &Host, a: &Args, admin: Option<AdminOptions>) -> anyhow::Resul
     }
     eprintln!("stopping the local broker");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dev").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn semantic_picks_the_semantic_scenario() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(scenario_path(&a), PathBuf::from("pipelines/airline"));
+        let a = parse(&["--semantic"]).unwrap();
+        assert_eq!(
+            scenario_path(&a),
+            PathBuf::from("pipelines/airline/scenario-semantic-hybrid.toml")
+        );
+        let a = parse(&["other/scenario.toml"]).unwrap();
+        assert_eq!(scenario_path(&a), PathBuf::from("other/scenario.toml"));
+        // A scenario and --semantic, or --semantic with one pipeline: refused.
+        assert!(parse(&["--semantic", "other/scenario.toml"]).is_err());
+        assert!(parse(&["--semantic", "--manifest", "m.toml", "--input", "i.jsonl"]).is_err());
+    }
+
+    #[test]
+    fn the_semantic_scenario_loads_and_has_no_flight_filter() {
+        // From the repository root, as `weft dev --semantic` resolves it.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sc = Scenario::load(&root.join(SEMANTIC_SCENARIO)).unwrap();
+        let text = |name: &str| {
+            std::fs::read_to_string(root.join("pipelines/airline").join(name)).unwrap()
+        };
+        let query = text("query-semantic-hybrid.toml");
+        assert!(query.contains("minilm-embedder") && query.contains("mode = \"hybrid\""));
+        assert!(!query.contains("filter_from_question") && !query.contains("tag-flight"));
+        assert!(!sc.steps.is_empty());
+    }
 }
