@@ -85,7 +85,9 @@ fn args() -> Result<Args, Error> {
                 }
             }
             "-h" | "--help" => return Err(usage.into()),
-            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}; {usage}").into()),
+            _ if arg.starts_with("--") => {
+                return Err(format!("unknown option {arg}; {usage}").into())
+            }
             _ => positional.push(arg),
         }
     }
