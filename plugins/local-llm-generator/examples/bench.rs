@@ -97,8 +97,11 @@ fn args() -> Result<Args, Error> {
     Ok(a)
 }
 
-/// (question id, [(role, content)]) per line of `path`.
-fn prompts(path: &str) -> Result<Vec<(String, Vec<(String, String)>)>, Error> {
+/// A question id and its messages, (role, content).
+type Chat = (String, Vec<(String, String)>);
+
+/// One `Chat` per line of `path`.
+fn prompts(path: &str) -> Result<Vec<Chat>, Error> {
     let mut out = Vec::new();
     for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
         if line.trim().is_empty() {
