@@ -103,7 +103,8 @@ type Chat = (String, Vec<(String, String)>);
 /// One `Chat` per line of `path`.
 fn prompts(path: &str) -> Result<Vec<Chat>, Error> {
     let mut out = Vec::new();
-    for (n, line) in std::fs::read_to_string(path)?.lines().enumerate() {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
