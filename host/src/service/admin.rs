@@ -657,10 +657,9 @@ async fn ask_streamed(a: Asking) -> Answer {
             } else {
                 Duration::MAX
             };
-            let got = match tokio::time::timeout(wait, records.recv()).await {
-                Ok(got) => got,
-                Err(_) => None,
-            };
+            let got = tokio::time::timeout(wait, records.recv())
+                .await
+                .unwrap_or_default();
             let Some((topic, r)) = got else {
                 if let Some((v, ms)) = answer.take() {
                     break serde_json::json!({"event": "answer", "id": a.id, "answer": v,
