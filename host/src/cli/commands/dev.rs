@@ -407,7 +407,13 @@ mod tests {
         let text = |name: &str| {
             std::fs::read_to_string(root.join("pipelines/airline").join(name)).unwrap()
         };
-        let query = text("query-semantic-hybrid.toml");
+        // The manifest's settings, its comments left out (they say what
+        // it does not have).
+        let query: String = text("query-semantic-hybrid.toml")
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(query.contains("minilm-embedder") && query.contains("mode = \"hybrid\""));
         assert!(!query.contains("filter_from_question") && !query.contains("tag-flight"));
         assert!(!sc.steps.is_empty());
