@@ -52,6 +52,19 @@ struct Sentence<'a> {
 /// sentence and sentences within a group in document order, which reads
 /// better than a strict ranking.
 pub fn extract_answer(question: &str, hits: &[Source<'_>], max_sentences: usize) -> Extract {
+    extract_answer_from(question, hits, max_sentences, false)
+}
+
+/// [`extract_answer`]; with `one_source`, every sentence comes from the hit
+/// of the best one. Without a metadata filter the hits may be several
+/// near-identical notes ("Current status: on time." in each flight's), and a
+/// second sentence taken from another hit would answer about the wrong one.
+pub fn extract_answer_from(
+    question: &str,
+    hits: &[Source<'_>],
+    max_sentences: usize,
+    one_source: bool,
+) -> Extract {
     let max_sentences = max_sentences.max(1);
     let mut sentences: Vec<Sentence<'_>> = Vec::new();
     for (hit, h) in hits.iter().enumerate() {
@@ -102,10 +115,12 @@ pub fn extract_answer(question: &str, hits: &[Source<'_>], max_sentences: usize)
             .then(x.pos.cmp(&y.pos))
     });
     let mut seen: HashSet<String> = HashSet::new();
+    let best_hit = order.first().map(|&i| sentences[i].hit);
     let mut chosen: Vec<usize> = order
         .iter()
         .copied()
         .filter(|&i| sentences[i].score > 0.0)
+        .filter(|&i| !one_source || Some(sentences[i].hit) == best_hit)
         .filter(|&i| seen.insert(normalise(sentences[i].text)))
         .take(max_sentences)
         .collect();
@@ -391,5 +406,20 @@ Pets in the cabin. [2]"
             terms("delayed cancelled booking checked need travelling"),
             vec!["delay", "cancel", "book", "check", "need", "travel"]
         );
+    }
+
+    #[test]
+    fn one_source_keeps_every_sentence_in_the_best_hit() {
+        let a = "Flight NW1 from Oslo to Rome, gate A3. Current status: delayed.";
+        let b = "Flight NW2 from Oslo to Paris, gate B4. Current status: on time.";
+        let c = "Current status of every flight: see the board.";
+        let hits = [src(a, 0.9), src(b, 0.8), src(c, 0.7)];
+        let mixed = extract_answer("What is the status of flight NW1?", &hits, 2);
+        let one = extract_answer_from("What is the status of flight NW1?", &hits, 2, true);
+        assert_eq!(one.cited, vec![0], "{}", one.text);
+        assert!(one.text.contains("delayed"), "{}", one.text);
+        assert!(!one.text.contains("on time") && !one.text.contains("board"));
+        // Without it, the second sentence may come from another hit.
+        assert!(!mixed.cited.is_empty());
     }
 }

@@ -5,12 +5,17 @@
 //!
 //! Configuration (optional):
 //! - `max_sentences` (2): how many sentences the answer may quote.
+//! - `one_source` (false): quote only the hit of the best sentence (for
+//!   pipelines whose hits can be near-identical notes about different
+//!   things, e.g. flights without a metadata filter).
 //!
 //! The chat messages are ignored: this generator reads the hits directly.
 
 pub mod extract;
 
-pub use extract::{extract_answer, split_sentences, Extract, Source, NO_CONTEXT_ANSWER};
+pub use extract::{
+    extract_answer, extract_answer_from, split_sentences, Extract, Source, NO_CONTEXT_ANSWER,
+};
 
 /// Default number of quoted sentences: one answers most factual questions,
 /// a second often carries the condition or exception that goes with it.
@@ -22,6 +27,7 @@ pub const MAX_MAX_SENTENCES: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub max_sentences: usize,
+    pub one_source: bool,
     pub warnings: Vec<String>,
 }
 
@@ -30,6 +36,7 @@ impl Settings {
     pub fn from_entries(entries: &[(String, String)]) -> Result<Settings, String> {
         let mut s = Settings {
             max_sentences: DEFAULT_MAX_SENTENCES,
+            one_source: false,
             warnings: Vec::new(),
         };
         for (key, value) in entries {
@@ -46,6 +53,17 @@ impl Settings {
                                 "config `max_sentences` must be an integer from 1 to {MAX_MAX_SENTENCES}, not {value:?}"
                             )
                         })?;
+                }
+                "one_source" => {
+                    s.one_source = match value.trim().trim_matches('"') {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(format!(
+                                "config `one_source` must be true or false, not {value:?}"
+                            ))
+                        }
+                    }
                 }
                 _ => s
                     .warnings
@@ -103,7 +121,8 @@ mod component {
                         .map(|m| m.value.as_str()),
                 })
                 .collect();
-            let e = crate::extract_answer(&question.text, &sources, s.max_sentences);
+            let e =
+                crate::extract_answer_from(&question.text, &sources, s.max_sentences, s.one_source);
             let citations = e
                 .cited
                 .iter()
@@ -133,6 +152,9 @@ mod tests {
         assert_eq!(Settings::from_entries(&[]).unwrap().max_sentences, 2);
         let s = Settings::from_entries(&[("max_sentences".into(), "3".into())]).unwrap();
         assert_eq!(s.max_sentences, 3);
+        let s = Settings::from_entries(&[("one_source".into(), "true".into())]).unwrap();
+        assert!(s.one_source);
+        assert!(Settings::from_entries(&[("one_source".into(), "yes".into())]).is_err());
         for bad in ["0", "21", "two"] {
             assert!(Settings::from_entries(&[("max_sentences".into(), bad.into())]).is_err());
         }
