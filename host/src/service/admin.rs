@@ -650,6 +650,10 @@ async fn ask_streamed(a: Asking) -> Answer {
         // own, but one reader may fetch the two topics in either order: an
         // answer that comes first waits (briefly) for the final piece.
         let mut answer: Option<(serde_json::Value, u64)> = None;
+        let answered = |v: serde_json::Value, ms: u64, first: Option<u64>, n: u32| {
+            serde_json::json!({"event": "answer", "id": a.id, "answer": v,
+                "latency_ms": ms, "first_piece_ms": first, "pieces": n})
+        };
         let mut ended = false;
         let end = loop {
             let wait = if answer.is_some() {
@@ -662,8 +666,7 @@ async fn ask_streamed(a: Asking) -> Answer {
                 .unwrap_or_default();
             let Some((topic, r)) = got else {
                 if let Some((v, ms)) = answer.take() {
-                    break serde_json::json!({"event": "answer", "id": a.id, "answer": v,
-                        "latency_ms": ms, "first_piece_ms": first_piece, "pieces": n});
+                    break answered(v, ms, first_piece, n);
                 }
                 break serde_json::json!({"event": "timeout", "error": format!(
                     "no answer on {} within {} ms (the question stays on {}; its answer may still come)",
@@ -697,8 +700,7 @@ async fn ask_streamed(a: Asking) -> Answer {
             }
             if ended {
                 if let Some((v, ms)) = answer.take() {
-                    break serde_json::json!({"event": "answer", "id": a.id, "answer": v,
-                        "latency_ms": ms, "first_piece_ms": first_piece, "pieces": n});
+                    break answered(v, ms, first_piece, n);
                 }
             }
         };

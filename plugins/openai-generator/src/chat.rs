@@ -54,17 +54,25 @@ pub fn parse_response(body: &[u8]) -> Result<String, Failure> {
     })?;
     match choice.pointer("/message/content").and_then(Value::as_str) {
         Some(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
-        _ => match choice.get("finish_reason").and_then(Value::as_str) {
-            Some("content_filter") => Err(Failure::invalid_input(
-                "the model declined to answer (content filter)",
-            )),
-            Some("length") => Err(Failure::config(
-                "the model stopped before writing any answer text: raise `max_tokens`",
-            )),
-            reason => Err(Failure::internal(format!(
-                "the chat completion has no answer text (finish_reason {reason:?})"
-            ))),
-        },
+        _ => Err(no_answer_text(
+            choice.get("finish_reason").and_then(Value::as_str),
+        )),
+    }
+}
+
+/// Why a completion (whole or streamed) has no answer text, from its
+/// `finish_reason`: a refusal is the input's fault, a cut the config's.
+pub fn no_answer_text(finish_reason: Option<&str>) -> Failure {
+    match finish_reason {
+        Some("content_filter") => {
+            Failure::invalid_input("the model declined to answer (content filter)")
+        }
+        Some("length") => {
+            Failure::config("the model stopped before writing any answer text: raise `max_tokens`")
+        }
+        reason => Failure::internal(format!(
+            "the chat completion has no answer text (finish_reason {reason:?})"
+        )),
     }
 }
 

@@ -97,17 +97,7 @@ impl StreamedCompletion {
             }
             return Ok(text.to_string());
         }
-        match self.finish_reason.as_deref() {
-            Some("content_filter") => Err(Failure::invalid_input(
-                "the model declined to answer (content filter)",
-            )),
-            Some("length") => Err(Failure::config(
-                "the model stopped before writing any answer text: raise `max_tokens`",
-            )),
-            reason => Err(Failure::internal(format!(
-                "the streamed completion has no answer text (finish_reason {reason:?})"
-            ))),
-        }
+        Err(crate::chat::no_answer_text(self.finish_reason.as_deref()))
     }
 }
 
