@@ -133,6 +133,7 @@ fn the_admin_api_pauses_resumes_reloads_tails_replays_and_answers() {
         tenants: root,
         brokers: brokers.clone(),
         partitions: 2,
+        assign: Default::default(),
         circuit: CircuitPolicy::default(),
         grace: Duration::from_secs(30),
     };

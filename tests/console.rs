@@ -400,6 +400,7 @@ topic = "stream-answers"
             tenants: root,
             brokers: brokers.clone(),
             partitions: 2,
+            assign: Default::default(),
             circuit: CircuitPolicy::default(),
             grace: Duration::from_secs(30),
         };

@@ -145,6 +145,7 @@ fn a_scrape_of_a_running_serve_reports_exactly_what_was_produced() {
         tenants: root,
         brokers: brokers.clone(),
         partitions: 3,
+        assign: Default::default(),
         circuit: CircuitPolicy::default(),
         grace: Duration::from_secs(30),
     };

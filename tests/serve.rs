@@ -147,6 +147,7 @@ fn ten_hot_reloads_during_a_stream_lose_nothing_and_switch_at_batch_boundaries()
         tenants: root.clone(),
         brokers: brokers.clone(),
         partitions: 2,
+        assign: Default::default(),
         circuit: CircuitPolicy::default(),
         grace: Duration::from_secs(30),
     };
@@ -277,6 +278,7 @@ fn a_crash_looping_stage_opens_the_circuit_and_a_reload_closes_it() {
         tenants: root.clone(),
         brokers: brokers.clone(),
         partitions: 1,
+        assign: Default::default(),
         circuit: CircuitPolicy {
             consecutive_failures: 20,
             first_pause: Duration::from_secs(600),

@@ -55,6 +55,7 @@ fn two_pipelines_on_one_source_topic_run_side_by_side_and_report_typed_status() 
     let run = KafkaRun {
         options: KafkaOptions {
             instance_id: None,
+            assign: Default::default(),
             brokers: brokers.clone(),
             group: None,
             idle_exit: Some(Duration::from_secs(3)),

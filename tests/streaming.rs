@@ -152,6 +152,7 @@ fn answers_stream_in_order_and_join_to_the_answer_with_bounds_and_failures() {
         tenants: root.clone(),
         brokers: brokers.clone(),
         partitions: 2,
+        assign: Default::default(),
         circuit: CircuitPolicy::default(),
         grace: Duration::from_secs(30),
     };

@@ -196,6 +196,7 @@ fn questions_join_their_customer_see_every_update_and_the_table_survives_a_resta
         tenants: root.to_path_buf(),
         brokers: brokers.clone(),
         partitions: 2,
+        assign: Default::default(),
         circuit: CircuitPolicy::default(),
         grace: Duration::from_secs(30),
     };

@@ -286,6 +286,7 @@ impl Copier {
                 let p = passthrough(dir, from, to)?;
                 let opts = KafkaOptions {
                     instance_id: None,
+                    assign: Default::default(),
                     brokers: brokers.to_string(),
                     group: Some(group),
                     idle_exit: None,

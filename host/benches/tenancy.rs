@@ -995,6 +995,7 @@ fn main() -> anyhow::Result<()> {
         tenants: root.clone(),
         brokers: brokers.clone(),
         partitions: 1,
+        assign: Default::default(),
         circuit: CircuitPolicy {
             consecutive_failures: CIRCUIT_FAILURES,
             first_pause: CIRCUIT_PAUSE,

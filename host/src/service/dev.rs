@@ -100,6 +100,7 @@ pub fn run_one(
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let opts = KafkaOptions {
             instance_id: None,
+            assign: Default::default(),
             brokers: brokers.clone(),
             group: None,
             idle_exit: Some(IDLE_EXIT),

@@ -517,6 +517,7 @@ async fn run_steps(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opts = KafkaOptions {
         instance_id: None,
+        assign: Default::default(),
         brokers: brokers.to_string(),
         group: None,
         idle_exit: None,

@@ -23,6 +23,7 @@ use super::tenants::{check_tenant, scan};
 use super::{Host, Result, ServiceError};
 use crate::manifest::{display_path, Manifest};
 use crate::policy::Policy;
+use crate::stream::assign::Assignment;
 use crate::stream::circuit::CircuitPolicy;
 use crate::stream::kafka::{self, Control, Counters, KafkaOptions};
 use crate::stream::StreamError;
@@ -41,6 +42,8 @@ pub struct ServeOptions {
     pub brokers: String,
     /// Partitions of the topics weft creates when they are missing.
     pub partitions: i32,
+    /// Group membership, or a static share of each source's partitions.
+    pub assign: Assignment,
     /// When pipelines pause themselves; each tenant's
     /// `max_dead_letters_per_sec` is added from its policy.
     pub circuit: CircuitPolicy,
@@ -56,6 +59,7 @@ impl ServeOptions {
             tenants: tenants.into(),
             brokers: brokers.into(),
             partitions: 3,
+            assign: Assignment::Group,
             circuit: CircuitPolicy::default(),
             grace: Duration::from_secs(30),
         }
@@ -467,6 +471,7 @@ impl Server {
     fn kafka_options(&self) -> KafkaOptions {
         KafkaOptions {
             instance_id: None,
+            assign: self.opts.assign,
             brokers: self.opts.brokers.clone(),
             group: None,
             idle_exit: None,

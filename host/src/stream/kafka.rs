@@ -12,6 +12,7 @@
 //! deterministic key (`<doc id>#<n>`, the question id), the replay overwrites
 //! instead of duplicating. Kafka transactions are not used (tansu has none).
 
+use super::assign::{self, Assignment};
 use super::circuit::{Breaker, CircuitPolicy};
 use super::deltas::KafkaDeltas;
 use super::orphans::ChunkKeys;
@@ -196,6 +197,9 @@ pub struct KafkaOptions {
     /// partitions instead of waiting for the broker to expire it. A second
     /// live process with the same id is fenced by the broker.
     pub instance_id: Option<String>,
+    /// Group membership (default) or a static share of each source's
+    /// partitions taken without it (see [`super::assign`]).
+    pub assign: Assignment,
 }
 
 /// Settings of every weft client, bootstrap servers aside. Public so the
@@ -564,22 +568,29 @@ async fn produce_all(
 }
 
 /// Records of `topic` the consumer group has not committed yet, over all
-/// partitions (`None`: the broker did not say). Idle exit waits for 0, not
-/// just for silence: after a member dies, its partitions come back only
-/// when its session expires.
-fn group_lag(consumer: &StreamConsumer, topic: &str) -> Option<i64> {
-    partition_lags(consumer, topic).map(|v| v.iter().map(|(_, n)| n).sum())
+/// partitions, or over `only` those of a static share (`None`: the broker
+/// did not say). Idle exit waits for 0, not just for silence: after a
+/// member dies, its partitions come back only when its session expires.
+fn group_lag(consumer: &StreamConsumer, topic: &str, only: Option<&[i32]>) -> Option<i64> {
+    partition_lags(consumer, topic, only).map(|v| v.iter().map(|(_, n)| n).sum())
 }
 
 /// The group's lag on each partition of `topic` (high watermark minus
-/// committed offset; a partition never committed counts all it holds).
-fn partition_lags(consumer: &StreamConsumer, topic: &str) -> Option<Vec<(i32, i64)>> {
+/// committed offset; a partition never committed counts all it holds),
+/// of every partition or of `only` those.
+fn partition_lags(
+    consumer: &StreamConsumer,
+    topic: &str,
+    only: Option<&[i32]>,
+) -> Option<Vec<(i32, i64)>> {
     let t = Duration::from_secs(2);
     let md = consumer.fetch_metadata(Some(topic), t).ok()?;
     let tm = md.topics().iter().find(|x| x.name() == topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in tm.partitions() {
-        tpl.add_partition(topic, p.id());
+        if only.is_none_or(|o| o.contains(&p.id())) {
+            tpl.add_partition(topic, p.id());
+        }
     }
     let committed = consumer.committed_offsets(tpl, t).ok()?;
     let mut lags = Vec::new();
@@ -600,6 +611,9 @@ fn partition_lags(consumer: &StreamConsumer, topic: &str) -> Option<Vec<(i32, i6
 /// few broker round trips each time.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a static share looks for partitions added to its source.
+const SHARE_CHECK_EVERY: Duration = Duration::from_secs(30);
+
 /// Looks at the group's lag on `topic` if the last look is older than
 /// [`LAG_EVERY`] (or `force`), and records it in `counters` and the
 /// exported series.
@@ -607,6 +621,7 @@ fn refresh_lag(
     consumer: &StreamConsumer,
     topic: &str,
     counters: &Counters,
+    only: Option<&[i32]>,
     last: &mut Option<Instant>,
     force: bool,
 ) -> Option<i64> {
@@ -614,7 +629,7 @@ fn refresh_lag(
         return None;
     }
     *last = Some(Instant::now());
-    let lags = partition_lags(consumer, topic)?;
+    let lags = partition_lags(consumer, topic, only)?;
     for (p, n) in &lags {
         counters.metrics.set_lag(topic, *p, *n);
     }
@@ -677,9 +692,21 @@ pub async fn run_with(
     let consumer: StreamConsumer = config
         .create()
         .map_err(|e| StreamError::kafka("creating the Kafka consumer", e))?;
-    consumer
-        .subscribe(&[&m.source_topic])
-        .map_err(|e| StreamError::kafka(format!("subscribing to {}", m.source_topic), e))?;
+    // In a static share, the partitions held (grown when the topic grows).
+    let mut share = match opts.assign {
+        Assignment::Group => {
+            consumer
+                .subscribe(&[&m.source_topic])
+                .map_err(|e| StreamError::kafka(format!("subscribing to {}", m.source_topic), e))?;
+            None
+        }
+        a @ Assignment::Static { .. } => {
+            let held = assign::assign_share(&consumer, &m.source_topic, a).await?;
+            tracing::info!(pipeline = %m.name, "--assign {a}: partitions {held:?} of {}", m.source_topic);
+            Some(held)
+        }
+    };
+    let mut last_share_check = Instant::now();
     let producer = producer(&opts.brokers)?;
     // A generator's answer pieces, produced as it emits them.
     let deltas = m.deltas_topic().map(|t| {
@@ -742,7 +769,14 @@ pub async fn run_with(
                 .unwrap_or(Duration::MAX)
                 .min(Duration::from_millis(250));
             // Lag keeps growing while paused: keep showing it.
-            refresh_lag(&consumer, &m.source_topic, &counters, &mut last_lag, false);
+            refresh_lag(
+                &consumer,
+                &m.source_topic,
+                &counters,
+                share.as_deref(),
+                &mut last_lag,
+                false,
+            );
             let mut hold_rx = control.hold.clone();
             let hold_changed = async {
                 match &mut hold_rx {
@@ -794,11 +828,21 @@ pub async fn run_with(
             r = consumer.recv() => r,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let now = Instant::now();
-                let mut lag = refresh_lag(&consumer, &m.source_topic, &counters, &mut last_lag, false);
+                if let Some(held) = &mut share {
+                    if now.duration_since(last_share_check) >= SHARE_CHECK_EVERY {
+                        last_share_check = now;
+                        match assign::assign_new(&consumer, &m.source_topic, opts.assign, held).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(pipeline = %m.name, "{} gained {n} partition(s) of this share: now reading {held:?}", m.source_topic),
+                            Err(e) => tracing::warn!(pipeline = %m.name, "looking for new partitions: {e}"),
+                        }
+                    }
+                }
+                let mut lag = refresh_lag(&consumer, &m.source_topic, &counters, share.as_deref(), &mut last_lag, false);
                 if stall.due(now) {
                     let holds = holds_partitions(&consumer);
                     if !holds && lag.is_none() {
-                        lag = group_lag(&consumer, &m.source_topic);
+                        lag = group_lag(&consumer, &m.source_topic, share.as_deref());
                     }
                     let stalled = stall.observe(now, holds, lag, &m.source_topic);
                     if let Some(why) = &stalled {
@@ -818,7 +862,7 @@ pub async fn run_with(
                     if last_record.elapsed() >= idle {
                         let lag = match lag {
                             Some(l) => Some(l),
-                            None => group_lag(&consumer, &m.source_topic),
+                            None => group_lag(&consumer, &m.source_topic, share.as_deref()),
                         };
                         if lag == Some(0) {
                             break;
@@ -1029,7 +1073,14 @@ pub async fn run_with(
             pm.dead_letter(KAFKA_SINK_STAGE, kind);
         }
         pm.batches.inc();
-        refresh_lag(&consumer, &m.source_topic, &counters, &mut last_lag, false);
+        refresh_lag(
+            &consumer,
+            &m.source_topic,
+            &counters,
+            share.as_deref(),
+            &mut last_lag,
+            false,
+        );
     }
     Ok(pipeline)
 }

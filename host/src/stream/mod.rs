@@ -2,6 +2,7 @@
 //! topic admin, and the consume -> stages -> produce -> commit loop) and
 //! JSON Lines files (`weft run --input`).
 
+pub mod assign;
 pub mod broker;
 pub mod circuit;
 pub mod deltas;

@@ -54,7 +54,7 @@ impl StallWatch {
         let waited = now.saturating_duration_since(since);
         match lag {
             Some(n) if n > 0 && waited >= STALL_AFTER => Some(format!(
-                "holds no partition of {topic} for {} s while its group has {n} unconsumed record(s): the broker has not assigned them to this process (after a crash, tansu 0.6 can keep a dead member's partitions unassigned for minutes)",
+                "holds no partition of {topic} for {} s while its group has {n} unconsumed record(s): the broker has not assigned them to this process (after a crash, tansu 0.6 can keep a dead member's partitions unassigned for minutes; `--assign I/N` takes a static share of the partitions without the group coordinator)",
                 waited.as_secs()
             )),
             _ => None,

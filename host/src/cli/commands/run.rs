@@ -9,6 +9,7 @@ use std::time::Duration;
 use weft::service::exporter::MetricsEndpoint;
 use weft::service::run::{run_file, run_kafka_with, KafkaRun, PipelineStatus, RunEvent};
 use weft::service::Host;
+use weft::stream::assign::Assignment;
 use weft::stream::file as local;
 use weft::stream::kafka::KafkaOptions;
 
@@ -27,8 +28,17 @@ pub struct Args {
     /// across its restarts and unique in its group (e.g. the host name, or a
     /// StatefulSet pod name). A restarted process then takes over its dead
     /// predecessor's partitions instead of waiting for the broker to expire it.
-    #[arg(long, requires = "brokers")]
+    #[arg(long, requires = "brokers", conflicts_with = "assign")]
     instance_id: Option<String>,
+    /// How this process gets its partitions: `group` (default: the broker's
+    /// group coordinator shares them among the group's live processes), or
+    /// `I/N`: this process reads partitions p with p % N == I of every
+    /// source and joins no group (`0/1`: all of them). A static share
+    /// resumes from the group's committed offsets at once after a restart,
+    /// with no rebalance to wait for; each partition must then belong to
+    /// exactly one process.
+    #[arg(long, default_value = "group", requires = "brokers")]
+    assign: Assignment,
     /// Partitions for topics weft creates when they are missing.
     #[arg(long, default_value_t = 3, requires = "brokers")]
     partitions: i32,
@@ -101,6 +111,7 @@ fn kafka(g: &Globals, a: Args, brokers: String) -> anyhow::Result<ExitCode> {
     let run = KafkaRun {
         options: KafkaOptions {
             instance_id: a.instance_id.clone(),
+            assign: a.assign,
             brokers,
             group: a.group,
             idle_exit: a.idle_exit_secs.map(Duration::from_secs),

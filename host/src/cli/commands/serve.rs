@@ -12,6 +12,7 @@ use weft::service::admin::{AdminOptions, AdminServer};
 use weft::service::exporter::MetricsEndpoint;
 use weft::service::serve::{ReloadReport, ServeEvent, ServeOptions, ServeStatus, Server};
 use weft::service::Host;
+use weft::stream::assign::Assignment;
 use weft::stream::circuit::CircuitPolicy;
 
 #[derive(clap::Args)]
@@ -26,6 +27,11 @@ pub struct Args {
     /// Partitions for topics weft creates when they are missing.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    /// How this process gets its partitions: `group` (default) or a static
+    /// share `I/N` of every pipeline's source, joining no group (see
+    /// `weft run --help`).
+    #[arg(long, default_value = "group")]
+    assign: Assignment,
     /// Do not reload when a file under the tenants directory changes
     /// (SIGHUP still reloads).
     #[arg(long)]
@@ -105,6 +111,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<ExitCode> {
         tenants: a.tenants,
         brokers: a.brokers,
         partitions: a.partitions,
+        assign: a.assign,
         circuit: CircuitPolicy {
             consecutive_failures: a.circuit_failures,
             first_pause: Duration::from_secs(a.circuit_pause_secs.max(1)),
