@@ -9,7 +9,7 @@
 //! products use `RAYON_NUM_THREADS` threads (default: every core); the
 //! component has one thread, so compare with `RAYON_NUM_THREADS=1`.
 
-use minilm_embedder::MiniLm;
+use minilm_embedder::{MiniLm, PassLimits};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect::<Result<_, serde_json::Error>>()?;
     let t0 = Instant::now();
-    let model = MiniLm::load(std::path::Path::new(dir), 256, 32)?;
+    let model = MiniLm::load(std::path::Path::new(dir), 256, PassLimits::default())?;
     let load = t0.elapsed();
     let tokens: usize = texts
         .iter()

@@ -12,11 +12,31 @@ pub const DEFAULT_MODEL_DIR: &str = "/models/all-MiniLM-L6-v2";
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 pub const MAX_TOKENS_CEILING: usize = 512;
 
-/// Sequences per forward pass. Larger batches amortise the per-op overhead,
-/// but the attention scores grow with batch x length^2, and wasm linear
-/// memory never shrinks, so the batch is also cut by a token budget (see
-/// `model::ATTENTION_BUDGET`).
+/// Sequences per forward pass (also cut by `max_batch_tokens`). Larger
+/// batches amortise the per-op overhead.
 pub const DEFAULT_MAX_BATCH: usize = 32;
+
+/// Padded tokens per forward pass (texts x the longest of them): the bound
+/// on a pass's activation memory, which matters because wasm linear memory
+/// never shrinks, so the largest pass of an instance's life stays paid for.
+///
+/// candle's BERT holds, per padded token, about 12 KiB of hidden states,
+/// projections and the feed-forward layer, plus about 5 live copies of the
+/// attention scores (scaled, masked, softmax's intermediates) of 12 heads x
+/// `longest` x 4 bytes each: ~240 bytes per position of the longest text.
+/// Measured (`tests/pass_memory.rs`, heap peak of one pass): 17.7 KiB per
+/// token at 16 tokens per text, 27.8 at 64, 43.1 at 128, 73.8 at 256. The
+/// default is sized for the worst case, texts of `max_tokens` = 256: 512
+/// tokens are 2 such texts, ~36 MiB, which next to the 91 MB of weights
+/// fits the shipped `memory_mb = 192` with room for the allocator's slack
+/// (2,048 tokens would be ~144 MiB; the old cut, by the attention scores
+/// only, let 5 such texts into a pass, ~90 MiB, and batches of 64 chunks
+/// outgrew 192 MiB). Short texts lose
+/// little: 11 questions of 45 tokens still fill a pass of 512 rows, enough
+/// for the dense layers' matrix products. Raise it with `max_tokens`
+/// lowered or `memory_mb` raised.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
+pub const MAX_BATCH_TOKENS_RANGE: (usize, usize) = (16, 65_536);
 
 /// The parsed configuration, plus warnings worth logging once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +45,9 @@ pub struct Settings {
     /// Tokens per text including `[CLS]` and `[SEP]`; longer texts are truncated.
     pub max_tokens: usize,
     pub max_batch: usize,
+    /// Padded tokens per forward pass, the bound on its activation memory;
+    /// a text longer than this still goes, alone.
+    pub max_batch_tokens: usize,
     pub warnings: Vec<String>,
 }
 
@@ -34,12 +57,21 @@ impl Default for Settings {
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             max_tokens: DEFAULT_MAX_TOKENS,
             max_batch: DEFAULT_MAX_BATCH,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             warnings: Vec::new(),
         }
     }
 }
 
 impl Settings {
+    /// How `embed` cuts a call's texts into forward passes.
+    pub fn pass_limits(&self) -> crate::model::PassLimits {
+        crate::model::PassLimits {
+            max_batch: self.max_batch,
+            max_batch_tokens: self.max_batch_tokens,
+        }
+    }
+
     /// Parses `entries` (key, value) as given by `config::entries()`.
     pub fn from_entries(entries: &[(String, String)]) -> Result<Settings, String> {
         let mut s = Settings::default();
@@ -54,6 +86,10 @@ impl Settings {
                 }
                 "max_tokens" => s.max_tokens = integer(key, value, 3, MAX_TOKENS_CEILING)?,
                 "max_batch" => s.max_batch = integer(key, value, 1, 256)?,
+                "max_batch_tokens" => {
+                    let (min, max) = MAX_BATCH_TOKENS_RANGE;
+                    s.max_batch_tokens = integer(key, value, min, max)?
+                }
                 "dimension" => {
                     // Accepted so a manifest can state it next to the index,
                     // but the model decides: anything but 384 is a mistake.
@@ -101,12 +137,16 @@ mod tests {
             ("model_dir", "/m"),
             ("max_tokens", "128"),
             ("max_batch", "8"),
+            ("max_batch_tokens", "512"),
             ("dimension", "384"),
             ("colour", "blue"),
         ]))
         .unwrap();
         assert_eq!(s.model_dir, PathBuf::from("/m"));
-        assert_eq!((s.max_tokens, s.max_batch), (128, 8));
+        assert_eq!(
+            (s.max_tokens, s.max_batch, s.max_batch_tokens),
+            (128, 8, 512)
+        );
         assert_eq!(s.warnings.len(), 1);
     }
 
@@ -116,11 +156,28 @@ mod tests {
             ("max_tokens", "0"),
             ("max_tokens", "513"),
             ("max_batch", "x"),
+            ("max_batch_tokens", "15"),
+            ("max_batch_tokens", "65537"),
+            ("max_batch_tokens", "2k"),
+            ("max_batch_tokens", "1.5"),
+            ("max_batch_tokens", "-2048"),
             ("dimension", "256"),
             ("model_dir", ""),
         ] {
             let err = Settings::from_entries(&entries(&[kv])).unwrap_err();
-            assert!(err.contains(kv.0), "{err}");
+            assert!(err.contains(&format!("`{}`", kv.0)), "{err}");
         }
+    }
+
+    #[test]
+    fn max_batch_tokens_bounds_are_inclusive_and_errors_name_the_key() {
+        for v in ["16", "65536", "\"1024\"", " 2048 "] {
+            let s = Settings::from_entries(&entries(&[("max_batch_tokens", v)])).unwrap();
+            assert_eq!(s.max_batch_tokens.to_string(), v.trim().trim_matches('"'));
+        }
+        let err = Settings::from_entries(&entries(&[("max_batch_tokens", "100000")])).unwrap_err();
+        assert!(err.contains("`max_batch_tokens`"), "{err}");
+        assert!(err.contains("16 to 65536"), "{err}");
+        assert!(err.contains("100000"), "{err}");
     }
 }

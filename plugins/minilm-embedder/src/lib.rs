@@ -10,8 +10,18 @@
 //!   `model.safetensors`; the manifest grants it with `grants.files`.
 //! - `max_tokens` (256, at most 512): tokens per text including `[CLS]` and
 //!   `[SEP]`; longer texts are truncated, as sentence-transformers does.
-//! - `max_batch` (32): texts per forward pass (also cut by an attention
-//!   memory budget, so long texts go in smaller passes).
+//! - `max_batch` (32): texts per forward pass.
+//! - `max_batch_tokens` (512, 16 to 65,536): padded tokens per forward pass
+//!   (texts x the longest of them). A call's texts are sorted by length and
+//!   cut into passes within both bounds, so padding stays small and long
+//!   texts go in smaller passes; a text longer than the budget goes alone.
+//!   It bounds the activations, which is what decides the instance's
+//!   memory: wasm linear memory never shrinks, so the largest pass stays
+//!   paid for. A pass holds ~12 KiB per padded token plus ~240 bytes per
+//!   position of its longest text (the attention scores), measured 74 KiB
+//!   per token for 256-token texts; 512 tokens keep a pass under ~36 MiB,
+//!   which with the 91 MB of weights fits `limits.memory_mb = 192`
+//!   (`config::DEFAULT_MAX_BATCH_TOKENS`).
 //!
 //! The model is loaded once per instance, on the first `embed` call (the
 //! host reuses instances, so that is once per stage unless an instance is
@@ -27,7 +37,7 @@ pub mod config;
 pub mod model;
 
 pub use config::Settings;
-pub use model::{LoadError, MiniLm, DIMENSION};
+pub use model::{LoadError, MiniLm, PassLimits, DIMENSION};
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -60,8 +70,8 @@ mod component {
     fn model(s: &Settings) -> &'static Result<MiniLm, String> {
         static MODEL: OnceLock<Result<MiniLm, String>> = OnceLock::new();
         MODEL.get_or_init(|| {
-            let m =
-                MiniLm::load(&s.model_dir, s.max_tokens, s.max_batch).map_err(|e| e.to_string());
+            let m = MiniLm::load(&s.model_dir, s.max_tokens, s.pass_limits())
+                .map_err(|e| e.to_string());
             match &m {
                 Ok(_) => log(
                     Level::Info,

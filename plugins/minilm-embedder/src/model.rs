@@ -24,12 +24,6 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
-/// Upper bound on the attention scores of one forward pass (batch x heads x
-/// length^2 x 4 bytes). candle materialises them, and a few copies of them,
-/// so this bounds the activation memory of a pass to a few tens of MiB: the
-/// instance's linear memory never shrinks, so a peak stays paid for.
-pub const ATTENTION_BUDGET: usize = 16 << 20;
-
 /// The safetensors header is JSON; the model's is 10 KiB. A header length
 /// larger than this means the file is not what we think it is.
 const MAX_HEADER: u64 = 16 << 20;
@@ -59,18 +53,37 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// How a call's texts are cut into forward passes (config `max_batch` and
+/// `max_batch_tokens`; see [`passes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassLimits {
+    /// Texts per pass.
+    pub max_batch: usize,
+    /// Padded tokens per pass (texts x the longest of them), the bound on a
+    /// pass's activation memory.
+    pub max_batch_tokens: usize,
+}
+
+impl Default for PassLimits {
+    fn default() -> PassLimits {
+        PassLimits {
+            max_batch: crate::config::DEFAULT_MAX_BATCH,
+            max_batch_tokens: crate::config::DEFAULT_MAX_BATCH_TOKENS,
+        }
+    }
+}
+
 /// A loaded model: tokenizer, encoder weights and the batching settings.
 pub struct MiniLm {
     tokenizer: Tokenizer,
     model: BertModel,
-    heads: usize,
-    max_batch: usize,
+    limits: PassLimits,
 }
 
 impl MiniLm {
     /// Loads the three files from `dir`. `max_tokens` counts `[CLS]` and
     /// `[SEP]`, as sentence-transformers' `max_seq_length` does.
-    pub fn load(dir: &Path, max_tokens: usize, max_batch: usize) -> Result<MiniLm, LoadError> {
+    pub fn load(dir: &Path, max_tokens: usize, limits: PassLimits) -> Result<MiniLm, LoadError> {
         let config_path = dir.join(CONFIG_FILE);
         let err = |file: &Path, message: String| LoadError {
             file: file.to_path_buf(),
@@ -121,8 +134,10 @@ impl MiniLm {
         Ok(MiniLm {
             tokenizer,
             model,
-            heads: config.num_attention_heads,
-            max_batch: max_batch.max(1),
+            limits: PassLimits {
+                max_batch: limits.max_batch.max(1),
+                max_batch_tokens: limits.max_batch_tokens.max(1),
+            },
         })
     }
 
@@ -138,26 +153,22 @@ impl MiniLm {
 
     /// One unit vector per text, in order.
     ///
-    /// Texts are sorted by token count and cut into sub-batches of similar
-    /// length, each padded only to its own longest text, so a batch of
+    /// The texts are sorted by token count and cut into forward passes of
+    /// at most `max_batch` texts and `max_batch_tokens` padded tokens (see
+    /// [`passes`]), each padded only to its own longest text, so a batch of
     /// short questions with one long chunk does not pay 256 positions for
-    /// every question; the attention mask keeps padding out of the result.
+    /// every question, and the memory of a call does not grow with its
+    /// batch; the attention mask keeps padding out of the result.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
         let ids: Vec<Vec<u32>> = texts
             .iter()
             .map(|t| self.tokenize(t))
             .collect::<Result<_, _>>()?;
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| ids[i].len());
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); ids.len()];
-        for group in buckets(&order, &ids, self.heads, self.max_batch) {
-            let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-            let vectors = self.forward(&seqs)?;
-            for (&i, v) in group.iter().zip(vectors) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        in_passes(&lens, self.limits, |pass| {
+            let seqs: Vec<&[u32]> = pass.iter().map(|&i| ids[i].as_slice()).collect();
+            self.forward(&seqs)
+        })
     }
 
     /// The encoder over sequences padded to the longest, then pooling.
@@ -191,24 +202,64 @@ impl MiniLm {
     }
 }
 
-/// Groups `order` (indices sorted by ascending length) into sub-batches of at
-/// most `max_batch` sequences whose padded attention scores fit
-/// [`ATTENTION_BUDGET`]. A single sequence always forms a batch.
-fn buckets(order: &[usize], ids: &[Vec<u32>], heads: usize, max_batch: usize) -> Vec<Vec<usize>> {
+/// Cuts texts of token counts `lens` into forward passes, as lists of
+/// indices into `lens`: sorted by length (stable), then cut wherever the
+/// next text would make the pass hold more than `max_batch` texts or more
+/// than `max_batch_tokens` padded tokens (texts x the longest of them, what
+/// the encoder computes on). A text longer than the budget goes alone.
+///
+/// Why padded tokens: a pass's activations are held for `batch x longest`
+/// positions, whatever the real lengths, and wasm linear memory never
+/// shrinks, so the largest pass of an instance's life sets its memory for
+/// good (config.rs, `DEFAULT_MAX_BATCH_TOKENS`, has the bytes per token).
+pub fn passes(lens: &[usize], limits: PassLimits) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| lens[i]);
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut cur: Vec<usize> = Vec::new();
-    for &i in order {
-        let len = ids[i].len();
-        let cost = (cur.len() + 1) * heads * len * len * 4;
-        if !cur.is_empty() && (cur.len() >= max_batch || cost > ATTENTION_BUDGET) {
+    let mut longest = 0;
+    for i in order {
+        let len = lens[i];
+        let padded = (cur.len() + 1).saturating_mul(longest.max(len));
+        if !cur.is_empty() && (cur.len() >= limits.max_batch || padded > limits.max_batch_tokens) {
             out.push(std::mem::take(&mut cur));
+            longest = 0;
         }
         cur.push(i);
+        longest = longest.max(len);
     }
     if !cur.is_empty() {
         out.push(cur);
     }
     out
+}
+
+/// Runs `pass` (indices in, one result per index out, in that order) over
+/// the [`passes`] of texts of token counts `lens` and returns the results
+/// in input order.
+fn in_passes<T>(
+    lens: &[usize],
+    limits: PassLimits,
+    mut pass: impl FnMut(&[usize]) -> Result<Vec<T>, String>,
+) -> Result<Vec<T>, String> {
+    let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(lens.len()).collect();
+    for indices in passes(lens, limits) {
+        let results = pass(&indices)?;
+        if results.len() != indices.len() {
+            return Err(format!(
+                "a pass of {} texts gave {} results",
+                indices.len(),
+                results.len()
+            ));
+        }
+        for (i, r) in indices.into_iter().zip(results) {
+            out[i] = Some(r);
+        }
+    }
+    // Every index is in exactly one pass, so every slot is filled.
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| "a text was left out of every pass".to_string()))
+        .collect()
 }
 
 /// Mean of the token vectors (padding already cut off), L2-normalised,
@@ -321,23 +372,90 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, String> 
 mod tests {
     use super::*;
 
+    /// The padded tokens of a pass: its size times its longest text.
+    fn padded(pass: &[usize], lens: &[usize]) -> usize {
+        pass.len() * pass.iter().map(|&i| lens[i]).max().unwrap_or(0)
+    }
+
     #[test]
-    fn buckets_keep_every_index_once_and_respect_the_budget() {
-        let ids: Vec<Vec<u32>> = [3usize, 256, 10, 256, 5, 256, 256, 256, 256, 256, 4]
-            .iter()
-            .map(|&n| vec![0; n])
-            .collect();
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| ids[i].len());
-        let groups = buckets(&order, &ids, 12, 3);
-        let mut all: Vec<usize> = groups.concat();
-        all.sort();
-        assert_eq!(all, (0..ids.len()).collect::<Vec<_>>());
-        for g in &groups {
-            let max = g.iter().map(|&i| ids[i].len()).max().unwrap();
-            assert!(g.len() <= 3);
-            assert!(g.len() == 1 || g.len() * 12 * max * max * 4 <= ATTENTION_BUDGET);
+    fn passes_keep_every_text_once_within_both_bounds() {
+        let lens = [
+            3usize, 256, 10, 256, 5, 256, 256, 256, 256, 256, 4, 512, 2, 45, 45, 44,
+        ];
+        for (max_batch, max_batch_tokens) in [(3, 600), (64, 600), (64, 100), (1, 4096), (64, 4096)]
+        {
+            let limits = PassLimits {
+                max_batch,
+                max_batch_tokens,
+            };
+            let got = passes(&lens, limits);
+            let mut all: Vec<usize> = got.concat();
+            // Sorted by length, so a pass pads to little: the lengths never
+            // go down from one text to the next, across passes too.
+            assert!(all.windows(2).all(|w| lens[w[0]] <= lens[w[1]]), "{got:?}");
+            all.sort();
+            assert_eq!(all, (0..lens.len()).collect::<Vec<_>>(), "{limits:?}");
+            for pass in &got {
+                assert!(!pass.is_empty());
+                assert!(pass.len() <= max_batch, "{limits:?}: {pass:?}");
+                assert!(
+                    pass.len() == 1 || padded(pass, &lens) <= max_batch_tokens,
+                    "{limits:?}: {pass:?} pads to {} tokens",
+                    padded(pass, &lens)
+                );
+            }
         }
+        assert!(passes(&[], PassLimits::default()).is_empty());
+    }
+
+    #[test]
+    fn a_text_longer_than_the_budget_goes_alone() {
+        let lens = [10usize, 600, 12, 11, 700];
+        let got = passes(
+            &lens,
+            PassLimits {
+                max_batch: 32,
+                max_batch_tokens: 512,
+            },
+        );
+        assert_eq!(got, vec![vec![0, 3, 2], vec![1], vec![4]]);
+    }
+
+    #[test]
+    fn the_default_budget_cuts_a_batch_of_long_texts() {
+        // 64 texts of 256 tokens (the default `max_tokens`): more passes
+        // than `max_batch` alone would make, none over the budget.
+        let lens = vec![256usize; 64];
+        let limits = PassLimits::default();
+        let got = passes(&lens, limits);
+        assert!(got.len() > 64usize.div_ceil(limits.max_batch), "{got:?}");
+        assert!(got
+            .iter()
+            .all(|p| padded(p, &lens) <= limits.max_batch_tokens));
+    }
+
+    #[test]
+    fn results_come_back_in_input_order() {
+        let lens = [7usize, 3, 9, 3, 1, 300, 8, 2];
+        let limits = PassLimits {
+            max_batch: 2,
+            max_batch_tokens: 16,
+        };
+        let mut seen = Vec::new();
+        let out = in_passes(&lens, limits, |pass| {
+            seen.push(pass.to_vec());
+            Ok(pass.iter().map(|&i| (i, lens[i])).collect())
+        })
+        .unwrap();
+        assert_eq!(out, lens.iter().copied().enumerate().collect::<Vec<_>>());
+        assert_eq!(seen, passes(&lens, limits));
+        // A pass that answers with the wrong number of results is an error,
+        // not a shifted output.
+        let err = in_passes(&lens, limits, |_| Ok(vec![0u8])).unwrap_err();
+        assert!(err.contains("results"), "{err}");
+        assert!(in_passes(&[], limits, |_| Ok(vec![0u8]))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -370,7 +488,9 @@ mod tests {
         bytes.extend_from_slice(&1f32.to_le_bytes());
         std::fs::write(&p, &bytes).unwrap();
         assert!(read_safetensors(&p).unwrap_err().contains("NaN"));
-        let missing = MiniLm::load(&dir.join("nowhere"), 256, 8).err().unwrap();
+        let missing = MiniLm::load(&dir.join("nowhere"), 256, PassLimits::default())
+            .err()
+            .unwrap();
         assert!(missing.to_string().contains("config.json"), "{missing}");
         assert!(missing.to_string().contains("scripts/setup"), "{missing}");
         std::fs::remove_dir_all(&dir).ok();
