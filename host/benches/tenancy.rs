@@ -50,6 +50,7 @@ use weft::runtime::fair::TenantUsage;
 use weft::runtime::FairScheduler;
 use weft::service::serve::{ServeOptions, ServeStatus, Server};
 use weft::service::Host;
+use weft::stream::assign::Assignment;
 use weft::stream::broker::LocalBroker;
 use weft::stream::circuit::CircuitPolicy;
 use weft::stream::kafka::{self, chrono_ms, ReadRecord};
@@ -995,7 +996,10 @@ fn main() -> anyhow::Result<()> {
         tenants: root.clone(),
         brokers: brokers.clone(),
         partitions: 1,
-        assign: Default::default(),
+        // `WEFT_BENCH_ASSIGN=0/1`: every pipeline takes its partitions
+        // without a consumer group (`weft serve --assign`), so starting a's
+        // pipelines joins no group at the broker.
+        assign: env_or("WEFT_BENCH_ASSIGN", Assignment::Group)?,
         circuit: CircuitPolicy {
             consecutive_failures: CIRCUIT_FAILURES,
             first_pause: CIRCUIT_PAUSE,

@@ -20,11 +20,13 @@
 //! records (their outputs have the same deterministic keys and values, so
 //! nothing conflicts, but the work is done twice).
 
+use super::kafka::off_worker;
 use super::{Result, StreamError};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a pipeline's consumer gets its partitions.
@@ -92,21 +94,26 @@ const METADATA_WAIT: Duration = Duration::from_secs(20);
 /// The partition ids of `topic`, asking the broker until it names at least
 /// one (or `within` runs out).
 async fn partitions_of(
-    consumer: &StreamConsumer,
+    consumer: &Arc<StreamConsumer>,
     topic: &str,
     within: Duration,
 ) -> Result<Vec<i32>> {
     let started = Instant::now();
     loop {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .map_err(|e| StreamError::kafka(format!("reading the partitions of {topic}"), e))?;
-        let ids: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let name = topic.to_string();
+        let ids: Vec<i32> = off_worker(consumer, move |c| {
+            c.fetch_metadata(Some(&name), Duration::from_secs(5))
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .filter(|t| t.name() == name)
+                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                        .collect()
+                })
+        })
+        .await
+        .unwrap_or_else(|| Ok(Vec::new()))
+        .map_err(|e| StreamError::kafka(format!("reading the partitions of {topic}"), e))?;
         if !ids.is_empty() {
             return Ok(ids);
         }
@@ -125,7 +132,7 @@ async fn partitions_of(
 /// Returns the partitions taken; none is an error, since the process would
 /// sit idle (more processes than partitions).
 pub async fn assign_share(
-    consumer: &StreamConsumer,
+    consumer: &Arc<StreamConsumer>,
     topic: &str,
     share: Assignment,
 ) -> Result<Vec<i32>> {
@@ -144,7 +151,7 @@ pub async fn assign_share(
 /// Adds the share's partitions of `topic` that are not assigned yet (the
 /// topic gained partitions since the start). Returns how many were added.
 pub async fn assign_new(
-    consumer: &StreamConsumer,
+    consumer: &Arc<StreamConsumer>,
     topic: &str,
     share: Assignment,
     held: &mut Vec<i32>,

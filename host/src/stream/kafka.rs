@@ -567,18 +567,57 @@ async fn produce_all(
     }
 }
 
+/// Runs a client call that waits on the broker (metadata, committed
+/// offsets, watermarks, a synchronous commit) on the blocking pool instead
+/// of an async worker. With a busy broker such a call takes seconds, and
+/// `weft serve` runs every tenant's pipeline loop on one runtime with a
+/// worker per core: two of one tenant's pipelines waiting there stalled
+/// another tenant's pipeline for 10 s (the tenancy bench's crash case).
+/// `None` if the runtime is shutting down.
+pub(super) async fn off_worker<T: Send + 'static>(
+    consumer: &Arc<StreamConsumer>,
+    call: impl FnOnce(&StreamConsumer) -> T + Send + 'static,
+) -> Option<T> {
+    let c = consumer.clone();
+    match tokio::task::spawn_blocking(move || call(&c)).await {
+        Ok(v) => Some(v),
+        Err(e) => match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(_) => None,
+        },
+    }
+}
+
 /// Records of `topic` the consumer group has not committed yet, over all
 /// partitions, or over `only` those of a static share (`None`: the broker
 /// did not say). Idle exit waits for 0, not just for silence: after a
 /// member dies, its partitions come back only when its session expires.
-fn group_lag(consumer: &StreamConsumer, topic: &str, only: Option<&[i32]>) -> Option<i64> {
-    partition_lags(consumer, topic, only).map(|v| v.iter().map(|(_, n)| n).sum())
+async fn group_lag(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    only: Option<&[i32]>,
+) -> Option<i64> {
+    partition_lags(consumer, topic, only)
+        .await
+        .map(|v| v.iter().map(|(_, n)| n).sum())
 }
 
 /// The group's lag on each partition of `topic` (high watermark minus
 /// committed offset; a partition never committed counts all it holds),
 /// of every partition or of `only` those.
-fn partition_lags(
+async fn partition_lags(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    only: Option<&[i32]>,
+) -> Option<Vec<(i32, i64)>> {
+    let (topic, only) = (topic.to_string(), only.map(<[i32]>::to_vec));
+    off_worker(consumer, move |c| lags_now(c, &topic, only.as_deref()))
+        .await
+        .flatten()
+}
+
+/// [`partition_lags`], blocking.
+fn lags_now(
     consumer: &StreamConsumer,
     topic: &str,
     only: Option<&[i32]>,
@@ -617,8 +656,8 @@ const SHARE_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// Looks at the group's lag on `topic` if the last look is older than
 /// [`LAG_EVERY`] (or `force`), and records it in `counters` and the
 /// exported series.
-fn refresh_lag(
-    consumer: &StreamConsumer,
+async fn refresh_lag(
+    consumer: &Arc<StreamConsumer>,
     topic: &str,
     counters: &Counters,
     only: Option<&[i32]>,
@@ -629,7 +668,7 @@ fn refresh_lag(
         return None;
     }
     *last = Some(Instant::now());
-    let lags = partition_lags(consumer, topic, only)?;
+    let lags = partition_lags(consumer, topic, only).await?;
     for (p, n) in &lags {
         counters.metrics.set_lag(topic, *p, *n);
     }
@@ -689,9 +728,11 @@ pub async fn run_with(
     if let Some(id) = &opts.instance_id {
         config.set("group.instance.id", format!("{id}.{}.{}", m.tenant, m.name));
     }
-    let consumer: StreamConsumer = config
-        .create()
-        .map_err(|e| StreamError::kafka("creating the Kafka consumer", e))?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        config
+            .create()
+            .map_err(|e| StreamError::kafka("creating the Kafka consumer", e))?,
+    );
     // In a static share, the partitions held (grown when the topic grows).
     let mut share = match opts.assign {
         Assignment::Group => {
@@ -776,7 +817,8 @@ pub async fn run_with(
                 share.as_deref(),
                 &mut last_lag,
                 false,
-            );
+            )
+            .await;
             let mut hold_rx = control.hold.clone();
             let hold_changed = async {
                 match &mut hold_rx {
@@ -838,11 +880,11 @@ pub async fn run_with(
                         }
                     }
                 }
-                let mut lag = refresh_lag(&consumer, &m.source_topic, &counters, share.as_deref(), &mut last_lag, false);
+                let mut lag = refresh_lag(&consumer, &m.source_topic, &counters, share.as_deref(), &mut last_lag, false).await;
                 if stall.due(now) {
                     let holds = holds_partitions(&consumer);
                     if !holds && lag.is_none() {
-                        lag = group_lag(&consumer, &m.source_topic, share.as_deref());
+                        lag = group_lag(&consumer, &m.source_topic, share.as_deref()).await;
                     }
                     let stalled = stall.observe(now, holds, lag, &m.source_topic);
                     if let Some(why) = &stalled {
@@ -862,7 +904,7 @@ pub async fn run_with(
                     if last_record.elapsed() >= idle {
                         let lag = match lag {
                             Some(l) => Some(l),
-                            None => group_lag(&consumer, &m.source_topic, share.as_deref()),
+                            None => group_lag(&consumer, &m.source_topic, share.as_deref()).await,
                         };
                         if lag == Some(0) {
                             break;
@@ -1051,7 +1093,8 @@ pub async fn run_with(
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))
                 .map_err(|e| StreamError::kafka("building the commit", e))?;
         }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        let committed = off_worker(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
+        if let Some(Err(e)) = committed {
             // Typically a rebalance took the partition away: the new owner
             // replays from the last commit, and idempotent keys absorb it.
             tracing::warn!(pipeline = %m.name, "commit failed (batch will be replayed): {e}");
@@ -1080,7 +1123,8 @@ pub async fn run_with(
             share.as_deref(),
             &mut last_lag,
             false,
-        );
+        )
+        .await;
     }
     Ok(pipeline)
 }
