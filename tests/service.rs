@@ -117,3 +117,121 @@ fn a_scenario_naming_an_unknown_pipeline_is_refused_before_anything_starts() {
     let err = Scenario::load(dir.path()).expect_err("both");
     assert!(err.to_string().contains("step 1"), "{err}");
 }
+
+/// A pipeline whose broker never answers must not hold up another
+/// pipeline on the same runtime. Each loop asks its broker for lag and
+/// commits with blocking client calls (up to 2 s each when the broker is
+/// silent); on an async worker they stalled every other loop scheduled
+/// there (`weft serve` has one worker per core: the tenancy bench's crash
+/// case measured a 10 s stall of the neighbour). One worker here, so any
+/// blocking call on it shows as latency of the healthy pipeline.
+#[test]
+fn a_pipeline_waiting_on_a_silent_broker_does_not_stall_another_on_the_same_runtime() {
+    support::ensure_plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(&dir.path().join("broker")).expect("start tansu");
+    let brokers = broker.address();
+    // A "broker" that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let manifest = |name: &str| {
+        support::write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                "name = \"{name}\"\ntenant = \"svc\"\n[source]\ntopic = \"{name}-in\"\n[batch]\nlinger_ms = 5\n\
+                 [[stage]]\nname = \"t\"\nkind = \"transform\"\nplugin = \"{}\"\n[sink]\ntopic = \"{name}-out\"\n",
+                support::plugin("noop-transform").display()
+            ),
+        )
+    };
+    let h = support::host(dir.path());
+    let mut ps = h
+        .pipelines(&[manifest("healthy"), manifest("stuck")])
+        .expect("pipelines");
+    let stuck = ps.pop().unwrap();
+    let healthy = ps.pop().unwrap();
+    let clients = tokio::runtime::Runtime::new().unwrap();
+    clients
+        .block_on(kafka::ensure_topics(
+            &brokers,
+            &[("svc.healthy-in".into(), 1), ("svc.healthy-out".into(), 1)],
+        ))
+        .unwrap();
+    let mut arrivals = {
+        let _in = clients.enter();
+        kafka::follow_topic(&brokers, "svc.healthy-out").unwrap()
+    };
+    let opts = |b: &str| KafkaOptions {
+        instance_id: None,
+        assign: Default::default(),
+        brokers: b.to_string(),
+        group: None,
+        idle_exit: None,
+        state_dir: None,
+    };
+    let hosting = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let counters = || {
+        std::sync::Arc::new(kafka::Counters::with_metrics(
+            weft::metrics::PipelineMetrics::detached(),
+        ))
+    };
+    let a = hosting.spawn(kafka::run(
+        stuck,
+        opts(&silent_addr),
+        counters(),
+        stop_rx.clone(),
+    ));
+    let b = hosting.spawn(kafka::run(healthy, opts(&brokers), counters(), stop_rx));
+    // The healthy pipeline's first record waits for its group join; after
+    // that, one record every 100 ms for 8 s, each timed to its output.
+    let send = |i: usize| {
+        clients
+            .block_on(kafka::produce_values(
+                &brokers,
+                "svc.healthy-in",
+                vec![(Some(format!("k{i}").into_bytes()), Some(b"{}".to_vec()))],
+            ))
+            .unwrap()
+    };
+    send(0);
+    clients.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), arrivals.recv())
+            .await
+            .expect("the healthy pipeline's first output")
+    });
+    let mut worst = Duration::ZERO;
+    for i in 1..=80 {
+        let t0 = std::time::Instant::now();
+        send(i);
+        clients.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), arrivals.recv())
+                .await
+                .expect("an output")
+        });
+        worst = worst.max(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(t0.elapsed()));
+    }
+    stop_tx.send(true).unwrap();
+    hosting.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(30), b).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), a).await;
+    });
+    eprintln!("worst produce -> output: {worst:?}");
+    // A blocking metadata call to the silent broker takes 2 s.
+    assert!(
+        worst < Duration::from_millis(1500),
+        "the healthy pipeline waited {worst:?} for an output"
+    );
+}
