@@ -778,6 +778,20 @@ pub async fn run_with(
         if *stop.borrow() {
             break;
         }
+        // A static share picks up partitions its source has gained (checked
+        // here, at a batch boundary, so a busy pipeline sees them too).
+        if let Some(held) = &mut share {
+            if last_share_check.elapsed() >= SHARE_CHECK_EVERY {
+                last_share_check = Instant::now();
+                match assign::assign_new(&consumer, &m.source_topic, opts.assign, held).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(pipeline = %m.name, "{} gained {n} partition(s) of this share: now reading {held:?}", m.source_topic)
+                    }
+                    Err(e) => tracing::warn!(pipeline = %m.name, "looking for new partitions: {e}"),
+                }
+            }
+        }
         // A batch boundary: the last batch is committed, so a new version
         // may take over from here.
         if let Some(rx) = &mut control.swap {
@@ -870,16 +884,6 @@ pub async fn run_with(
             r = consumer.recv() => r,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let now = Instant::now();
-                if let Some(held) = &mut share {
-                    if now.duration_since(last_share_check) >= SHARE_CHECK_EVERY {
-                        last_share_check = now;
-                        match assign::assign_new(&consumer, &m.source_topic, opts.assign, held).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(pipeline = %m.name, "{} gained {n} partition(s) of this share: now reading {held:?}", m.source_topic),
-                            Err(e) => tracing::warn!(pipeline = %m.name, "looking for new partitions: {e}"),
-                        }
-                    }
-                }
                 let mut lag = refresh_lag(&consumer, &m.source_topic, &counters, share.as_deref(), &mut last_lag, false).await;
                 if stall.due(now) {
                     let holds = holds_partitions(&consumer);
