@@ -221,6 +221,42 @@ fn assert_complete_without_conflicts(outputs: &[Record], n_docs: usize) {
     }
 }
 
+/// Produces `n` documents to `t1.docs` in paced chunks of 100 (every
+/// 50 ms) on a thread, so a kill lands mid-stream whatever the speed of
+/// the machine; the counter says how many are produced so far.
+fn paced_feeder(
+    brokers: &str,
+    n: usize,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (brokers, counter) = (brokers.to_string(), produced.clone());
+    let feeder = std::thread::spawn(move || {
+        for chunk in docs(n, 1).chunks(100) {
+            produce(&brokers, "t1.docs", chunk);
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (feeder, produced)
+}
+
+/// Waits (up to 120 s) until the process logging to `log` has consumed at
+/// least `n` records.
+fn wait_consumed(log: &Path, n: u64) {
+    let t0 = Instant::now();
+    while support::consumed(log) < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no progress: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn broker(dir: &Path) -> LocalBroker {
     support::ensure_plugins();
     LocalBroker::start(&dir.join("broker")).expect("start tansu (run scripts/setup)")
@@ -364,32 +400,9 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_duplicates_nothing() {
     let m = ingest_manifest(dir.path(), "");
     let log1 = dir.path().join("weft1.log");
     let mut first = spawn_weft(&m, &brokers, &[], &log1);
-    // Input keeps arriving (in paced chunks) while weft runs, so the kill
-    // lands mid-stream whatever the speed of the machine.
-    let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let feeder = {
-        let (brokers, produced) = (brokers.clone(), produced.clone());
-        std::thread::spawn(move || {
-            let all = docs(n, 1);
-            for chunk in all.chunks(100) {
-                produce(&brokers, "t1.docs", chunk);
-                produced.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let t0 = Instant::now();
-    loop {
-        if support::consumed(&log1) >= 200 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no progress: {}",
-            std::fs::read_to_string(&log1).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Input keeps arriving while weft runs, so the kill lands mid-stream.
+    let (feeder, produced) = paced_feeder(&brokers, n);
+    wait_consumed(&log1, 200);
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let at_kill = produced.load(std::sync::atomic::Ordering::SeqCst);
@@ -715,26 +728,8 @@ fn a_static_share_resumes_at_once_after_sigkill_from_its_committed_offsets() {
         &["--assign", "1/2", "--idle-exit-secs", "4"],
         &log_b,
     );
-    let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let feeder = {
-        let (brokers, produced) = (brokers.clone(), produced.clone());
-        std::thread::spawn(move || {
-            for chunk in docs(n, 1).chunks(100) {
-                produce(&brokers, "t1.docs", chunk);
-                produced.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let t0 = Instant::now();
-    while support::consumed(&log_a1) < 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no progress: {}",
-            std::fs::read_to_string(&log_a1).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (feeder, produced) = paced_feeder(&brokers, n);
+    wait_consumed(&log_a1, 200);
     let before_kill = support::consumed(&log_a1);
     a1.kill().unwrap(); // SIGKILL
     a1.wait().unwrap();
