@@ -10,6 +10,7 @@
 //! never reused: an id still inside the arroy trees must not come back as a
 //! different chunk before the next build removes it.
 
+use super::ann::Layout;
 use super::keyword::{self, PostingChanges};
 use super::lmdb::Lmdb;
 use super::{ChunkIn, DocOp, IndexError};
@@ -219,6 +220,25 @@ impl Store {
 
     pub fn dimension(&self, txn: &RoTxn) -> Result<Option<u32>, IndexError> {
         self.meta_u32(txn, "dimension")
+    }
+
+    /// How this index keeps its vectors (no `layout` meta: written before
+    /// layouts existed, or nothing written yet: [`Layout::Float`]).
+    pub fn layout(&self, txn: &RoTxn) -> Result<Layout, IndexError> {
+        let raw = self
+            .meta
+            .get(txn, "layout")
+            .map_err(self.err("reading meta"))?;
+        match raw {
+            None => Ok(Layout::Float),
+            Some(b) => Layout::parse(b).ok_or_else(|| IndexError::Corrupt {
+                path: self.lmdb.path.clone(),
+                why: format!(
+                    "unknown vector layout `{}` (written by a newer weft?)",
+                    String::from_utf8_lossy(b)
+                ),
+            }),
+        }
     }
 
     pub fn meta_json(&self, txn: &RoTxn, key: &str) -> Result<Option<String>, IndexError> {
@@ -702,16 +722,25 @@ impl Store {
     /// removal from the trees (the lost-items bug of `weft index build`,
     /// whose bounded builds raced the background builder). Decided this
     /// way, finishing the same snapshot twice changes nothing.
-    pub fn finish_build(&self, wtxn: &mut RwTxn, snap: &PendingSnapshot) -> Result<(), IndexError> {
+    pub fn finish_build(
+        &self,
+        wtxn: &mut RwTxn,
+        snap: &PendingSnapshot,
+        layout: Layout,
+    ) -> Result<(), IndexError> {
         let e = self.err("finishing a build");
         for (id, _) in &snap.adds {
             let live = self.is_live(wtxn, *id)?;
             match (live, self.pending_op(wtxn, *id)?) {
-                // The trees hold the vector now; the store keeps no second
-                // copy (the exact scans read it from the trees).
+                // Float trees hold the vector now, and the store keeps no
+                // second copy (the exact scans read it from the trees);
+                // binary trees only hold its signs, so the store's copy is
+                // the one the exact re-score reads.
                 (true, Some(PENDING_ADD)) => {
                     self.pending.delete(wtxn, id).map_err(&e)?;
-                    self.vectors.delete(wtxn, id).map_err(&e)?;
+                    if layout == Layout::Float {
+                        self.vectors.delete(wtxn, id).map_err(&e)?;
+                    }
                 }
                 // Settled already (a build of the same items finished first).
                 (true, _) => {}
