@@ -34,13 +34,9 @@
 //!    `IndexOptions::max_pending` trades;
 //! 5. incremental builds: fold those 10 000, then 10, 100 and 1000 new items
 //!    on top of the full index;
-//! 6. layout and tree count: the other layout (float trees when sections
-//!    1-5 ran on binary ones, `WEFT_BENCH_LAYOUT=float` swaps them), loaded
-//!    and built anew; the binary layout's search with `IndexOptions::rescore`
-//!    = each of `WEFT_BENCH_RESCORE` (default 5,20) besides the default 10;
-//!    unbuilt copies of the loaded index built with `IndexOptions::trees` =
-//!    each of `WEFT_BENCH_TREES` (default 64,32), against arroy's own pick:
-//!    build time, size, rate and recall;
+//! 6. tree count: unbuilt copies of the loaded index built with
+//!    `IndexOptions::trees` = each of `WEFT_BENCH_TREES` (default 64,32),
+//!    against arroy's own pick: build time, size, rate and recall;
 //! 7. a bulk load: N / 5 items built and the rest pending, searched from a
 //!    read-only child process of this benchmark (what a query process sees
 //!    while the trees catch up) and from the writer;
@@ -362,18 +358,8 @@ fn manual(threads: usize) -> IndexOptions {
         idle_build: Duration::from_secs(3600),
         max_age: Duration::from_secs(3600),
         build_threads: threads,
-        binary_trees: std::env::var("WEFT_BENCH_LAYOUT").as_deref() != Ok("float"),
         ..IndexOptions::default()
     }
-}
-
-/// Parses a comma-separated list of numbers from the environment.
-fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|t| t.trim().parse().ok())
-        .collect()
 }
 
 fn timed_build(ix: &VectorIndex) -> f64 {
@@ -508,14 +494,7 @@ fn main() {
             Some((t.trim().parse().ok()?, o))
         })
         .collect();
-    println!(
-        "weft vector index benchmark (LMDB + arroy 0.9, cosine; {:?} layout)",
-        if manual(1).binary_trees {
-            weft::index::Layout::Binary
-        } else {
-            weft::index::Layout::Float
-        }
-    );
+    println!("weft vector index benchmark (LMDB + arroy 0.9, cosine)");
     println!(
         "  {cores} cores | N = {n} chunks | dimension {DIM} | k = {K} | seed {seed:#x} | {QUERIES} queries per set"
     );
@@ -618,26 +597,6 @@ fn main() {
     progress("index search");
     let (ix_rand_qps, got_rand) = run_index(&ix, &random_q, &[]);
     let (ix_near_qps, got_near) = run_index(&ix, &near_q, &[]);
-    // Section 6's rescore rows, searched now while the index holds the N
-    // items the truth is over.
-    let mut rescored = Vec::new();
-    if st.layout == weft::index::Layout::Binary {
-        for r in env_list("WEFT_BENCH_RESCORE", "5,20") {
-            progress(&format!("search with rescore {r}"));
-            let ixr = VectorIndex::open_read_only_with(
-                dir.path(),
-                IndexOptions {
-                    rescore: r,
-                    ..manual(1)
-                },
-            )
-            .expect("open read-only");
-            let (rq, rg) = run_index(&ixr, &random_q, &[]);
-            let (nq, ng) = run_index(&ixr, &near_q, &[]);
-            let (rr, nr) = (recall(&rg, &truth_rand), recall(&ng, &truth_near));
-            rescored.push((r, rq, rr, nq, nr));
-        }
-    }
     let top1 = got_near
         .iter()
         .zip(&sources)
@@ -795,98 +754,36 @@ fn main() {
             stats(&ix).trees
         );
     }
-    let st = stats(&ix);
-    assert_eq!(st.pending, 0);
-    assert_eq!(st.in_trees, next as u64);
+    let after = stats(&ix);
+    assert_eq!(after.pending, 0);
+    assert_eq!(after.in_trees, next as u64);
     println!(
         "  after: {} items in {} trees; store {:.0} MiB, trees {:.0} MiB",
-        st.in_trees,
-        st.trees,
-        mib(st.store_bytes),
-        mib(st.trees_bytes)
+        after.in_trees,
+        after.trees,
+        mib(after.store_bytes),
+        mib(after.trees_bytes)
     );
     drop(ix);
 
     // ------------------------------------------------------ 6. tree shapes
     println!();
     println!(
-        "6. layout and tree count on the same {n} items: full build with 2 threads, size, search (random / near-duplicate queries)"
+        "6. tree count (IndexOptions::trees) on the same {n} items: full build with 2 threads, size, search (random / near-duplicate queries)"
     );
     println!("  (sizes: pages in use; the files keep the high-water mark of the load)");
-    println!("  layout  trees  overs. rescore   build s   store MiB   trees MiB   total / raw   random q/s  recall   near q/s  recall");
-    let row = |s: &IndexStats,
-               o: usize,
-               r: String,
-               b: f64,
-               rq: f64,
-               rr: f64,
-               nq: f64,
-               nr: f64,
-               what: &str| {
-        println!(
-            "  {:<7} {:>5} {o:>7} {r:>7} {b:9.1} {:11.0} {:11.0} {:13.2} {rq:12.0} {rr:7.3} {nq:10.0} {nr:7.3}   {what}",
-            format!("{:?}", s.layout).to_lowercase(),
-            s.trees,
-            mib(s.store_live_bytes),
-            mib(s.trees_live_bytes),
-            (s.store_live_bytes + s.trees_live_bytes) as f64 / raw as f64,
-        )
-    };
-    let rescore_of = |s: &IndexStats, r: usize| match s.layout {
-        weft::index::Layout::Binary => r.to_string(),
-        weft::index::Layout::Float => "-".into(),
-    };
-    let defaults = IndexOptions::default();
-    row(
-        &st,
-        defaults.oversampling,
-        rescore_of(&st, defaults.rescore),
-        build2,
+    println!("  trees  overs.   build s   trees MiB   total / raw   random q/s  recall   near q/s  recall");
+    println!(
+        "  {:>5} {:>7} {build2:9.1} {:11.0} {:13.2} {:12.0} {:8.3} {:10.0} {:7.3}   (arroy's pick, section 1-2)",
+        st.trees,
+        IndexOptions::default().oversampling,
+        mib(st.trees_live_bytes),
+        (st.store_live_bytes + st.trees_live_bytes) as f64 / raw as f64,
         ix_rand_qps,
         recall(&got_rand, &truth_rand),
         ix_near_qps,
-        recall(&got_near, &truth_near),
-        "arroy's pick, sections 1-2",
+        recall(&got_near, &truth_near)
     );
-    for (r, rq, rr, nq, nr) in rescored {
-        row(
-            &st,
-            defaults.oversampling,
-            r.to_string(),
-            build2,
-            rq,
-            rr,
-            nq,
-            nr,
-            "the same trees, another rescore",
-        );
-    }
-    {
-        // A layout is fixed by an index's first write: load anew.
-        progress("the other layout: load and full build, 2 threads");
-        let d = tempfile::tempdir().expect("tempdir");
-        let opts = IndexOptions {
-            binary_trees: !manual(1).binary_trees,
-            ..manual(2)
-        };
-        let ixo = VectorIndex::open(d.path(), opts).expect("open");
-        apply_range(&ixo, &vecs, 0, n as u32);
-        let b = timed_build(&ixo);
-        let s = stats(&ixo);
-        let (rq, rg) = run_index(&ixo, &random_q, &[]);
-        let (nq, ng) = run_index(&ixo, &near_q, &[]);
-        row(
-            &s,
-            defaults.oversampling,
-            rescore_of(&s, defaults.rescore),
-            b,
-            rq,
-            recall(&rg, &truth_rand),
-            nq,
-            recall(&ng, &truth_near),
-            "the other layout, arroy's pick",
-        );
-    }
     for ((t, o), d) in &shape_dirs {
         progress(&format!("{t} trees"));
         let ixt = VectorIndex::open(
@@ -902,16 +799,13 @@ fn main() {
         let s = stats(&ixt);
         let (rq, rg) = run_index(&ixt, &random_q, &[]);
         let (nq, ng) = run_index(&ixt, &near_q, &[]);
-        row(
-            &s,
-            *o,
-            rescore_of(&s, defaults.rescore),
-            b,
-            rq,
+        println!(
+            "  {:>5} {o:>7} {b:9.1} {:11.0} {:13.2} {rq:12.0} {:8.3} {nq:10.0} {:7.3}",
+            s.trees,
+            mib(s.trees_live_bytes),
+            (s.store_live_bytes + s.trees_live_bytes) as f64 / raw as f64,
             recall(&rg, &truth_rand),
-            nq,
-            recall(&ng, &truth_near),
-            "",
+            recall(&ng, &truth_near)
         );
     }
     drop(shape_dirs);

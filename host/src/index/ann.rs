@@ -1,18 +1,13 @@
-//! The approximate nearest-neighbour trees (arroy), in their own LMDB
-//! environment. Only the background builder writes here; a build runs in
-//! one write transaction, so a crash leaves the previous trees intact and
+//! The approximate nearest-neighbour trees (arroy, cosine), in their own
+//! LMDB environment. Only the background builder writes here; a build runs
+//! in one write transaction, so a crash leaves the previous trees intact and
 //! readers keep searching the previous snapshot while a build runs.
-//!
-//! Two layouts (see [`Layout`]): full-precision cosine trees that hold the
-//! only copy of a built vector, or binary-quantised cosine trees (1 bit per
-//! component) that only propose candidates, re-scored exactly from the
-//! store's f32 copy.
 
 use super::lmdb::Lmdb;
 use super::store::PendingSnapshot;
 use super::IndexError;
-use arroy::distances::{BinaryQuantizedCosine, Cosine};
-use arroy::{Distance, Reader, Writer};
+use arroy::distances::Cosine;
+use arroy::{Reader, Writer};
 use heed::byteorder::BE;
 use heed::types::{Bytes, U64};
 use heed::{CommitOrAbort, RoTxn};
@@ -21,42 +16,6 @@ use roaring::RoaringBitmap;
 use std::path::Path;
 
 pub type ArroyDb = arroy::Database<'static, Cosine>;
-type BinaryDb = arroy::Database<'static, BinaryQuantizedCosine>;
-
-/// How an index keeps its vectors; fixed when its first vector is written
-/// (store meta `layout`), so an index never mixes the two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    /// arroy cosine trees over the f32 vectors; the trees' item records are
-    /// the only copy of a built vector. Indexes written before layouts
-    /// existed (no `layout` meta) are this. Measured at 100k x 384: the
-    /// split nodes each store a full 1.5 KB normal, so the trees take
-    /// about 3x the raw vectors.
-    Float,
-    /// arroy binary-quantised cosine trees (48 bytes per 384-d item and
-    /// split normal) that propose `k x rescore` candidates, which are then
-    /// scored exactly from the store's one f32 copy of every vector.
-    Binary,
-}
-
-impl Layout {
-    /// The store meta value (absent = [`Layout::Float`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layout::Float => "float",
-            Layout::Binary => "binary",
-        }
-    }
-
-    pub fn parse(s: &[u8]) -> Option<Layout> {
-        match s {
-            b"float" => Some(Layout::Float),
-            b"binary" => Some(Layout::Binary),
-            _ => None,
-        }
-    }
-}
 
 /// arroy can hold several indexes in one database; we use one.
 const ARROY_INDEX: u16 = 0;
@@ -80,22 +39,9 @@ pub struct TreeShape {
     pub split_after: Option<usize>,
 }
 
-/// What [`Ann::nearest`] asks the trees for.
-#[derive(Debug, Clone, Copy)]
-pub struct Nearest {
-    /// The caller's top k.
-    pub k: usize,
-    /// How many to return (k, or k x rescore in the binary layout).
-    pub count: usize,
-    /// See `IndexOptions::oversampling`.
-    pub oversampling: usize,
-}
-
 pub struct Ann {
     pub lmdb: Lmdb,
     db: ArroyDb,
-    /// The same database read as binary-quantised trees.
-    binary: BinaryDb,
 }
 
 impl Ann {
@@ -126,115 +72,34 @@ impl Ann {
                     why: "missing trees".into(),
                 })?
         };
-        let binary = db.remap_data_type();
-        Ok(Ann { lmdb, db, binary })
-    }
-
-    fn arroy_err(&self) -> impl Fn(arroy::Error) -> IndexError + '_ {
-        |source| IndexError::Arroy {
-            path: self.lmdb.path.clone(),
-            source,
-        }
+        Ok(Ann { lmdb, db })
     }
 
     /// The reader over the last build, or `None` before the first build.
-    fn reader<'t, D: Distance>(
-        &self,
-        rtxn: &'t RoTxn,
-        db: arroy::Database<'static, D>,
-    ) -> Result<Option<Reader<'t, D>>, IndexError> {
-        match Reader::open(rtxn, ARROY_INDEX, db) {
+    pub fn reader<'t>(&self, rtxn: &'t RoTxn) -> Result<Option<Reader<'t, Cosine>>, IndexError> {
+        match Reader::open(rtxn, ARROY_INDEX, self.db) {
             Ok(r) => Ok(Some(r)),
             Err(arroy::Error::MissingMetadata(_)) => Ok(None),
-            Err(e) => Err(self.arroy_err()(e)),
+            Err(e) => Err(IndexError::Arroy {
+                path: self.lmdb.path.clone(),
+                source: e,
+            }),
         }
     }
 
-    /// Items the last build put in the trees. Read through arroy's
-    /// metadata, which is the same for both layouts.
-    pub fn item_ids(&self, layout: Layout) -> Result<RoaringBitmap, IndexError> {
+    pub fn item_ids(&self) -> Result<RoaringBitmap, IndexError> {
         self.lmdb.read(|rtxn| {
-            Ok(match layout {
-                Layout::Float => self.reader(rtxn, self.db)?.map(|r| r.item_ids().clone()),
-                Layout::Binary => self
-                    .reader(rtxn, self.binary)?
-                    .map(|r| r.item_ids().clone()),
-            }
-            .unwrap_or_default())
+            Ok(self
+                .reader(rtxn)?
+                .map(|r| r.item_ids().clone())
+                .unwrap_or_default())
         })
-    }
-
-    /// Items the trees hold in `rtxn`'s snapshot; `None` before the first
-    /// build.
-    pub fn built_ids(
-        &self,
-        rtxn: &RoTxn,
-        layout: Layout,
-    ) -> Result<Option<RoaringBitmap>, IndexError> {
-        Ok(match layout {
-            Layout::Float => self.reader(rtxn, self.db)?.map(|r| r.item_ids().clone()),
-            Layout::Binary => self
-                .reader(rtxn, self.binary)?
-                .map(|r| r.item_ids().clone()),
-        })
-    }
-
-    /// The `q.count` nearest items of the trees to `vector` among
-    /// `candidates`, as (id, cosine similarity). In the binary layout the
-    /// similarity is the quantised one: only good for choosing what to
-    /// score exactly.
-    pub fn nearest(
-        &self,
-        rtxn: &RoTxn,
-        layout: Layout,
-        vector: &[f32],
-        q: Nearest,
-        candidates: Option<&RoaringBitmap>,
-    ) -> Result<Vec<(u32, f32)>, IndexError> {
-        fn run<D: Distance>(
-            ann: &Ann,
-            rtxn: &RoTxn,
-            db: arroy::Database<'static, D>,
-            vector: &[f32],
-            n: Nearest,
-            candidates: Option<&RoaringBitmap>,
-        ) -> Result<Vec<(u32, f32)>, IndexError> {
-            let Some(reader) = ann.reader(rtxn, db)? else {
-                return Ok(Vec::new());
-            };
-            let mut q = reader.nns(n.count);
-            // arroy's default visits `count x trees` leaf items, which
-            // would grow with the re-score depth; the visit is sized by the
-            // k asked for instead, so both layouts read as many tree items.
-            // (arroy multiplies it by the oversampling).
-            let visit = n.k.max(1) * reader.n_trees().max(1);
-            if let Some(v) = std::num::NonZeroUsize::new(visit.max(n.count)) {
-                q.search_k(v);
-            }
-            if let Some(o) = std::num::NonZeroUsize::new(n.oversampling) {
-                q.oversampling(o);
-            }
-            if let Some(c) = candidates {
-                q.candidates(c);
-            }
-            let found = q.by_vector(rtxn, vector).map_err(ann.arroy_err())?;
-            // Both cosine distances are (1 - cos) / 2.
-            Ok(found
-                .into_iter()
-                .map(|(id, d)| (id, 1.0 - 2.0 * d))
-                .collect())
-        }
-        match layout {
-            Layout::Float => run(self, rtxn, self.db, vector, q, candidates),
-            Layout::Binary => run(self, rtxn, self.binary, vector, q, candidates),
-        }
     }
 
     /// Applies a pending snapshot and rebuilds the trees, in one
     /// transaction. `threads` bounds the build's CPU use.
     pub fn build(
         &self,
-        layout: Layout,
         dimension: usize,
         snap: &PendingSnapshot,
         shape: &TreeShape,
@@ -249,34 +114,40 @@ impl Ann {
         // builds (measured at 100k items: 126 -> 113 -> 122 trees, the last
         // step costing 5 s to add 10 items). Once the forest is sizeable its
         // count is kept, so an incremental build only updates trees.
-        let trees = self.stats(layout)?.1;
-        match layout {
-            Layout::Float => self.build_with(self.db, trees, dimension, snap, shape, pool, cancel),
-            Layout::Binary => {
-                self.build_with(self.binary, trees, dimension, snap, shape, pool, cancel)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn build_with<D: Distance>(
-        &self,
-        db: arroy::Database<'static, D>,
-        trees: usize,
-        dimension: usize,
-        snap: &PendingSnapshot,
-        shape: &TreeShape,
-        pool: &rayon::ThreadPool,
-        cancel: &std::sync::atomic::AtomicBool,
-    ) -> Result<(), IndexError> {
-        let writer = Writer::<D>::new(db, ARROY_INDEX, dimension);
-        let arroy_err = self.arroy_err();
+        let trees = self.stats()?.1;
+        let writer = Writer::<Cosine>::new(self.db, ARROY_INDEX, dimension);
+        let path = self.lmdb.path.clone();
+        let arroy_err = |e: arroy::Error| IndexError::Arroy {
+            path: path.clone(),
+            source: e,
+        };
+        let e = |x: heed::Error| IndexError::lmdb(&self.lmdb.path, "reading tree items", x);
         self.lmdb.write(|wtxn| {
+            // New items (ids only grow) are appended (`MDB_APPEND`): LMDB
+            // then fills pages instead of splitting them in half. A 384-d
+            // item record (1.5 KB) fits two to a 4 KB page, and plain puts
+            // of ascending keys left one per page: measured at 100k x 384,
+            // the items took 2.7x the raw vectors, most of the trees' disk.
+            // Item keys sort last in the database (mode 3), so the last key
+            // is the highest item.
+            let mut last = self
+                .db
+                .remap_types::<U64<BE>, heed::types::DecodeIgnore>()
+                .last(wtxn)
+                .map_err(e)?
+                .map(|(k, _)| k)
+                .filter(|k| k >> 40 == (u64::from(ARROY_INDEX) << 8) | 3)
+                .map(|k| (k >> 8) as u32);
             for (id, v) in &snap.adds {
-                writer.add_item(wtxn, *id, v).map_err(&arroy_err)?;
+                if last.is_none_or(|l| *id > l) {
+                    writer.append_item(wtxn, *id, v).map_err(arroy_err)?;
+                    last = Some(*id);
+                } else {
+                    writer.add_item(wtxn, *id, v).map_err(arroy_err)?;
+                }
             }
             for id in &snap.dels {
-                writer.del_item(wtxn, *id).map_err(&arroy_err)?;
+                writer.del_item(wtxn, *id).map_err(arroy_err)?;
             }
             // A fixed seed keeps builds reproducible; quality does not
             // depend on it.
@@ -297,7 +168,7 @@ impl Ann {
             if let Some(s) = shape.split_after {
                 builder.split_after(s.max(2));
             }
-            pool.install(|| builder.build(wtxn)).map_err(&arroy_err)
+            pool.install(|| builder.build(wtxn)).map_err(arroy_err)
         })
     }
 
@@ -357,16 +228,6 @@ impl Ann {
         Ok(())
     }
 
-    /// arroy's own reading of a float-layout item (tests check
-    /// `scan_items` against it).
-    #[cfg(test)]
-    pub(super) fn float_item(&self, rtxn: &RoTxn, id: u32) -> Result<Option<Vec<f32>>, IndexError> {
-        match self.reader(rtxn, self.db)? {
-            Some(r) => r.item_vector(rtxn, id).map_err(self.arroy_err()),
-            None => Ok(None),
-        }
-    }
-
     /// Bytes of the pages that hold the trees and items (see
     /// `Store::live_bytes`).
     pub fn live_bytes(&self) -> Result<u64, IndexError> {
@@ -379,18 +240,12 @@ impl Ann {
         })
     }
 
-    /// (items, trees) of the last build.
-    pub fn stats(&self, layout: Layout) -> Result<(u64, usize), IndexError> {
+    pub fn stats(&self) -> Result<(u64, usize), IndexError> {
         self.lmdb.read(|rtxn| {
-            Ok(match layout {
-                Layout::Float => self
-                    .reader(rtxn, self.db)?
-                    .map(|r| (r.n_items(), r.n_trees())),
-                Layout::Binary => self
-                    .reader(rtxn, self.binary)?
-                    .map(|r| (r.n_items(), r.n_trees())),
-            }
-            .unwrap_or((0, 0)))
+            Ok(match self.reader(rtxn)? {
+                Some(r) => (r.n_items(), r.n_trees()),
+                None => (0, 0),
+            })
         })
     }
 }

@@ -31,7 +31,6 @@ mod store;
 mod tests;
 
 use ann::Ann;
-pub use ann::Layout;
 use exact::{Scored, TopK};
 pub use registry::{IndexQuota, IndexRegistry, ReadOnlyIndex, Searcher};
 use roaring::RoaringBitmap;
@@ -193,23 +192,7 @@ pub struct IndexOptions {
     /// their int8 sketch and score only the best few exactly (false: read
     /// and score every one in full, the slower way before sketches).
     pub pending_sketches: bool,
-    /// A new index of at least [`BINARY_MIN_DIM`] dimensions whose first
-    /// vectors are dense with both signs (a learned embedding's, not feature
-    /// hashing's) keeps its trees binary-quantised and its f32 vectors once,
-    /// in the store ([`Layout::Binary`]); false, or other vectors, keep
-    /// full-precision trees ([`Layout::Float`]). Only read when an index
-    /// gets its first vector: an existing index keeps its layout.
-    pub binary_trees: bool,
-    /// In the binary layout, the trees propose `k x rescore` candidates and
-    /// all of them are scored exactly; more finds more of the true top k at
-    /// the cost of more vector reads.
-    pub rescore: usize,
 }
-
-/// Below this many dimensions a sign bit per component says too little to
-/// choose candidates from (8 dimensions give 9 distinct distances), so
-/// small vectors keep the float layout.
-pub const BINARY_MIN_DIM: u32 = 128;
 
 impl Default for IndexOptions {
     fn default() -> Self {
@@ -226,8 +209,6 @@ impl Default for IndexOptions {
             trees: None,
             split_after: None,
             pending_sketches: true,
-            binary_trees: true,
-            rescore: 10,
         }
     }
 }
@@ -401,8 +382,6 @@ pub struct IndexStats {
     pub pending_in_memory: usize,
     pub in_trees: u64,
     pub trees: usize,
-    /// How the vectors are kept (fixed by the first write).
-    pub layout: Layout,
     pub store_bytes: u64,
     pub trees_bytes: u64,
     /// Bytes of pages holding data; the files above keep their high-water
@@ -487,8 +466,7 @@ impl VectorIndex {
         // a build and its bookkeeping) are masked and removed next build;
         // live items neither in the trees nor pending (left by the
         // lost-items bug of earlier versions) become pending again.
-        let layout = core.store.lmdb.read(|r| core.store.layout(r))?;
-        let in_trees = core.ann.item_ids(layout)?;
+        let in_trees = core.ann.item_ids()?;
         let (ghosts, lost) = core
             .store
             .lmdb
@@ -503,13 +481,10 @@ impl VectorIndex {
         if backfilled > 0 {
             tracing::info!(index = %dir.display(), "indexed the words of {backfilled} chunk(s) written before the keyword side");
         }
-        let dropped = match layout {
-            Layout::Float => core
-                .store
-                .lmdb
-                .write(|w| core.store.drop_built_vectors(w, &in_trees))?,
-            Layout::Binary => 0,
-        };
+        let dropped = core
+            .store
+            .lmdb
+            .write(|w| core.store.drop_built_vectors(w, &in_trees))?;
         if dropped > 0 {
             tracing::info!(index = %dir.display(), "dropped the store's second copy of {dropped} built vector(s)");
         }
@@ -575,8 +550,7 @@ impl VectorIndex {
         let mut changes = store::Changes::default();
         let applied = store.lmdb.write(|wtxn| {
             changes = store::Changes::default();
-            let had_dim = store.dimension(wtxn)?;
-            let mut dim = had_dim;
+            let mut dim = store.dimension(wtxn)?;
             let mut ok = Vec::with_capacity(ops.len());
             report.rejected.clear();
             for (i, op) in ops.iter().enumerate() {
@@ -587,18 +561,6 @@ impl VectorIndex {
             }
             if let Some(d) = dim {
                 store.set_meta(wtxn, "dimension", &d.to_be_bytes())?;
-                if had_dim.is_none() {
-                    let opts = &self.core.opts;
-                    let layout = if opts.binary_trees
-                        && d >= BINARY_MIN_DIM
-                        && signs_carry_direction(ok.iter().flat_map(op_vectors))
-                    {
-                        Layout::Binary
-                    } else {
-                        Layout::Float
-                    };
-                    store.set_meta(wtxn, "layout", layout.as_str().as_bytes())?;
-                }
             }
             let applied = store.apply(wtxn, &ok, &mut changes)?;
             store.raise_watermarks(wtxn, marks)?;
@@ -776,14 +738,11 @@ impl VectorIndex {
     pub fn audit(&self) -> Result<IndexAudit, IndexError> {
         let c = &self.core;
         let _settled = c.build_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (live, (adds, dels), layout) = c.store.lmdb.read(|r| {
-            Ok((
-                c.store.live_ids(r)?,
-                c.store.pending(r)?,
-                c.store.layout(r)?,
-            ))
-        })?;
-        let trees = c.ann.item_ids(layout)?;
+        let (live, (adds, dels)) = c
+            .store
+            .lmdb
+            .read(|r| Ok((c.store.live_ids(r)?, c.store.pending(r)?)))?;
+        let trees = c.ann.item_ids()?;
         let ids = |b: RoaringBitmap| b.iter().collect::<Vec<u32>>();
         Ok(IndexAudit {
             live: live.len(),
@@ -821,10 +780,9 @@ impl VectorIndex {
 
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
         let c = &self.core;
-        let (layout, dimension, (documents, chunks), (pending_adds, pending_deletes), store_live) =
+        let (dimension, (documents, chunks), (pending_adds, pending_deletes), store_live) =
             c.store.lmdb.read(|r| {
                 Ok((
-                    c.store.layout(r)?,
                     c.store.dimension(r)?,
                     c.store.counts(r)?,
                     c.store.pending_counts(r)?,
@@ -832,7 +790,7 @@ impl VectorIndex {
                 ))
             })?;
         let pending = pending_adds + pending_deletes;
-        let (in_trees, trees) = c.ann.stats(layout)?;
+        let (in_trees, trees) = c.ann.stats()?;
         let clock = c.wake.0.lock().unwrap_or_else(|p| p.into_inner());
         Ok(IndexStats {
             path: c.dir.display().to_string(),
@@ -845,7 +803,6 @@ impl VectorIndex {
             pending_in_memory: c.hot.count(),
             in_trees,
             trees,
-            layout,
             store_bytes: c.store.lmdb.file_bytes(),
             trees_bytes: c.ann.lmdb.file_bytes(),
             store_live_bytes: store_live,
@@ -983,35 +940,6 @@ fn validate(op: &DocOp, dim: &mut Option<u32>) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn op_vectors(op: &DocOp) -> impl Iterator<Item = &[f32]> {
-    let chunks: &[ChunkIn] = match op {
-        DocOp::Upsert { chunks, .. } => chunks,
-        DocOp::Delete { .. } => &[],
-    };
-    chunks.iter().map(|c| &c.vector[..])
-}
-
-/// Whether one sign bit per component can propose neighbours for these
-/// (an index's first) vectors: dense with both signs, as a learned
-/// embedding's are. Not so for sparse vectors (feature hashing: most
-/// components zero, and a zero reads as negative) or one-signed ones (every
-/// code nearly all ones): their codes hardly differ, and the trees would
-/// propose noise. Checked on the first batch, since the layout is fixed
-/// before the trees exist.
-fn signs_carry_direction<'a>(vectors: impl Iterator<Item = &'a [f32]>) -> bool {
-    let (mut zero, mut positive, mut total) = (0usize, 0usize, 0usize);
-    for v in vectors {
-        total += v.len();
-        zero += v.iter().filter(|x| **x == 0.0).count();
-        positive += v.iter().filter(|x| **x > 0.0).count();
-    }
-    if total == 0 {
-        return false;
-    }
-    let share = |n: usize| n as f64 / total as f64;
-    share(zero) <= 0.05 && (0.2..=0.8).contains(&share(positive))
 }
 
 fn hit(c: ChunkRecord, score: f32) -> SearchHit {
@@ -1184,43 +1112,36 @@ impl Core {
         for Scored(_, id) in approx.into_sorted() {
             full.insert(id);
         }
-        let layout = self.store.layout(srtxn)?;
-        let count = match layout {
-            Layout::Float => k,
-            Layout::Binary => k.saturating_mul(self.opts.rescore.max(1)),
-        };
+        self.store.scan_vectors(srtxn, &full, |id, bytes| {
+            top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+        })?;
         let from_trees = self.ann.lmdb.read(|artxn| {
-            let Some(built) = self.ann.built_ids(artxn, layout)? else {
+            let Some(reader) = self.ann.reader(artxn)? else {
                 return Ok(Vec::new());
             };
             let mut masked = dels.clone();
             masked |= &delta;
             let candidates = match allowed {
                 Some(a) => Some(a - &masked),
-                None if (&built & &masked).is_empty() => None,
-                None => Some(built - &masked),
+                None if (reader.item_ids() & &masked).is_empty() => None,
+                None => Some(reader.item_ids() - &masked),
             };
-            let q = ann::Nearest {
-                k,
-                count,
-                oversampling: self.opts.oversampling,
-            };
-            self.ann
-                .nearest(artxn, layout, vector, q, candidates.as_ref())
-        })?;
-        match layout {
-            Layout::Float => {
-                for (id, cosine) in from_trees {
-                    top.push(cosine, id);
-                }
+            let mut q = reader.nns(k);
+            if let Some(o) = std::num::NonZeroUsize::new(self.opts.oversampling) {
+                q.oversampling(o);
             }
-            // The quantised cosine only chose them; the store's f32 copy
-            // scores them (read with the pending ones, in id order).
-            Layout::Binary => full.extend(from_trees.into_iter().map(|(id, _)| id)),
-        }
-        self.store.scan_vectors(srtxn, &full, |id, bytes| {
-            top.push(exact::cosine_bytes(vector, qnorm, bytes), id);
+            if let Some(c) = &candidates {
+                q.candidates(c);
+            }
+            q.by_vector(artxn, vector).map_err(|e| IndexError::Arroy {
+                path: self.ann.lmdb.path.clone(),
+                source: e,
+            })
         })?;
+        for (id, distance) in from_trees {
+            // arroy's cosine distance is (1 - cos) / 2.
+            top.push(1.0 - 2.0 * distance, id);
+        }
         Ok(())
     }
 
@@ -1248,12 +1169,11 @@ impl Core {
             trees: self.opts.trees,
             split_after: self.opts.split_after,
         };
-        let layout = self.store.lmdb.read(|r| self.store.layout(r))?;
         self.ann
-            .build(layout, dim as usize, &snap, &shape, &self.pool, &self.stop)?;
+            .build(dim as usize, &snap, &shape, &self.pool, &self.stop)?;
         self.store
             .lmdb
-            .write(|w| self.store.finish_build(w, &snap, layout))?;
+            .write(|w| self.store.finish_build(w, &snap))?;
         self.hot.remove(snap.adds.iter().map(|(id, _)| *id));
         let took = t0.elapsed();
         let mut c = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -67,18 +67,11 @@ fn finishing_the_same_snapshot_twice_deletes_nothing() {
     assert_eq!(snap.adds.len(), 10);
     for _ in 0..2 {
         c.ann
-            .build(
-                Layout::Float,
-                8,
-                &snap,
-                &Default::default(),
-                &c.pool,
-                &c.stop,
-            )
+            .build(8, &snap, &Default::default(), &c.pool, &c.stop)
             .expect("build");
         c.store
             .lmdb
-            .write(|w| c.store.finish_build(w, &snap, Layout::Float))
+            .write(|w| c.store.finish_build(w, &snap))
             .expect("finish");
     }
     let a = ix.audit().expect("audit");
@@ -107,14 +100,7 @@ fn opening_repairs_items_lost_by_earlier_versions() {
             dels: (0..10).collect(),
         };
         c.ann
-            .build(
-                Layout::Float,
-                8,
-                &snap,
-                &Default::default(),
-                &c.pool,
-                &c.stop,
-            )
+            .build(8, &snap, &Default::default(), &c.pool, &c.stop)
             .expect("build");
         c.store
             .lmdb
@@ -185,8 +171,9 @@ fn built_vectors_are_read_from_the_trees_exactly_as_arroy_stores_them() {
                     raw.push((id, store::bytes_vector(b)));
                 })?;
             }
+            let reader = c.ann.reader(r)?.expect("built");
             for id in [3u32, 24].into_iter().chain(0..25) {
-                arroy.push((id, c.ann.float_item(r, id)?.expect("held")));
+                arroy.push((id, reader.item_vector(r, id).expect("arroy").expect("held")));
             }
             Ok(())
         })
@@ -219,138 +206,63 @@ fn built_vectors_are_read_from_the_trees_exactly_as_arroy_stores_them() {
     }
 }
 
-/// A pseudo-random unit-ish vector of `dim` components (xorshift, so the
-/// test needs no generator crate and is the same on every run).
-fn noise(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
-fn load_vectors(ix: &VectorIndex, vs: &[Vec<f32>]) {
-    let ops: Vec<DocOp> = vs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| DocOp::Upsert {
+/// New items fill LMDB pages, in the store and in the trees: a 384-d
+/// vector (1.5 KB) fits two to a 4 KB page, and ascending puts without
+/// `MDB_APPEND` split every page in half, leaving one (4 KB per vector).
+#[test]
+fn new_vectors_are_packed_two_to_a_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = IndexOptions {
+        trees: Some(1),
+        max_build: 10_000,
+        ..opts()
+    };
+    let ix = VectorIndex::open(dir.path(), opts).expect("open");
+    let n = 1000u64;
+    let ops: Vec<DocOp> = (0..n)
+        .map(|i| DocOp::Upsert {
             doc_id: format!("d{i}"),
             chunks: vec![ChunkIn {
                 chunk_id: format!("d{i}#0"),
-                text: format!("t{i}"),
+                text: String::new(),
                 metadata: vec![],
-                vector: v.clone(),
-                model: Some("m".into()),
+                vector: (0..384)
+                    .map(|j| ((i * 7 + j * 13) % 17) as f32 - 8.0)
+                    .collect(),
+                model: None,
                 source: None,
             }],
         })
         .collect();
-    ix.apply(&ops).expect("apply");
-}
-
-/// The exact top `k` doc ids of `q` over `vs`.
-fn exact_top(vs: &[Vec<f32>], q: &[f32], k: usize) -> Vec<String> {
-    let cos = |a: &[f32]| {
-        let d: f32 = a.iter().zip(q).map(|(x, y)| x * y).sum();
-        d / (hot::dot(a, a).sqrt() * hot::dot(q, q).sqrt())
-    };
-    let mut s: Vec<(f32, usize)> = vs.iter().enumerate().map(|(i, v)| (cos(v), i)).collect();
-    s.sort_by(|a, b| b.0.total_cmp(&a.0));
-    s.iter().take(k).map(|(_, i)| format!("d{i}")).collect()
-}
-
-/// A new index of 384 dimensions keeps binary trees and its f32 vectors in
-/// the store, scores what the trees propose exactly (a hit's score is the
-/// true cosine), finds the exact top 10 after a build, and keeps its layout
-/// when reopened with other options; an 8-d index stays float.
-#[test]
-fn a_wide_index_keeps_binary_trees_and_rescores_exactly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // 30 clusters of 20, as embeddings of related texts are: a query near
-    // a centroid has a well separated top 10 (on uniform noise every
-    // neighbour is nearly as far as any other point, and no approximate
-    // index keeps its top 10).
-    let centroids: Vec<Vec<f32>> = (0..30).map(|c| noise(10_000 + c, 384)).collect();
-    let near = |c: &[f32], seed: u64| -> Vec<f32> {
-        let n = noise(seed, 384);
-        c.iter().zip(&n).map(|(x, e)| x + 0.6 * e).collect()
-    };
-    let vs: Vec<Vec<f32>> = (0..600)
-        .map(|i| near(&centroids[(i % 30) as usize], i))
-        .collect();
-    {
-        let ix = VectorIndex::open(dir.path(), opts()).expect("open");
-        load_vectors(&ix, &vs);
-        ix.build_now().expect("build");
-        let st = ix.stats().expect("stats");
-        assert_eq!(
-            (st.layout, st.in_trees, st.pending),
-            (Layout::Binary, 600, 0)
-        );
-        let a = ix.audit().expect("audit");
-        assert!(a.is_clean(), "{a:?}");
-        // The store's copy is what re-scores: every built vector is there.
-        let c = &ix.core;
-        let stored = c
-            .store
-            .lmdb
-            .read(|r| {
-                let mut n = 0;
-                c.store
-                    .scan_vectors(r, &(0..600).collect(), |_, _| n += 1)?;
-                Ok(n)
-            })
-            .expect("scan");
-        assert_eq!(stored, 600);
-        let mut found = 0;
-        for qi in 0..20u64 {
-            let q = near(&centroids[(qi * 7 % 30) as usize], 1000 + qi);
-            let hits = ix.search(&q, 10, &[]).expect("search");
-            let want = exact_top(&vs, &q, 10);
-            found += hits.iter().filter(|h| want.contains(&h.doc_id)).count();
-            let top = &hits[0];
-            let i: usize = top.doc_id[1..].parse().expect("id");
-            let v = &vs[i];
-            let cos = hot::dot(v, &q) / (hot::dot(v, v).sqrt() * hot::dot(&q, &q).sqrt());
-            assert!((top.score - cos).abs() < 1e-5, "{} vs {cos}", top.score);
-        }
-        assert!(found >= 190, "recall@10 {found}/200");
-        assert_eq!(
-            ix.reusable_vectors("d3", "m").expect("reuse")["d3#0"].1,
-            vs[3]
-        );
+    // In batches, as a stream writes.
+    for b in ops.chunks(100) {
+        ix.apply(b).expect("apply");
     }
-    let float_opts = IndexOptions {
-        binary_trees: false,
-        ..opts()
-    };
-    let ix = VectorIndex::open(dir.path(), float_opts.clone()).expect("reopen");
-    assert_eq!(ix.stats().expect("stats").layout, Layout::Binary);
-    drop(ix);
-    let small = tempfile::tempdir().expect("tempdir");
-    let ix = VectorIndex::open(small.path(), opts()).expect("open");
-    load(&ix, 5);
-    assert_eq!(ix.stats().expect("stats").layout, Layout::Float);
-    // Sparse (feature hashing) or one-signed vectors: the signs say too
-    // little, so the layout stays float whatever the options.
-    for v in [
-        (0..384)
-            .map(|i| [0.0, 1.0, 0.0, -0.5][i % 4])
-            .collect::<Vec<f32>>(),
-        (0..384).map(|i| 0.01 + (i % 7) as f32).collect(),
-    ] {
-        let d = tempfile::tempdir().expect("tempdir");
-        let ix = VectorIndex::open(d.path(), opts()).expect("open");
-        load_vectors(&ix, &[v]);
-        assert_eq!(ix.stats().expect("stats").layout, Layout::Float);
-    }
-    let flt = tempfile::tempdir().expect("tempdir");
-    let ix = VectorIndex::open(flt.path(), float_opts).expect("open");
-    load_vectors(&ix, &vs[..50]);
+    let c = &ix.core;
+    let per_item = |bytes: u64| bytes as f64 / n as f64;
+    let stored = c
+        .store
+        .lmdb
+        .read(|r| {
+            let s = c
+                .store
+                .vectors
+                .stat(r)
+                .map_err(|e| IndexError::lmdb(&c.store.lmdb.path, "stat", e))?;
+            Ok(store::page_bytes(&s))
+        })
+        .expect("stat");
+    assert!(
+        per_item(stored) < 2300.0,
+        "store: {} bytes per vector",
+        per_item(stored)
+    );
     ix.build_now().expect("build");
-    assert_eq!(ix.stats().expect("stats").layout, Layout::Float);
+    let trees = c.ann.live_bytes().expect("trees");
+    // One tree of ~1000 items adds a few split nodes and id lists.
+    assert!(
+        per_item(trees) < 2600.0,
+        "trees: {} bytes per item",
+        per_item(trees)
+    );
 }

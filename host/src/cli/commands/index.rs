@@ -142,12 +142,8 @@ fn print_stats(name: &str, s: &IndexStats) {
         s.chunks,
         s.dimension.map(|d| d.to_string()).unwrap_or("-".into())
     );
-    let layout = match s.layout {
-        weft::index::Layout::Float => "float trees",
-        weft::index::Layout::Binary => "binary trees, exact re-score",
-    };
     println!(
-        "  in trees {} ({} {layout})  pending {} (searched exactly until the next build)",
+        "  in trees {} ({} trees)  pending {} (searched exactly until the next build)",
         s.in_trees, s.trees, s.pending
     );
     println!(
