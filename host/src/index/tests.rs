@@ -240,22 +240,27 @@ fn new_vectors_are_packed_two_to_a_page() {
     }
     let c = &ix.core;
     let per_item = |bytes: u64| bytes as f64 / n as f64;
-    let stored = c
+    let (stored, pending) = c
         .store
         .lmdb
         .read(|r| {
-            let s = c
-                .store
-                .vectors
-                .stat(r)
-                .map_err(|e| IndexError::lmdb(&c.store.lmdb.path, "stat", e))?;
-            Ok(store::page_bytes(&s))
+            let e = |e| IndexError::lmdb(&c.store.lmdb.path, "stat", e);
+            Ok((
+                store::page_bytes(&c.store.vectors.stat(r).map_err(e)?),
+                store::page_bytes(&c.store.pending.stat(r).map_err(e)?),
+            ))
         })
         .expect("stat");
     assert!(
         per_item(stored) < 2300.0,
         "store: {} bytes per vector",
         per_item(stored)
+    );
+    // A pending entry (its int8 sketch, ~400 bytes) fits ten to a page.
+    assert!(
+        per_item(pending) < 600.0,
+        "pending: {} bytes per entry",
+        per_item(pending)
     );
     ix.build_now().expect("build");
     let trees = c.ann.live_bytes().expect("trees");
