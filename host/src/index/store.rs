@@ -123,10 +123,10 @@ pub fn bytes_vector(b: &[u8]) -> Vec<f32> {
 
 /// Puts a new item's record (chunk, vector, pending entry), which has the
 /// highest id so far (ids only grow), with `MDB_APPEND`: LMDB then fills
-/// pages instead of splitting them in half. Measured on 384-d vectors (1.5 KB, two to a page): a
-/// plain put of ascending keys left one vector per 4 KB page, 2.7x the
-/// vector's size. A key that is not the highest (not expected) falls back
-/// to a plain put.
+/// pages instead of splitting them in half. Measured on 384-d vectors
+/// (1.5 KB, two to a page): a plain put of ascending keys left one vector
+/// per 4 KB page, 2.7x the vector's size. A key that is not the highest
+/// (not expected) falls back to a plain put.
 fn put_last<'a, T: heed::BytesEncode<'a> + 'static>(
     db: &Database<'static, Id, T>,
     wtxn: &mut RwTxn,
