@@ -39,7 +39,8 @@
 //!    against arroy's own pick: build time, size, rate and recall;
 //! 7. a bulk load: N / 5 items built and the rest pending, searched from a
 //!    read-only child process of this benchmark (what a query process sees
-//!    while the trees catch up) and from the writer;
+//!    while the trees catch up) and from the writer (`WEFT_BENCH_ONLY=bulk`
+//!    runs this section alone);
 //! 8. an HNSW library on the same N vectors (`hnsw_rs`, in memory, cosine,
 //!    M = 16, ef_construction = 200, hnswlib's usual settings): insertion
 //!    rate on 1 thread and on every core, next to the trees' build rate of
@@ -530,6 +531,15 @@ fn main() {
         .map(|&s| jitter(&mut rng, vecs.row(s), NOISE))
         .collect();
 
+    if std::env::var("WEFT_BENCH_ONLY").as_deref() == Ok("bulk") {
+        // Section 7 alone (its queries' exact truth only), for work on the
+        // bulk-load search.
+        let rq = &random_q[..READER_QUERIES];
+        let (bf_qps, truth) = run_exact(&vecs, rq, || 0..n as u32);
+        bulk_load(&vecs, n, rq, &truth, 1000.0 / bf_qps);
+        return;
+    }
+
     // ------------------------------------------------------------ 1. load
     let dir = tempfile::tempdir().expect("tempdir");
     let ix = VectorIndex::open(dir.path(), manual(1)).expect("open");
@@ -810,10 +820,28 @@ fn main() {
     }
     drop(shape_dirs);
 
-    // ------------------------------------------------- 7. bulk load, reader
-    // The shape of a preload: a fifth of the items built, the rest applied
-    // since and pending, searched by a read-only process (no vectors in
-    // memory) and by the writer (pending vectors in memory).
+    bulk_load(&vecs, n, &random_q, &truth_rand, 1000.0 / bf_rand_qps);
+
+    // ------------------------------------------------------------ 8. HNSW
+    if std::env::var("WEFT_BENCH_HNSW").as_deref() != Ok("0") {
+        hnsw_baseline(&vecs, n, build1, build2, &random_q, &truth_rand);
+    }
+
+    println!();
+    println!("total bench time {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Section 7: a bulk load. The shape of a preload: a fifth of the items
+/// built, the rest applied since and pending, searched by a read-only
+/// process (no vectors in memory) and by the writer (pending vectors in
+/// memory). `bf_ms`: the brute force's time per query over all `n`.
+fn bulk_load(
+    vecs: &Vectors,
+    n: usize,
+    random_q: &[Vec<f32>],
+    truth_rand: &[Vec<(f32, u32)>],
+    bf_ms: f64,
+) {
     let built = n / 5;
     println!();
     println!(
@@ -823,9 +851,9 @@ fn main() {
     progress("bulk-load index");
     let dir6 = tempfile::tempdir().expect("tempdir");
     let ix6 = VectorIndex::open(dir6.path(), manual(1)).expect("open");
-    apply_range(&ix6, &vecs, 0, built as u32);
+    apply_range(&ix6, vecs, 0, built as u32);
     ix6.build_now().expect("build");
-    apply_range(&ix6, &vecs, built as u32, n as u32);
+    apply_range(&ix6, vecs, built as u32, n as u32);
     let st6 = stats(&ix6);
     assert_eq!(st6.pending, (n - built) as u64);
     let rq = &random_q[..READER_QUERIES.min(random_q.len())];
@@ -854,17 +882,9 @@ fn main() {
     }
     println!(
         "  brute force over all {n} items in this process: {:.2} ms per query",
-        1000.0 / bf_rand_qps
+        bf_ms
     );
     drop(ix6);
-
-    // ------------------------------------------------------------ 8. HNSW
-    if std::env::var("WEFT_BENCH_HNSW").as_deref() != Ok("0") {
-        hnsw_baseline(&vecs, n, build1, build2, &random_q, &truth_rand);
-    }
-
-    println!();
-    println!("total bench time {:.0} s", started.elapsed().as_secs_f64());
 }
 
 /// Section 8: `hnsw_rs` on the same vectors, its insertion rate against the

@@ -69,12 +69,6 @@ impl HotVectors {
         }
     }
 
-    /// A read view for scoring one id at a time (held across a walk of the
-    /// pending list).
-    pub fn view(&self) -> HotView<'_> {
-        HotView(self.map.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
     /// How many vectors are held.
     pub fn count(&self) -> usize {
         self.map.read().unwrap_or_else(|p| p.into_inner()).len()
@@ -107,24 +101,6 @@ impl HotVectors {
             }
         }
         missing
-    }
-}
-
-pub struct HotView<'a>(std::sync::RwLockReadGuard<'a, ById>);
-
-impl HotView<'_> {
-    /// Cosine similarity of `q` (norm `qnorm`) and item `id`, if held.
-    pub fn score(&self, q: &[f32], qnorm: f32, id: u32) -> Option<f32> {
-        if self.0.is_empty() {
-            return None;
-        }
-        match self.0.get(&id) {
-            Some((norm, v)) if v.len() == q.len() => {
-                let n = qnorm * norm;
-                Some(if n > f32::EPSILON { dot(q, v) / n } else { 0.0 })
-            }
-            _ => None,
-        }
     }
 }
 

@@ -637,8 +637,8 @@ impl Store {
 
     /// Pending adds and deletes. Every search of the pending delta reads
     /// this whole list (tens of thousands of entries after a bulk load), so
-    /// ids go straight into the bitmaps in key order (`push` appends)
-    /// instead of through a `Vec` and per-id inserts.
+    /// the bitmaps are built in key order in one append each, not by
+    /// per-id inserts.
     pub fn pending(&self, txn: &RoTxn) -> Result<(RoaringBitmap, RoaringBitmap), IndexError> {
         self.walk_pending(txn, |_, _| {})
     }
@@ -651,30 +651,31 @@ impl Store {
         txn: &RoTxn,
         mut f: impl FnMut(u32, &[u8]),
     ) -> Result<(RoaringBitmap, RoaringBitmap), IndexError> {
-        let mut adds = RoaringBitmap::new();
-        let mut dels = RoaringBitmap::new();
+        // Ids are collected and appended at the end: `RoaringBitmap::push`
+        // looks for a container's maximum on every call, which was a
+        // quarter of a search with 80k pending; `append` does not.
+        let mut adds = Vec::new();
+        let mut dels = Vec::new();
         for r in self
             .pending
             .iter(txn)
             .map_err(self.err("reading pending"))?
         {
             let (id, value) = r.map_err(self.err("reading pending"))?;
-            // Keys come sorted, so `push` always appends.
             match value.split_first() {
                 Some((&PENDING_ADD, sketch)) => {
-                    if adds.try_push(id).is_err() {
-                        adds.insert(id);
-                    }
+                    adds.push(id);
                     f(id, sketch);
                 }
-                _ => {
-                    if dels.try_push(id).is_err() {
-                        dels.insert(id);
-                    }
-                }
+                _ => dels.push(id),
             }
         }
-        Ok((adds, dels))
+        // Keys come sorted, so both lists are ascending.
+        let sorted = |ids: Vec<u32>| {
+            RoaringBitmap::from_sorted_iter(ids.iter().copied())
+                .unwrap_or_else(|_| ids.into_iter().collect())
+        };
+        Ok((sorted(adds), sorted(dels)))
     }
 
     /// `PENDING_ADD`, `PENDING_DEL` or nothing, for one item.
