@@ -4,7 +4,10 @@
 //! Everything goes through the real multi-tenant host: a
 //! `weft::service::serve::Server` in this process, with a tenants directory
 //! the bench writes to a temp dir, against one local tansu broker, with the
-//! circuit breaker at `weft serve`'s defaults.
+//! circuit breaker at `weft serve`'s defaults. The broker stores into
+//! sqlite (durable, as `weft dev` runs it); `WEFT_BENCH_BROKER=memory` runs
+//! it on tansu's in-memory storage instead, to tell what the host shares
+//! from what the broker's storage shares.
 //!
 //! Tenant `b` runs one light pipeline (the Rust redaction transform, `b.in`
 //! -> `b.out`, the manifest defaults: batches of up to 256 records or
@@ -24,7 +27,7 @@
 //! - memory: the same pipelines in `touch-mb` mode: each call writes 56 MiB
 //!   of a 64 MiB linear memory;
 //! - crash (run after the flood): the same pipelines in `panic` mode (every record traps, default
-//!   batches), started 2 s into `b`'s window so the crash loop overlaps it;
+//!   batches) over a backlog of `WEFT_BENCH_CRASH_BACKLOG` (20000) records, started 2 s into `b`'s window so the crash loop overlaps it;
 //!   the breaker (100 plugin failures in a row, 30 s first pause) opens;
 //! - flood: `a` runs `b`'s light pipeline, fed at 10x `b`'s rate.
 //!
@@ -51,7 +54,7 @@ use weft::runtime::FairScheduler;
 use weft::service::serve::{ServeOptions, ServeStatus, Server};
 use weft::service::Host;
 use weft::stream::assign::Assignment;
-use weft::stream::broker::LocalBroker;
+use weft::stream::broker::{LocalBroker, Storage};
 use weft::stream::circuit::CircuitPolicy;
 use weft::stream::kafka::{self, chrono_ms, ReadRecord};
 
@@ -145,6 +148,8 @@ struct Config {
     secs: u64,
     a_pipelines: usize,
     a_timeout_ms: u64,
+    /// Records waiting for the crash case's pipelines.
+    crash_backlog: u64,
 }
 
 impl Config {
@@ -274,7 +279,7 @@ fn a_backlog(case: Case, cfg: &Config) -> Option<(String, Vec<u8>, u64)> {
             format!("touch-mb:{TOUCH_MB}").into_bytes(),
             busy_secs * 200,
         )),
-        Case::Crash => Some(("crash-in".into(), b"panic".to_vec(), 20_000)),
+        Case::Crash => Some(("crash-in".into(), b"panic".to_vec(), cfg.crash_backlog)),
         _ => None,
     }
 }
@@ -955,6 +960,7 @@ fn main() -> anyhow::Result<()> {
         secs: env_or("WEFT_BENCH_SECS", 15)?,
         a_pipelines: env_or("WEFT_BENCH_A_PIPELINES", support::cores())?,
         a_timeout_ms: env_or("WEFT_BENCH_A_TIMEOUT_MS", 100)?,
+        crash_backlog: env_or("WEFT_BENCH_CRASH_BACKLOG", 20_000)?,
     };
     if cfg.rate < 100 || cfg.secs == 0 || cfg.a_pipelines == 0 || cfg.a_timeout_ms < 20 {
         bail!("WEFT_BENCH_RATE >= 100, _SECS > 0, _A_PIPELINES > 0, _A_TIMEOUT_MS >= 20");
@@ -974,7 +980,19 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temp dir")?;
     // `WEFT_BENCH_KEEP=1` keeps the directory (broker.log, the tenants).
     let kept = std::env::var_os("WEFT_BENCH_KEEP").is_some();
-    let broker = LocalBroker::start(&dir.path().join("broker")).context("tansu (scripts/setup)")?;
+    // `WEFT_BENCH_BROKER=memory`: tansu keeps records in memory instead of
+    // sqlite, so the broker's storage is not what the tenants share.
+    let storage = match std::env::var("WEFT_BENCH_BROKER").as_deref() {
+        Ok("memory") => Storage::Memory,
+        Ok("sqlite") | Err(_) => Storage::Sqlite,
+        Ok(other) => bail!("WEFT_BENCH_BROKER={other}: sqlite or memory"),
+    };
+    let broker = LocalBroker::start_with(
+        &dir.path().join("broker"),
+        weft::stream::broker::free_port()?,
+        storage,
+    )
+    .context("tansu (scripts/setup)")?;
     let brokers = broker.address();
     let root = dir.path().join("tenants");
     let b_dir = tenant(&root, B)?;
@@ -1019,12 +1037,13 @@ fn main() -> anyhow::Result<()> {
         .context("starting the bench's tokio runtime")?;
     println!(
         "b: redaction transform at {} records/s (~250 B JSON) for {} s per case; a: {} pipelines in cases a-c; \
-         {} plugin workers; circuit: {CIRCUIT_FAILURES} failures in a row, {} s first pause; local tansu, 1 partition per topic",
+         {} plugin workers; circuit: {CIRCUIT_FAILURES} failures in a row, {} s first pause; local tansu ({:?} storage), 1 partition per topic",
         cfg.rate,
         cfg.secs,
         cfg.a_pipelines,
         scheduler.workers(),
-        CIRCUIT_PAUSE.as_secs()
+        CIRCUIT_PAUSE.as_secs(),
+        storage
     );
     // b's reader, and a warm-up until a record makes it through b's
     // pipeline (its group has joined, the reader's too).
