@@ -102,7 +102,11 @@ impl LocalBroker {
         };
         b.wait_ready(Duration::from_secs(30))?;
         if storage == Storage::Sqlite {
-            index_headers(&b.db, Duration::from_secs(10))?;
+            // Only a speed-up: a broker whose schema differs (another tansu
+            // version) still runs, with a warning.
+            if let Err(e) = index_headers(&b.db, Duration::from_secs(10)) {
+                tracing::warn!("{e}; fetches will scan every record header");
+            }
         }
         Ok(b)
     }
