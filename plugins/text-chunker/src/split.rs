@@ -238,28 +238,48 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
     let mut word = 0;
     let mut chars_before = 0;
     let mut prev_word: Option<(usize, usize)> = None; // byte range of the previous word
-    let mut iter = text.char_indices().peekable();
-    // `chars`, reused across words: the (byte offset, char) pairs of the current word.
-    while let Some(&(i, c)) = iter.peek() {
-        if c.is_whitespace() {
-            iter.next();
+                                                      // Bytes, not `char_indices`: ASCII (nearly all of most text) is tested
+                                                      // for whitespace without decoding; any other char is decoded at its
+                                                      // boundary and tested with `char::is_whitespace`, so the result is the
+                                                      // same as the per-char scan.
+    let bytes = text.as_bytes();
+    // The char at byte `p` (a char boundary): whether it is whitespace, and
+    // its length in bytes.
+    let at = |p: usize| -> (bool, usize) {
+        let b = bytes[p];
+        if b < 0x80 {
+            (matches!(b, b' ' | b'\t'..=b'\r'), 1)
+        } else {
+            text[p..]
+                .chars()
+                .next()
+                .map_or((false, 1), |c| (c.is_whitespace(), c.len_utf8()))
+        }
+    };
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let (ws, len) = at(pos);
+        if ws {
+            pos += len;
             chars_before += 1;
             continue;
         }
         // Scan the word starting at `i`, counting its chars. Their offsets
         // are collected only for a word too long for one chunk (rare), not
         // pushed for every char of every word.
+        let i = pos;
         let start_char = chars_before;
         let mut word_chars = 0;
-        while let Some(&(_, d)) = iter.peek() {
-            if d.is_whitespace() {
+        while pos < bytes.len() {
+            let (ws, len) = at(pos);
+            if ws {
                 break;
             }
             word_chars += 1;
-            iter.next();
+            pos += len;
         }
         chars_before += word_chars;
-        let end = iter.peek().map_or(text.len(), |&(j, _)| j);
+        let end = pos;
         let strength = match prev_word {
             None => CUT_PARAGRAPH,
             Some((ps, pe)) => gap_strength(&text[ps..pe], &text[pe..i]),
@@ -404,6 +424,33 @@ mod tests {
             .map(|i| format!("Sentence number {i} talks about topic {} in detail.", i % 7))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn words_are_found_as_the_standard_library_finds_them() {
+        // ASCII and Unicode whitespace (vertical tab, NEL, no-break space,
+        // em space, ideographic space, line separator), multibyte words.
+        let text = "a\u{0b}b\u{85}c\u{a0}d\u{2003}é\u{3000}日本\u{2028}x  y\t\n\nz 🙂";
+        let mut scratch = Scratch::default();
+        atoms(text, Unit::Tokens, 100, &mut scratch);
+        let got: Vec<(usize, usize, usize, usize)> = scratch
+            .atoms
+            .iter()
+            .map(|a| (a.start, a.end, a.start_char, a.end_char))
+            .collect();
+        let mut want = Vec::new();
+        let mut words = text.split_whitespace();
+        let mut next = words.next();
+        for (n, (i, _)) in text.char_indices().enumerate() {
+            let Some(w) = next else { break };
+            let start = w.as_ptr() as usize - text.as_ptr() as usize;
+            if i == start {
+                let chars = w.chars().count();
+                want.push((start, start + w.len(), n, n + chars));
+                next = words.next();
+            }
+        }
+        assert_eq!(got, want);
     }
 
     #[test]
