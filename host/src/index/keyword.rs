@@ -57,6 +57,31 @@ pub fn term_counts(text: &str) -> (BTreeMap<String, u16>, u16) {
     (tf, len)
 }
 
+/// Item ids per posting block: a term's postings are kept in blocks of
+/// item-id ranges (`block_key`), so a write rewrites only the blocks of
+/// the items it adds or removes. New items have the newest ids, so an
+/// ingest batch touches the last block of each of its terms. One list per
+/// term was rewritten whole: for a word in every document of a 100k-chunk
+/// index, 800 KB per batch, which tripled the RAG bench's freshness.
+pub const BLOCK_ITEMS: u32 = 4096;
+
+/// The block of `item`.
+pub fn block_of(item: u32) -> u32 {
+    item / BLOCK_ITEMS
+}
+
+/// The key of one block of `term`'s postings: the term, a NUL (terms are
+/// alphanumeric, so never contain one), then the block number as 8 hex
+/// digits, so a term's blocks sort together and in item order.
+pub fn block_key(term: &str, block: u32) -> String {
+    format!("{term}\u{0}{block:08x}")
+}
+
+/// The prefix every block key of `term` starts with.
+pub fn block_prefix(term: &str) -> String {
+    format!("{term}\u{0}")
+}
+
 /// One posting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Posting {
@@ -124,22 +149,31 @@ impl PostingChanges {
         }
     }
 
-    /// Every term touched, in order.
-    pub fn terms(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.add.keys().chain(self.remove.keys()).cloned().collect();
+    /// Every (term, block) touched, in order.
+    pub fn blocks(&self) -> Vec<(String, u32)> {
+        let mut t: Vec<(String, u32)> = self
+            .add
+            .iter()
+            .flat_map(|(term, ps)| ps.iter().map(move |p| (term.clone(), block_of(p.item))))
+            .chain(
+                self.remove
+                    .iter()
+                    .flat_map(|(term, ids)| ids.iter().map(move |&i| (term.clone(), block_of(i)))),
+            )
+            .collect();
         t.sort();
         t.dedup();
         t
     }
 
-    /// The new list of `term` from its old one.
-    pub fn merge(&self, term: &str, old: &[u8]) -> Vec<Posting> {
+    /// The new postings of one block of `term` from its old ones.
+    pub fn merge(&self, term: &str, block: u32, old: &[u8]) -> Vec<Posting> {
         let removed = self.remove.get(term);
         let mut out: Vec<Posting> = decode(old)
             .filter(|p| removed.is_none_or(|r| !r.contains(&p.item)))
             .collect();
         if let Some(a) = self.add.get(term) {
-            out.extend_from_slice(a);
+            out.extend(a.iter().filter(|p| block_of(p.item) == block));
             // New items have the newest ids, so this is nearly sorted.
             out.sort_by_key(|p| p.item);
             out.dedup_by_key(|p| p.item);
@@ -203,7 +237,7 @@ mod tests {
                 len: 9,
             },
         ]);
-        let merged = c.merge("gate", &old);
+        let merged = c.merge("gate", 0, &old);
         assert_eq!(
             merged,
             vec![
@@ -222,7 +256,26 @@ mod tests {
         assert_eq!(decode(&encode(&merged)).collect::<Vec<_>>(), merged);
         assert_eq!(c.docs_delta, 0);
         assert_eq!(c.tokens_delta, 1);
-        assert_eq!(c.terms(), vec!["changed", "gate", "open"]);
+        let blocks: Vec<(String, u32)> = ["changed", "gate", "open"]
+            .iter()
+            .map(|t| (t.to_string(), 0))
+            .collect();
+        assert_eq!(c.blocks(), blocks);
+        // Items in another block go to that block's list only.
+        let far = BLOCK_ITEMS * 3 + 1;
+        c.added(far, "gate");
+        assert!(c.blocks().contains(&("gate".to_string(), 3)));
+        assert_eq!(
+            c.merge("gate", 3, &[]),
+            vec![Posting {
+                item: far,
+                tf: 1,
+                len: 1
+            }]
+        );
+        assert!(!c.merge("gate", 0, &old).iter().any(|p| p.item == far));
+        assert!(block_key("gate", 1) < block_key("gate", 16));
+        assert!(block_key("gate", 0xffff_ffff).starts_with(&block_prefix("gate")));
     }
 
     #[test]

@@ -479,7 +479,7 @@ impl VectorIndex {
         }
         let backfilled = core.store.lmdb.write(|w| core.store.backfill_postings(w))?;
         if backfilled > 0 {
-            tracing::info!(index = %dir.display(), "indexed the words of {backfilled} chunk(s) written before the keyword side");
+            tracing::info!(index = %dir.display(), "indexed the words of {backfilled} chunk(s) written before the keyword side or its blocks");
         }
         let dropped = core
             .store

@@ -65,15 +65,20 @@ pub struct Store {
     pub(super) pending: Database<'static, Id, Bytes>,
     filters: Database<'static, Str, Bytes>,
     meta: Database<'static, Str, Bytes>,
-    /// Keyword postings, term -> list (see `keyword`). `None` only in an
+    /// Keyword postings, `keyword::block_key(term, block)` -> the postings
+    /// of that block's items (see `keyword`). `None` only in an
     /// index written before the keyword side and opened read-only (the
     /// writer adds the table and fills it at open); it then has no
     /// keyword hits.
     postings: Option<Database<'static, Str, Bytes>>,
 }
 
-/// Meta key set once the postings hold every live chunk.
+/// Meta key set once the postings hold every live chunk (one list per
+/// term, the layout before blocks).
 const KEYWORD_READY: &str = "keyword";
+/// Meta key set once the postings hold every live chunk in blocks; an
+/// index without it is re-indexed at the writer's open.
+const KEYWORD_BLOCKS: &str = "keyword-blocks";
 /// Meta keys of the keyword corpus totals.
 const KW_DOCS: &str = "kw_docs";
 const KW_TOKENS: &str = "kw_tokens";
@@ -342,8 +347,8 @@ impl Store {
         Ok(applied)
     }
 
-    /// Applies a batch's posting changes, rewriting each touched term once,
-    /// and the corpus totals BM25 needs.
+    /// Applies a batch's posting changes, rewriting each touched block of
+    /// each term once, and the corpus totals BM25 needs.
     pub fn write_postings(
         &self,
         wtxn: &mut RwTxn,
@@ -353,15 +358,16 @@ impl Store {
             return Ok(());
         };
         let e = self.err("writing postings");
-        for term in changes.terms() {
+        for (term, block) in changes.blocks() {
+            let key = keyword::block_key(&term, block);
             let merged = {
-                let old = db.get(wtxn, &term).map_err(&e)?.unwrap_or(&[]);
-                changes.merge(&term, old)
+                let old = db.get(wtxn, &key).map_err(&e)?.unwrap_or(&[]);
+                changes.merge(&term, block, old)
             };
             if merged.is_empty() {
-                db.delete(wtxn, &term).map_err(&e)?;
+                db.delete(wtxn, &key).map_err(&e)?;
             } else {
-                db.put(wtxn, &term, &keyword::encode(&merged)).map_err(&e)?;
+                db.put(wtxn, &key, &keyword::encode(&merged)).map_err(&e)?;
             }
         }
         if changes.docs_delta != 0 || changes.tokens_delta != 0 {
@@ -394,18 +400,24 @@ impl Store {
     }
 
     /// Fills the postings from every live chunk if this index was written
-    /// before the keyword side existed (once; writer only). Returns how
-    /// many chunks it indexed.
+    /// before the keyword side existed, or before its postings were kept in
+    /// blocks (once; writer only): the old lists and totals are dropped and
+    /// everything is indexed anew. Returns how many chunks it indexed.
     pub fn backfill_postings(&self, wtxn: &mut RwTxn) -> Result<u64, IndexError> {
-        if self.postings.is_none()
-            || self
-                .meta
-                .get(wtxn, KEYWORD_READY)
-                .map_err(self.err("reading meta"))?
-                .is_some()
+        let Some(db) = self.postings else {
+            return Ok(0);
+        };
+        if self
+            .meta
+            .get(wtxn, KEYWORD_BLOCKS)
+            .map_err(self.err("reading meta"))?
+            .is_some()
         {
             return Ok(0);
         }
+        db.clear(wtxn).map_err(self.err("clearing postings"))?;
+        self.set_meta(wtxn, KW_DOCS, &0u64.to_be_bytes())?;
+        self.set_meta(wtxn, KW_TOKENS, &0u64.to_be_bytes())?;
         let mut changes = PostingChanges::default();
         let mut n = 0;
         {
@@ -418,7 +430,38 @@ impl Store {
         }
         self.write_postings(wtxn, &changes)?;
         self.set_meta(wtxn, KEYWORD_READY, b"1")?;
+        self.set_meta(wtxn, KEYWORD_BLOCKS, b"1")?;
         Ok(n)
+    }
+
+    /// Every postings key (tests: the layout on disk).
+    #[cfg(test)]
+    pub(super) fn postings_keys(&self, txn: &RoTxn) -> Vec<String> {
+        let Some(db) = self.postings else {
+            return Vec::new();
+        };
+        db.iter(txn)
+            .expect("postings")
+            .map(|r| r.expect("posting").0.to_string())
+            .collect()
+    }
+
+    /// Rewrites the postings in the layout before blocks, one list per term
+    /// under the bare term (tests: an index written by an older version).
+    #[cfg(test)]
+    pub(super) fn rewrite_as_one_list_per_term(&self, wtxn: &mut RwTxn) {
+        let db = self.postings.expect("postings");
+        let mut lists: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        for r in db.iter(wtxn).expect("postings") {
+            let (key, bytes) = r.expect("posting");
+            let term = key.split('\u{0}').next().unwrap_or(key).to_string();
+            lists.entry(term).or_default().extend_from_slice(bytes);
+        }
+        db.clear(wtxn).expect("clear");
+        for (term, bytes) in lists {
+            db.put(wtxn, &term, &bytes).expect("put");
+        }
+        self.meta.delete(wtxn, KEYWORD_BLOCKS).expect("meta");
     }
 
     /// BM25 scores of the chunks matching any term of `text`, restricted
@@ -442,12 +485,19 @@ impl Store {
         let e = self.err("reading postings");
         let mut scores: HashMap<u32, f32> = HashMap::new();
         for term in keyword::query_terms(text) {
-            let Some(bytes) = db.get(txn, &term).map_err(&e)? else {
+            let mut blocks: Vec<&[u8]> = Vec::new();
+            for r in db
+                .prefix_iter(txn, &keyword::block_prefix(&term))
+                .map_err(&e)?
+            {
+                blocks.push(r.map_err(&e)?.1);
+            }
+            let df = blocks.iter().map(|b| (b.len() / 8) as u64).sum();
+            if df == 0 {
                 continue;
-            };
-            let df = (bytes.len() / 8) as u64;
+            }
             let idf = keyword::idf(n, df);
-            for p in keyword::decode(bytes) {
+            for p in blocks.iter().flat_map(|b| keyword::decode(b)) {
                 if allowed.is_some_and(|a| !a.contains(p.item)) {
                     continue;
                 }

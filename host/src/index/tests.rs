@@ -271,3 +271,137 @@ fn new_vectors_are_packed_two_to_a_page() {
         per_item(trees)
     );
 }
+
+/// Keyword postings are kept in blocks of item ids, so a write rewrites only
+/// the blocks it touches: a term in documents across several blocks is
+/// still found in all of them, deletes reach the right block, and an index
+/// written with one list per term (before blocks) is re-indexed at open.
+#[test]
+fn keyword_postings_span_blocks_and_the_old_layout_is_reindexed_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = keyword::BLOCK_ITEMS as usize * 2 + 100;
+    let text = |i: usize| {
+        let rare = if i % 1000 == 0 { " rare" } else { "" };
+        format!("common w{i}{rare}")
+    };
+    let mut totals = (0, 0);
+    let rare_docs = |ix: &VectorIndex| -> Vec<String> {
+        let mut d: Vec<String> = ix
+            .keyword_search("rare", 100, &[])
+            .expect("keyword search")
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        d.sort();
+        d
+    };
+    {
+        let ix = VectorIndex::open(dir.path(), opts()).expect("open");
+        for from in (0..n).step_by(1000) {
+            let ops: Vec<DocOp> = (from..(from + 1000).min(n))
+                .map(|i| DocOp::Upsert {
+                    doc_id: format!("d{i}"),
+                    chunks: vec![ChunkIn {
+                        chunk_id: format!("d{i}#0"),
+                        text: text(i),
+                        metadata: vec![],
+                        vector: vector(i),
+                        model: None,
+                        source: None,
+                    }],
+                })
+                .collect();
+            ix.apply(&ops).expect("apply");
+        }
+        let mut want: Vec<String> = (0..n).step_by(1000).map(|i| format!("d{i}")).collect();
+        want.sort();
+        assert_eq!(rare_docs(&ix), want);
+        ix.apply(&[
+            DocOp::Delete {
+                doc_id: "d1000".into(),
+            },
+            DocOp::Delete {
+                doc_id: "d5000".into(),
+            },
+        ])
+        .expect("delete");
+        want.retain(|d| d != "d1000" && d != "d5000");
+        assert_eq!(rare_docs(&ix), want);
+        assert_eq!(
+            ix.keyword_search("common", n, &[]).expect("search").len(),
+            n - 2
+        );
+        let w = format!("w{}", n - 1);
+        let last = ix.keyword_search(&w, 3, &[]).expect("search");
+        assert_eq!(
+            last.first().map(|h| h.doc_id.clone()),
+            Some(format!("d{}", n - 1))
+        );
+        let store = &ix.core.store;
+        totals = store
+            .lmdb
+            .read(|r| store.keyword_totals(r))
+            .expect("totals");
+        assert_eq!(totals.0, (n - 2) as u64);
+        let keys = store
+            .lmdb
+            .read(|r| Ok(store.postings_keys(r)))
+            .expect("keys");
+        let common: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.starts_with("common\u{0}"))
+            .collect();
+        assert_eq!(
+            common.len(),
+            3,
+            "one block per {} items: {common:?}",
+            keyword::BLOCK_ITEMS
+        );
+        store
+            .lmdb
+            .write(|w| {
+                store.rewrite_as_one_list_per_term(w);
+                Ok(())
+            })
+            .expect("old layout");
+        assert!(
+            rare_docs(&ix).is_empty(),
+            "the old layout is not read as blocks"
+        );
+    }
+    let ix = VectorIndex::open(dir.path(), opts()).expect("reopen");
+    assert_eq!(
+        rare_docs(&ix),
+        {
+            let mut w: Vec<String> = (0..n)
+                .step_by(1000)
+                .map(|i| format!("d{i}"))
+                .filter(|d| d != "d1000" && d != "d5000")
+                .collect();
+            w.sort();
+            w
+        },
+        "re-indexed at open"
+    );
+    let store = &ix.core.store;
+    let keys = store
+        .lmdb
+        .read(|r| Ok(store.postings_keys(r)))
+        .expect("keys");
+    assert!(
+        keys.iter().all(|k| k.contains('\u{0}')),
+        "an old key is left"
+    );
+    assert_eq!(
+        store
+            .lmdb
+            .read(|r| store.keyword_totals(r))
+            .expect("totals"),
+        totals,
+        "corpus totals rebuilt once, not added twice"
+    );
+    assert_eq!(
+        ix.keyword_search("common", n, &[]).expect("search").len(),
+        n - 2
+    );
+}
