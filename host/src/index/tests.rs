@@ -281,10 +281,10 @@ fn keyword_postings_span_blocks_and_the_old_layout_is_reindexed_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = keyword::BLOCK_ITEMS as usize * 2 + 100;
     let text = |i: usize| {
-        let rare = if i % 1000 == 0 { " rare" } else { "" };
+        let rare = if i.is_multiple_of(1000) { " rare" } else { "" };
         format!("common w{i}{rare}")
     };
-    let mut totals = (0, 0);
+    let totals: (u64, u64);
     let rare_docs = |ix: &VectorIndex| -> Vec<String> {
         let mut d: Vec<String> = ix
             .keyword_search("rare", 100, &[])
