@@ -4,8 +4,9 @@
 //! a tombstone removes them; a search never sees one side updated without
 //! the other).
 //!
-//! Layout: one entry per term, `term -> [(item u32, tf u16, len u16)]`
-//! sorted by item. The chunk's length in tokens travels in the posting
+//! Layout: one entry per term and block of 4,096 item ids (`block_key`),
+//! `term NUL block -> [(item u32, tf u16, len u16)]` sorted by item, so a
+//! write rewrites only the blocks of the items it changes. The chunk's length in tokens travels in the posting
 //! because BM25 needs it for every candidate, and reading it per candidate
 //! from another table would cost a B-tree lookup each. Items are immutable
 //! (a changed chunk is a new item), so a posting never goes stale; removing

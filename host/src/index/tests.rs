@@ -21,20 +21,23 @@ fn vector(i: usize) -> Vec<f32> {
     v
 }
 
+/// Document `d<i>`: one chunk with `text` and [`vector`]`(i)`.
+fn upsert(i: usize, text: String) -> DocOp {
+    DocOp::Upsert {
+        doc_id: format!("d{i}"),
+        chunks: vec![ChunkIn {
+            chunk_id: format!("d{i}#0"),
+            text,
+            metadata: vec![],
+            vector: vector(i),
+            model: None,
+            source: None,
+        }],
+    }
+}
+
 fn load(ix: &VectorIndex, n: usize) {
-    let ops: Vec<DocOp> = (0..n)
-        .map(|i| DocOp::Upsert {
-            doc_id: format!("d{i}"),
-            chunks: vec![ChunkIn {
-                chunk_id: format!("d{i}#0"),
-                text: format!("t{i}"),
-                metadata: vec![],
-                vector: vector(i),
-                model: None,
-                source: None,
-            }],
-        })
-        .collect();
+    let ops: Vec<DocOp> = (0..n).map(|i| upsert(i, format!("t{i}"))).collect();
     ix.apply(&ops).expect("apply");
 }
 
@@ -299,17 +302,7 @@ fn keyword_postings_span_blocks_and_the_old_layout_is_reindexed_at_open() {
         let ix = VectorIndex::open(dir.path(), opts()).expect("open");
         for from in (0..n).step_by(1000) {
             let ops: Vec<DocOp> = (from..(from + 1000).min(n))
-                .map(|i| DocOp::Upsert {
-                    doc_id: format!("d{i}"),
-                    chunks: vec![ChunkIn {
-                        chunk_id: format!("d{i}#0"),
-                        text: text(i),
-                        metadata: vec![],
-                        vector: vector(i),
-                        model: None,
-                        source: None,
-                    }],
-                })
+                .map(|i| upsert(i, text(i)))
                 .collect();
             ix.apply(&ops).expect("apply");
         }
