@@ -78,6 +78,9 @@ pub struct SketchQuery {
     codes: Vec<i16>,
     /// Query component per code step, divided by the query's norm.
     scale: f32,
+    /// The dot product for this CPU, chosen once per query rather than
+    /// once per sketch.
+    dot: fn(&[i16], &[u8]) -> i32,
 }
 
 impl SketchQuery {
@@ -97,7 +100,11 @@ impl SketchQuery {
         } else {
             0.0
         };
-        SketchQuery { codes, scale }
+        SketchQuery {
+            codes,
+            scale,
+            dot: dot_i16_i8_for_cpu(),
+        }
     }
 
     /// Approximate cosine of the query and a sketched vector, or `None` if
@@ -108,7 +115,7 @@ impl SketchQuery {
         }
         let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
         let norm = f32::from_le_bytes([s[4], s[5], s[6], s[7]]);
-        let d = dot_i16_i8(&self.codes, &s[8..]) as f32;
+        let d = (self.dot)(&self.codes, &s[8..]) as f32;
         Some(if norm > f32::EPSILON {
             d * self.scale * scale / norm
         } else {
@@ -117,19 +124,21 @@ impl SketchQuery {
     }
 }
 
-/// Integer dot product of the query codes and a sketch's `i8` codes
-/// (`c.len() == q.len()`). On x86-64 with AVX2 (checked once at run time,
-/// as arroy does for its own distances) the same loop is compiled for
-/// 256-bit registers; the portable build targets SSE2 only.
-fn dot_i16_i8(q: &[i16], c: &[u8]) -> i32 {
+/// The integer dot product of query codes and a sketch's `i8` codes
+/// (`c.len() == q.len()`) for this CPU: on x86-64 with AVX2 (checked at
+/// run time, as arroy does for its own distances) the same loop compiled
+/// for 256-bit registers; else the portable build (SSE2 on x86-64).
+fn dot_i16_i8_for_cpu() -> fn(&[i16], &[u8]) -> i32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked on the line above.
-            return unsafe { dot_i16_i8_avx2(q, c) };
+            return |q, c| {
+                // SAFETY: the CPU supports AVX2, checked above.
+                unsafe { dot_i16_i8_avx2(q, c) }
+            };
         }
     }
-    dot_i16_i8_portable(q, c)
+    dot_i16_i8_portable
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -221,7 +230,7 @@ mod tests {
                 s.wrapping_add(i32::from(*a) * i32::from(*b as i8))
             });
             assert_eq!(dot_i16_i8_portable(&q, &c), want, "dim {dim}");
-            assert_eq!(dot_i16_i8(&q, &c), want, "dim {dim}");
+            assert_eq!(dot_i16_i8_for_cpu()(&q, &c), want, "dim {dim}");
         }
     }
 

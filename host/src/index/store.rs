@@ -74,7 +74,9 @@ pub struct Store {
 }
 
 /// Meta key set once the postings hold every live chunk (one list per
-/// term, the layout before blocks).
+/// term, the layout before blocks). Still written with the blocks: an
+/// older binary that opens this index then skips its own backfill, which
+/// would add lists in its layout and count the corpus totals twice.
 const KEYWORD_READY: &str = "keyword";
 /// Meta key set once the postings hold every live chunk in blocks; an
 /// index without it is re-indexed at the writer's open.

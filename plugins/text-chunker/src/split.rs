@@ -238,10 +238,11 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
     let mut word = 0;
     let mut chars_before = 0;
     let mut prev_word: Option<(usize, usize)> = None; // byte range of the previous word
-                                                      // Bytes, not `char_indices`: ASCII (nearly all of most text) is tested
-                                                      // for whitespace without decoding; any other char is decoded at its
-                                                      // boundary and tested with `char::is_whitespace`, so the result is the
-                                                      // same as the per-char scan.
+
+    // Bytes, not `char_indices`: ASCII (nearly all of most text) is tested
+    // for whitespace without decoding; any other char is decoded at its
+    // boundary and tested with `char::is_whitespace`, so the result is the
+    // same as the per-char scan.
     let bytes = text.as_bytes();
     // The char at byte `p` (a char boundary): whether it is whitespace, and
     // its length in bytes.
