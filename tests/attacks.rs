@@ -430,3 +430,84 @@ fn a_transform_with_the_right_version_and_the_wrong_signature_is_refused_at_load
     );
     eprintln!("{msg}");
 }
+
+/// A span chunker (`weft:plugin/chunk-spans`) only returns byte ranges; the
+/// host builds the chunks. Every bad range fails its own document, named,
+/// and an output bomb (a million copies of the text) is refused before the
+/// host builds any of it.
+#[test]
+fn bad_spans_fail_only_their_document_and_an_output_bomb_is_not_built() {
+    use weft::record::Payload;
+    let dir = tempfile::tempdir().unwrap();
+    let m = support::write(
+        dir.path(),
+        "pipeline.toml",
+        &format!(
+            "name = \"t\"\n[source]\ntopic = \"in\"\nformat = \"document\"\n[[stage]]\nname = \"split\"\nkind = \"chunker\"\nplugin = \"{}\"\nlimits = {{ max_output_kb = 1024, max_outputs = 10000000 }}\n[sink]\ntopic = \"out\"\n",
+            support::plugin("hostile-spans").display()
+        ),
+    );
+    let mut p = Pipeline::new(
+        &support::runtime(),
+        Manifest::load(&m).expect("manifest"),
+        None,
+    )
+    .expect("pipeline");
+    let doc = |id: &str, text: &str| serde_json::json!({ "id": id, "text": text }).to_string();
+    // 100 KB of text, a million times over: 100 GB if it were built.
+    let bomb = format!("copies:1000000 {}", "x".repeat(100_000));
+    let rss_before = peak_rss_mib();
+    for (bad, kind, words) in [
+        ("past-end", FailureKind::BadOutput, "span 0 (0..9)"),
+        ("empty-span", FailureKind::BadOutput, "non-empty range"),
+        (
+            "mid-char é",
+            FailureKind::BadOutput,
+            "cuts a UTF-8 character",
+        ),
+        (
+            bomb.as_str(),
+            FailureKind::OutputTooLarge,
+            "max_output_kb = 1024",
+        ),
+        ("fail", FailureKind::InvalidInput, "told to fail"),
+    ] {
+        let o = p.process(vec![
+            support::item(1, &doc("a", "ok before")),
+            support::item(2, &doc("bad", bad)),
+            support::item(3, &doc("c", "ok after")),
+        ]);
+        let chunks: Vec<(String, String)> = o
+            .outputs
+            .iter()
+            .map(|i| match &i.payload {
+                Payload::Chunk(c) => (c.chunk.id.clone(), c.chunk.text.clone()),
+                other => panic!("not a chunk: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            chunks,
+            [
+                ("a#0".to_string(), "ok before".to_string()),
+                ("c#0".to_string(), "ok after".to_string())
+            ],
+            "{words}"
+        );
+        assert_eq!(o.dead.len(), 1, "{:?}", o.dead);
+        let f = &o.dead[0].failure;
+        assert_eq!(o.dead[0].item.origin.offset, 2);
+        assert_eq!(f.kind, kind, "{f}");
+        assert!(f.message.contains(words), "{words:?} not in {f}");
+    }
+    let grew = peak_rss_mib() - rss_before;
+    assert!(grew < 200, "peak memory grew by {grew} MiB");
+    // A wrong result count: the documents are replayed one by one and all
+    // three get their chunk.
+    let o = p.process(vec![
+        support::item(1, &doc("a", "ok before")),
+        support::item(2, &doc("b", "short-count")),
+        support::item(3, &doc("c", "ok after")),
+    ]);
+    assert!(o.dead.is_empty(), "{:?}", o.dead);
+    assert_eq!(o.outputs.len(), 3);
+}

@@ -2,10 +2,12 @@
 //! the Wasm boundary, measured in one process so the ratios hold under load.
 //!
 //! 1. The reference chunker over the sample documents (×20, batches of 64),
-//!    natively and as components: the shipped build, the build of the base
-//!    commit if saved (see [`BASE_CHUNKER`]), and three probes (a bench-only
-//!    component, `plugins/text-chunker/examples/boundary_probe.rs`) that do
-//!    part of the work each, to split the cost:
+//!    natively (whole, and its splitting alone) and as components: the
+//!    shipped build (a span chunker: the host builds the chunks from its
+//!    byte ranges), the build of an earlier commit if saved (see
+//!    [`BASE_CHUNKER`]), and three probes (a bench-only component of the
+//!    `chunk` world, `plugins/text-chunker/examples/boundary_probe.rs`) that
+//!    do part of the work each, to split the cost:
 //!    `empty` (input crossing + call), `spans` (+ the splitting algorithm in
 //!    wasm), `echo` (input and output crossing, no guest work).
 //!    The same on long documents (many chunks each), where per-chunk costs
@@ -27,10 +29,11 @@ use weft::manifest::{Manifest, Stage};
 use weft::runtime::bindings::types::{Chunk, Document, Meta};
 use weft::runtime::{CpuMeter, InstanceAllocator, Runtime, StagePlugin, StageShared};
 
-/// Where the chunker built from the base commit of this work (e7f8742) is
-/// kept for comparison, if at all. To make it: check out that commit, run
-/// `bash scripts/build-plugins`, and copy `target/plugins/text_chunker.wasm`
-/// here. `WEFT_BASE_CHUNKER` overrides the path.
+/// Where a chunker built from an earlier commit is kept for comparison, if
+/// at all (any contract: `chunk` or `chunk-spans`). To make it: check out
+/// that commit, run `bash scripts/build-plugins`, and copy
+/// `target/plugins/text_chunker.wasm` here. `WEFT_BASE_CHUNKER` overrides the
+/// path.
 const BASE_CHUNKER: &str = "target/bench/text_chunker_base.wasm";
 
 const ROUNDS: usize = 15;
@@ -197,6 +200,13 @@ fn chunk_native(docs: &[Document], cfg: &text_chunker::ChunkConfig) -> usize {
     n
 }
 
+/// Native twin of the probe `spans`: the splitting alone, no chunks built.
+fn spans_native(docs: &[Document], cfg: &text_chunker::ChunkConfig) -> usize {
+    docs.iter()
+        .map(|d| std::hint::black_box(text_chunker::chunk_spans(&d.text, cfg)).len())
+        .sum()
+}
+
 fn chunk_wasm(p: &mut StagePlugin, docs: &[Document]) -> usize {
     let mut n = 0;
     for batch in docs.chunks(BATCH) {
@@ -290,13 +300,18 @@ fn chunker_section(rt: &Runtime, dir: &Path, probe: &Path, title: &str, docs: &[
         best: Duration::MAX,
     }];
     variants.push(Variant {
+        name: "native chunk_spans (split only)".into(),
+        run: Box::new(|| spans_native(docs, &cfg)),
+        best: Duration::MAX,
+    });
+    variants.push(Variant {
         name: "component (this build)".into(),
         run: Box::new(|| chunk_wasm(&mut chunker, docs)),
         best: Duration::MAX,
     });
     if let Some(b) = base.as_mut() {
         variants.push(Variant {
-            name: "component (base e7f8742)".into(),
+            name: "component (base build)".into(),
             run: Box::new(|| chunk_wasm(b, docs)),
             best: Duration::MAX,
         });
@@ -433,6 +448,32 @@ fn allocator_section(dir: &Path, cache: &Path) {
     }
 }
 
+/// `WEFT_BENCH_PROFILE=<seconds>`: only the shipped chunker component over
+/// the long documents (the sample ones with `WEFT_BENCH_PROFILE_DOCS=sample`),
+/// in a loop, for a profiler (`perf record`) to see the component alone.
+fn profile_loop(rt: &Runtime, dir: &Path, run_for: Duration) {
+    let shipped = repo().join("target/plugins/text_chunker.wasm");
+    let mut chunker = prepare(
+        rt,
+        &stage(dir, "chunker", &shipped, "max_chars = 600, overlap = 80"),
+    );
+    let docs = match std::env::var("WEFT_BENCH_PROFILE_DOCS").as_deref() {
+        Ok("sample") => sample_docs(20),
+        _ => long_docs(60, 200),
+    };
+    let t0 = Instant::now();
+    let mut rounds = 0u64;
+    while t0.elapsed() < run_for {
+        std::hint::black_box(chunk_wasm(&mut chunker, &docs));
+        rounds += 1;
+    }
+    let per_doc = t0.elapsed().as_secs_f64() * 1e6 / (rounds as f64 * docs.len() as f64);
+    println!(
+        "profile loop: {rounds} rounds of {} docs, {per_doc:.2} us/doc",
+        docs.len()
+    );
+}
+
 fn main() {
     let probe = build();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -448,6 +489,13 @@ fn main() {
     );
     if base_chunker().is_none() {
         println!("(no base chunker at {BASE_CHUNKER}: the base row is left out)");
+    }
+    if let Some(secs) = std::env::var("WEFT_BENCH_PROFILE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        profile_loop(&rt, dir.path(), Duration::from_secs(secs));
+        return;
     }
     chunker_section(&rt, dir.path(), &probe, "sample docs ×20", &sample_docs(20));
     chunker_section(&rt, dir.path(), &probe, "long docs", &long_docs(60, 200));

@@ -68,16 +68,23 @@ pub enum StageKind {
 }
 
 impl StageKind {
-    /// The WIT interface the component must export.
-    pub fn export_interface(self) -> &'static str {
+    /// Every interface a plugin of this kind may export: the first is
+    /// [`StageKind::export_interface`]; a chunker may return spans instead.
+    pub fn export_interfaces(self) -> &'static [&'static str] {
         match self {
-            StageKind::Chunker => "weft:plugin/chunk",
-            StageKind::Embedder => "weft:plugin/embed",
-            StageKind::Retriever => "weft:plugin/retrieve",
-            StageKind::PromptBuilder => "weft:plugin/prompt",
-            StageKind::Generator => "weft:plugin/generate",
-            StageKind::Transform => "weft:plugin/transform",
+            StageKind::Chunker => &["weft:plugin/chunk", "weft:plugin/chunk-spans"],
+            StageKind::Embedder => &["weft:plugin/embed"],
+            StageKind::Retriever => &["weft:plugin/retrieve"],
+            StageKind::PromptBuilder => &["weft:plugin/prompt"],
+            StageKind::Generator => &["weft:plugin/generate"],
+            StageKind::Transform => &["weft:plugin/transform"],
         }
+    }
+
+    /// The WIT interface the component normally exports (the one named in
+    /// errors and scaffolds).
+    pub fn export_interface(self) -> &'static str {
+        self.export_interfaces()[0]
     }
 
     /// The WIT world name a plugin author targets.

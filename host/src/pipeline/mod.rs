@@ -17,11 +17,11 @@ use crate::record::{
     decode_chunk, decode_document, decode_question, looks_like_chunk, EmbeddedChunk, Item, Payload,
     QuestionState,
 };
-use crate::runtime::bindings::types::{self, ErrorKind};
+use crate::runtime::bindings::types;
 use crate::runtime::freshness;
 use crate::runtime::{
-    DeltaSink, DeltaSlot, Failure, FailureKind, OnStale, ReadRequirement, Runtime, StagePlugin,
-    StageShared, TableLookup, TableSlot, TenantAccount,
+    output_over_cap, DeltaSink, DeltaSlot, Failure, FailureKind, OnStale, ReadRequirement, Runtime,
+    StagePlugin, StageShared, TableLookup, TableSlot, TenantAccount,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
@@ -542,16 +542,6 @@ fn questions_again(stage: &str, items: Vec<Item>, dead: &mut Vec<DeadLetter>) ->
     out
 }
 
-fn plugin_failure(e: types::PluginError) -> Failure {
-    let kind = match e.kind {
-        ErrorKind::InvalidInput => FailureKind::InvalidInput,
-        ErrorKind::Config => FailureKind::Config,
-        ErrorKind::Transient => FailureKind::Transient,
-        ErrorKind::Internal => FailureKind::PluginError,
-    };
-    Failure::new(kind, e.message)
-}
-
 /// Calls `call` on the whole batch; if the call itself fails (trap, limit),
 /// replays the items one by one so only the culprit fails. Items failing with
 /// a transient error are retried with exponential backoff.
@@ -642,35 +632,6 @@ fn meta_size(m: &[types::Meta]) -> u64 {
     m.iter().map(|m| (m.key.len() + m.value.len()) as u64).sum()
 }
 
-/// Bytes an output record is charged on top of its contents, so that many
-/// tiny records cannot slip under the byte cap.
-const RECORD_OVERHEAD: u64 = 64;
-
-/// The output of one input, `count` records of `size` bytes, against the
-/// stage's `max_outputs` and `max_output_kb`.
-fn over_cap(p: &StagePlugin, count: usize, size: u64) -> Option<Failure> {
-    let count = count as u64;
-    if count > p.limits.max_outputs {
-        return Some(Failure::new(
-            FailureKind::OutputTooLarge,
-            format!(
-                "{count} output records exceed limits.max_outputs = {}",
-                p.limits.max_outputs
-            ),
-        ));
-    }
-    let size = size.saturating_add(count.saturating_mul(RECORD_OVERHEAD));
-    (size > p.limits.max_output_bytes).then(|| {
-        Failure::new(
-            FailureKind::OutputTooLarge,
-            format!(
-                "output of {size} bytes (counting {RECORD_OVERHEAD} per record) exceeds limits.max_output_kb = {}",
-                p.limits.max_output_bytes >> 10
-            ),
-        )
-    })
-}
-
 fn dead(dead: &mut Vec<DeadLetter>, p: &StagePlugin, item: Item, failure: Failure) {
     tracing::debug!(stage = %p.name, origin = ?item.origin.offset, "dead letter: {failure}");
     dead.push(DeadLetter {
@@ -712,10 +673,7 @@ fn run_chunker(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) 
         return out;
     }
     let docs: Vec<types::Document> = todo.iter().map(|(_, d)| d.clone()).collect();
-    let results = isolate(p, &docs, |p, slice| {
-        p.chunk(slice)
-            .map(|rs| rs.into_iter().map(|r| r.map_err(plugin_failure)).collect())
-    });
+    let results = isolate(p, &docs, |p, slice| p.chunk(slice));
     for ((item, doc), r) in todo.into_iter().zip(results) {
         match r {
             Ok(chunks) => {
@@ -723,7 +681,7 @@ fn run_chunker(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>) 
                     .iter()
                     .map(|c| text_size(&c.text) + text_size(&c.id) + meta_size(&c.metadata))
                     .sum();
-                if let Some(f) = over_cap(p, chunks.len(), size) {
+                if let Some(f) = output_over_cap(&p.limits, chunks.len(), size) {
                     dead(dl, p, item, f);
                     continue;
                 }
@@ -905,8 +863,8 @@ fn run_embedder(
         isolate(p, &texts, |p, slice| match p.embed(slice)? {
             Ok(vs) => Ok(vs.into_iter().map(Ok).collect()),
             // The batch is all-or-nothing: isolate the bad text by replaying singly.
-            Err(e) if slice.len() > 1 => Err(plugin_failure(e)),
-            Err(e) => Ok(vec![Err(plugin_failure(e))]),
+            Err(e) if slice.len() > 1 => Err(Failure::from(e)),
+            Err(e) => Ok(vec![Err(Failure::from(e))]),
         })
     }
     .into_iter();
@@ -916,7 +874,7 @@ fn run_embedder(
             None => match results.next() {
                 Some(r) => r.and_then(|v| {
                     check_vector(&v, d)?;
-                    if let Some(f) = over_cap(p, 1, v.len() as u64 * 4) {
+                    if let Some(f) = output_over_cap(&p.limits, 1, v.len() as u64 * 4) {
                         return Err(f);
                     }
                     Ok(v)
@@ -1114,14 +1072,14 @@ fn run_question_stage(
             let mut r = isolate(p, one, |p, s| {
                 Ok(vec![p
                     .retrieve(&s[0].question, &vector)?
-                    .map_err(plugin_failure)])
+                    .map_err(Failure::from)])
             });
             let hits = r.pop().unwrap_or_else(|| Err(missing()))?;
             let size: u64 = hits
                 .iter()
                 .map(|h| text_size(&h.text) + meta_size(&h.metadata))
                 .sum();
-            if let Some(f) = over_cap(p, hits.len(), size) {
+            if let Some(f) = output_over_cap(&p.limits, hits.len(), size) {
                 return Err(f);
             }
             q.hits = hits;
@@ -1130,11 +1088,11 @@ fn run_question_stage(
             let mut r = isolate(p, one, |p, s| {
                 Ok(vec![p
                     .build_prompt(&s[0].question, &s[0].hits)?
-                    .map_err(plugin_failure)])
+                    .map_err(Failure::from)])
             });
             let msgs = r.pop().unwrap_or_else(|| Err(missing()))?;
             let size: u64 = msgs.iter().map(|m| text_size(&m.content)).sum();
-            if let Some(f) = over_cap(p, msgs.len(), size) {
+            if let Some(f) = output_over_cap(&p.limits, msgs.len(), size) {
                 return Err(f);
             }
             q.messages = msgs;
@@ -1143,10 +1101,10 @@ fn run_question_stage(
             let mut r = isolate(p, one, |p, s| {
                 Ok(vec![p
                     .generate(&s[0].question, &s[0].messages, &s[0].hits, origin_ms)?
-                    .map_err(plugin_failure)])
+                    .map_err(Failure::from)])
             });
             let answer = r.pop().unwrap_or_else(|| Err(missing()))?;
-            if let Some(f) = over_cap(p, 1, text_size(&answer.text)) {
+            if let Some(f) = output_over_cap(&p.limits, 1, text_size(&answer.text)) {
                 return Err(f);
             }
             q.answer = Some(answer);
@@ -1183,7 +1141,7 @@ fn run_transform(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>
         .collect();
     let results = isolate(p, &records, |p, slice| {
         p.transform(slice)
-            .map(|rs| rs.into_iter().map(|r| r.map_err(plugin_failure)).collect())
+            .map(|rs| rs.into_iter().map(|r| r.map_err(Failure::from)).collect())
     });
     let mut out = Vec::new();
     for (item, r) in items.into_iter().zip(results) {
@@ -1200,7 +1158,7 @@ fn run_transform(p: &mut StagePlugin, items: Vec<Item>, dl: &mut Vec<DeadLetter>
                                 .sum::<usize>()) as u64
                     })
                     .sum();
-                if let Some(f) = over_cap(p, recs.len(), size) {
+                if let Some(f) = output_over_cap(&p.limits, recs.len(), size) {
                     dead(dl, p, item, f);
                     continue;
                 }

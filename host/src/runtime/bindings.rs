@@ -32,6 +32,21 @@ macro_rules! stage_world {
 }
 
 stage_world!(chunker, "chunker");
+/// The span chunker's texts are lowered straight from the documents
+/// (`&[&str]`, borrowed), not from copies.
+pub mod span_chunker {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "span-chunker",
+        ownership: Borrowing { duplicate_if_necessary: true },
+        with: {
+            "weft:plugin/types": super::imports::weft::plugin::types,
+            "weft:plugin/log": super::imports::weft::plugin::log,
+            "weft:plugin/config": super::imports::weft::plugin::config,
+            "weft:plugin/state": super::imports::weft::plugin::state,
+        },
+    });
+}
 stage_world!(embedder, "embedder");
 stage_world!(
     retriever,

@@ -228,3 +228,46 @@ impl Failure {
         self
     }
 }
+
+impl From<super::bindings::types::PluginError> for Failure {
+    /// A failure the plugin reported itself, by its own kind.
+    fn from(e: super::bindings::types::PluginError) -> Failure {
+        use super::bindings::types::ErrorKind;
+        let kind = match e.kind {
+            ErrorKind::InvalidInput => FailureKind::InvalidInput,
+            ErrorKind::Config => FailureKind::Config,
+            ErrorKind::Transient => FailureKind::Transient,
+            ErrorKind::Internal => FailureKind::PluginError,
+        };
+        Failure::new(kind, e.message)
+    }
+}
+
+/// Bytes an output record is charged on top of its contents, so that many
+/// tiny records cannot slip under the byte cap.
+const RECORD_OVERHEAD: u64 = 64;
+
+/// The output of one input, `count` records of `size` bytes, against the
+/// stage's `max_outputs` and `max_output_kb`.
+pub fn output_over_cap(limits: &Limits, count: usize, size: u64) -> Option<Failure> {
+    let count = count as u64;
+    if count > limits.max_outputs {
+        return Some(Failure::new(
+            FailureKind::OutputTooLarge,
+            format!(
+                "{count} output records exceed limits.max_outputs = {}",
+                limits.max_outputs
+            ),
+        ));
+    }
+    let size = size.saturating_add(count.saturating_mul(RECORD_OVERHEAD));
+    (size > limits.max_output_bytes).then(|| {
+        Failure::new(
+            FailureKind::OutputTooLarge,
+            format!(
+                "output of {size} bytes (counting {RECORD_OVERHEAD} per record) exceeds limits.max_output_kb = {}",
+                limits.max_output_bytes >> 10
+            ),
+        )
+    })
+}

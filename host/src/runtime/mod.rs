@@ -13,6 +13,7 @@ pub mod freshness;
 mod http;
 pub mod limits;
 pub mod logs;
+mod spans;
 pub mod state;
 pub mod tenant;
 
@@ -22,7 +23,7 @@ pub use ctx::{
     TableSlot, MAX_TABLE_KEY,
 };
 pub use deltas::{Delta, DeltaSink, DeltaSlot, DeltaStream};
-pub use failure::{Failure, FailureKind};
+pub use failure::{output_over_cap, Failure, FailureKind};
 pub use fair::{FairScheduler, Permit};
 pub use freshness::{OnStale, ReadAt, ReadRequirement};
 pub use tenant::TenantAccount;
@@ -127,6 +128,7 @@ impl Runtime {
         allocator: InstanceAllocator,
     ) -> anyhow::Result<Runtime> {
         let mut config = Config::new();
+        config.profiler(profiler_from_env()?);
         if allocator == InstanceAllocator::Pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
             pool.total_component_instances(POOL_INSTANCES)
@@ -306,10 +308,13 @@ fn import_names(engine: &Engine, component: &Component) -> Vec<String> {
 fn check_exports(engine: &Engine, component: &Component, stage: &Stage) -> anyhow::Result<()> {
     let want = stage.kind.export_interface();
     let exports = export_names(engine, component);
-    if exports
-        .iter()
-        .any(|e| e.starts_with(&format!("{want}@0.1.")))
-    {
+    if exports.iter().any(|e| {
+        stage
+            .kind
+            .export_interfaces()
+            .iter()
+            .any(|i| e.starts_with(&format!("{i}@0.1.")))
+    }) {
         return Ok(());
     }
     let found: Vec<&str> = exports
@@ -320,9 +325,11 @@ fn check_exports(engine: &Engine, component: &Component, stage: &Stage) -> anyho
     let kinds: Vec<&str> = StageKind::ALL
         .iter()
         .filter(|k| {
-            found
-                .iter()
-                .any(|e| e.starts_with(&format!("{}@", k.export_interface())))
+            found.iter().any(|e| {
+                k.export_interfaces()
+                    .iter()
+                    .any(|i| e.starts_with(&format!("{i}@")))
+            })
         })
         .map(|k| k.as_str())
         .collect();
@@ -374,9 +381,25 @@ fn check_imports(engine: &Engine, component: &Component, stage: &Stage) -> anyho
     Ok(())
 }
 
+/// `WEFT_PROFILER=perfmap` (or `jitdump`) makes the plugins' compiled
+/// functions visible to Linux `perf` by name (`perf record -k mono`, then
+/// `perf inject --jit` for `jitdump`), so a plugin author can see where a
+/// component spends its time; unset, nothing is recorded.
+fn profiler_from_env() -> anyhow::Result<wasmtime::ProfilingStrategy> {
+    match std::env::var("WEFT_PROFILER").as_deref() {
+        Err(_) | Ok("") | Ok("none") => Ok(wasmtime::ProfilingStrategy::None),
+        Ok("perfmap") => Ok(wasmtime::ProfilingStrategy::PerfMap),
+        Ok("jitdump") => Ok(wasmtime::ProfilingStrategy::JitDump),
+        Ok(other) => Err(anyhow!(
+            "WEFT_PROFILER={other:?}: expected perfmap, jitdump or none"
+        )),
+    }
+}
+
 /// A pre-linked component, typed by its world.
 enum TypedPre {
     Chunker(bindings::chunker::ChunkerPre<StageCtx>),
+    SpanChunker(bindings::span_chunker::SpanChunkerPre<StageCtx>),
     Embedder(bindings::embedder::EmbedderPre<StageCtx>),
     Retriever(bindings::retriever::RetrieverPre<StageCtx>),
     PromptBuilder(bindings::prompt_builder::PromptBuilderPre<StageCtx>),
@@ -387,7 +410,12 @@ enum TypedPre {
 impl TypedPre {
     fn new(kind: StageKind, pre: InstancePre<StageCtx>) -> anyhow::Result<TypedPre> {
         Ok(match kind {
-            StageKind::Chunker => TypedPre::Chunker(bindings::chunker::ChunkerPre::new(pre)?),
+            // Either chunker world; a component exporting neither gets the
+            // `chunk` world's error, the one most chunkers implement.
+            StageKind::Chunker => match bindings::span_chunker::SpanChunkerPre::new(pre.clone()) {
+                Ok(p) => TypedPre::SpanChunker(p),
+                Err(_) => TypedPre::Chunker(bindings::chunker::ChunkerPre::new(pre)?),
+            },
             StageKind::Embedder => TypedPre::Embedder(bindings::embedder::EmbedderPre::new(pre)?),
             StageKind::Retriever => {
                 TypedPre::Retriever(bindings::retriever::RetrieverPre::new(pre)?)
@@ -407,6 +435,7 @@ impl TypedPre {
     fn instantiate(&self, store: &mut Store<StageCtx>) -> wasmtime::Result<Bindings> {
         Ok(match self {
             TypedPre::Chunker(p) => Bindings::Chunker(p.instantiate(store)?),
+            TypedPre::SpanChunker(p) => Bindings::SpanChunker(p.instantiate(store)?),
             TypedPre::Embedder(p) => Bindings::Embedder(p.instantiate(store)?),
             TypedPre::Retriever(p) => Bindings::Retriever(p.instantiate(store)?),
             TypedPre::PromptBuilder(p) => Bindings::PromptBuilder(p.instantiate(store)?),
@@ -419,6 +448,7 @@ impl TypedPre {
 /// A live instance's typed exports.
 pub enum Bindings {
     Chunker(bindings::chunker::Chunker),
+    SpanChunker(bindings::span_chunker::SpanChunker),
     Embedder(bindings::embedder::Embedder),
     Retriever(bindings::retriever::Retriever),
     PromptBuilder(bindings::prompt_builder::PromptBuilder),
@@ -710,17 +740,45 @@ impl StagePlugin {
         }
     }
 
+    /// Chunks each document, one result per document, in order. A span
+    /// chunker's ranges are made into chunks here (see [`spans`]).
     pub fn chunk(
         &mut self,
         docs: &[types::Document],
-    ) -> Result<Vec<PluginResult<Vec<types::Chunk>>>, Failure> {
-        if !matches!(self.typed, TypedPre::Chunker(_)) {
-            return Err(self.wrong_kind());
+    ) -> Result<Vec<Result<Vec<types::Chunk>, Failure>>, Failure> {
+        match self.typed {
+            TypedPre::Chunker(_) => {
+                let results = self.call("chunk", |store, b| match b {
+                    Bindings::Chunker(c) => c.weft_plugin_chunk().call_split(store, docs),
+                    _ => Err(wasmtime::format_err!("not a chunker")),
+                })?;
+                Ok(results
+                    .into_iter()
+                    .map(|r| r.map_err(Failure::from))
+                    .collect())
+            }
+            TypedPre::SpanChunker(_) => {
+                let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+                let results = self.call("chunk", |store, b| match b {
+                    Bindings::SpanChunker(c) => {
+                        c.weft_plugin_chunk_spans().call_spans(store, &texts)
+                    }
+                    _ => Err(wasmtime::format_err!("not a span chunker")),
+                })?;
+                if results.len() != docs.len() {
+                    // Results that cannot be paired with the documents are
+                    // passed on with their count, so the caller replays each
+                    // document alone, as for a `chunk` plugin.
+                    return Ok(results.into_iter().map(|_| Ok(Vec::new())).collect());
+                }
+                Ok(docs
+                    .iter()
+                    .zip(results)
+                    .map(|(d, r)| spans::chunks_from_spans(d, &r?, &self.limits))
+                    .collect())
+            }
+            _ => Err(self.wrong_kind()),
         }
-        self.call("chunk", |store, b| match b {
-            Bindings::Chunker(c) => c.weft_plugin_chunk().call_split(store, docs),
-            _ => Err(wasmtime::format_err!("not a chunker")),
-        })
     }
 
     pub fn dimension(&mut self) -> Result<u32, Failure> {

@@ -9,7 +9,9 @@
 //!
 //! The splitting itself ([`chunk_text`], [`chunk_spans`]) is plain Rust so it
 //! is unit-tested and benchmarked natively; only the thin binding to the WIT
-//! world is compiled for wasm.
+//! world is compiled for wasm: the `span-chunker` world, so the component
+//! returns byte ranges and the host builds the chunks from its copy of the
+//! document.
 
 pub mod config;
 pub mod split;
@@ -49,16 +51,25 @@ pub fn chunk_document(
     if let Some(t) = title {
         meta.push(("title".to_string(), t.to_string()));
     }
-    chunk_text(text, cfg)
+    let texts = chunk_text(text, cfg);
+    let last = texts.len().saturating_sub(1);
+    let mut meta = Some(meta);
+    texts
         .into_iter()
         .enumerate()
         .map(|(n, text)| {
             let seq = chunk_seq(id, n)?;
+            // The last chunk takes the metadata built for the document.
+            let metadata = if n == last {
+                meta.take().unwrap_or_default()
+            } else {
+                meta.clone().unwrap_or_default()
+            };
             Ok(DocChunk {
                 id: chunk_id(id, seq),
                 seq,
                 text,
-                metadata: meta.clone(),
+                metadata,
             })
         })
         .collect()
@@ -83,8 +94,7 @@ pub fn chunk_seq(id: &str, n: usize) -> Result<u32, String> {
 }
 
 /// `<doc id>#<seq>`, allocated once at its final size (`format!` guesses the
-/// capacity and may grow the string; the component's guest allocator makes
-/// every extra reallocation count).
+/// capacity and may grow the string).
 pub fn chunk_id(id: &str, seq: u32) -> String {
     let mut digits = [0u8; 10];
     let mut at = digits.len();
@@ -108,15 +118,15 @@ pub fn chunk_id(id: &str, seq: u32) -> String {
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ path: "../../wit", world: "chunker" });
+    wit_bindgen::generate!({ path: "../../wit", world: "span-chunker" });
 
     use crate::{Scratch, Settings};
-    use exports::weft::plugin::chunk::Guest;
+    use exports::weft::plugin::chunk_spans::{Guest, Span};
     use std::cell::RefCell;
     use std::ops::Range;
     use std::sync::OnceLock;
     use weft::plugin::log::{log, Level};
-    use weft::plugin::types::{Chunk, Document, ErrorKind, Meta, PluginError};
+    use weft::plugin::types::{ErrorKind, PluginError};
 
     struct TextChunker;
 
@@ -140,71 +150,29 @@ mod component {
         static SCRATCH: RefCell<(Scratch, Vec<Range<usize>>)> = RefCell::default();
     }
 
-    /// Splits one document into exactly what [`crate::chunk_document`] gives
-    /// (tested natively against the component by the host's tests), but
-    /// built from the document it owns: the last chunk takes the document's
-    /// text buffer, id and metadata instead of copies, so a document that
-    /// fits in one chunk costs one new string (its chunk id) instead of ten.
-    /// Each allocation is a call into the guest's allocator and a free in
-    /// the post-return; these, not the copying, were most of the cost.
-    fn split_one(doc: Document, settings: &Settings) -> Result<Vec<Chunk>, PluginError> {
-        let invalid = |message| PluginError {
-            kind: ErrorKind::InvalidInput,
-            message,
-        };
-        let Document {
-            id,
-            title,
-            text,
-            mut metadata,
-        } = doc;
-        crate::check_id(&id).map_err(invalid)?;
-        if let Some(t) = title {
-            metadata.retain(|m| m.key != "title");
-            metadata.push(Meta {
-                key: "title".to_string(),
-                value: t,
-            });
-        }
+    /// The byte ranges [`crate::chunk_spans`] gives. The host makes them
+    /// into chunks exactly as [`crate::chunk_document`] does (ids, doc id
+    /// checks, title in the metadata; the host's tests compare the two),
+    /// so nothing is allocated per chunk here and only offsets go back.
+    fn spans_of(text: &str, settings: &Settings) -> Vec<Span> {
         SCRATCH.with_borrow_mut(|(scratch, spans)| {
-            crate::chunk_spans_into(&text, &settings.chunk, scratch, spans);
-            let Some(last) = spans.pop() else {
-                return Ok(Vec::new());
-            };
-            let mut out = Vec::with_capacity(spans.len() + 1);
-            for (n, span) in spans.iter().enumerate() {
-                let seq = crate::chunk_seq(&id, n).map_err(invalid)?;
-                out.push(Chunk {
-                    id: crate::chunk_id(&id, seq),
-                    doc_id: id.clone(),
-                    seq,
-                    text: text[span.clone()].to_string(),
-                    metadata: metadata.clone(),
-                });
-            }
-            let seq = crate::chunk_seq(&id, spans.len()).map_err(invalid)?;
-            // The last chunk's text in the document's own buffer: cut the
-            // tail, then move the chunk to the front (no copy when the chunk
-            // is the whole document).
-            let mut text = text;
-            text.truncate(last.end);
-            text.drain(..last.start);
-            out.push(Chunk {
-                id: crate::chunk_id(&id, seq),
-                doc_id: id,
-                seq,
-                text,
-                metadata,
-            });
-            Ok(out)
+            crate::chunk_spans_into(text, &settings.chunk, scratch, spans);
+            // Texts come through a 32-bit linear memory, so offsets fit.
+            spans
+                .iter()
+                .map(|r| Span {
+                    start: r.start as u32,
+                    end: r.end as u32,
+                })
+                .collect()
         })
     }
 
     impl Guest for TextChunker {
-        fn split(docs: Vec<Document>) -> Vec<Result<Vec<Chunk>, PluginError>> {
+        fn spans(texts: Vec<String>) -> Vec<Result<Vec<Span>, PluginError>> {
             match settings() {
-                Ok(s) => docs.into_iter().map(|d| split_one(d, s)).collect(),
-                Err(e) => docs
+                Ok(s) => texts.iter().map(|t| Ok(spans_of(t, s))).collect(),
+                Err(e) => texts
                     .iter()
                     .map(|_| {
                         Err(PluginError {

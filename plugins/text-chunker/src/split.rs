@@ -232,6 +232,7 @@ fn overlap_start(sizer: &Sizer<'_>, start: usize, end: usize, overlap: usize, ma
 /// grapheme cluster where it can; in `Tokens` mode a word is one token and
 /// always fits.
 /// The atoms go to `scratch.atoms` (cleared first).
+#[inline(never)]
 fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
     let Scratch { atoms, chars } = scratch;
     atoms.clear();
@@ -257,10 +258,14 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
                 .map_or((false, 1), |c| (c.is_whitespace(), c.len_utf8()))
         }
     };
+    // What the whitespace since the previous word holds, noted while it is
+    // skipped (see `Gap`), instead of searching it again for each word.
+    let mut gap = Gap::default();
     let mut pos = 0;
     while pos < bytes.len() {
         let (ws, len) = at(pos);
         if ws {
+            gap.note(&bytes[pos..pos + len]);
             pos += len;
             chars_before += 1;
             continue;
@@ -272,6 +277,18 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
         let start_char = chars_before;
         let mut word_chars = 0;
         while pos < bytes.len() {
+            // Printable ASCII, eight bytes at a time, up to the first other
+            // byte: that is all of most words.
+            if let Some(n) = printable_ascii(bytes, pos) {
+                word_chars += n;
+                pos += n;
+                if n == 8 {
+                    continue;
+                }
+            }
+            if pos == bytes.len() {
+                break;
+            }
             let (ws, len) = at(pos);
             if ws {
                 break;
@@ -283,8 +300,9 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
         let end = pos;
         let strength = match prev_word {
             None => CUT_PARAGRAPH,
-            Some((ps, pe)) => gap_strength(&text[ps..pe], &text[pe..i]),
+            Some((ps, pe)) => gap.strength(&text[ps..pe]),
         };
+        gap = Gap::default();
         if unit == Unit::Tokens || word_chars <= max {
             atoms.push(Atom {
                 start: i,
@@ -315,6 +333,25 @@ fn atoms(text: &str, unit: Unit, max: usize, scratch: &mut Scratch) {
         prev_word = Some((i, end));
         word += 1;
     }
+}
+
+/// How many of the eight bytes at `pos` are printable ASCII other than the
+/// space (`!`..=`~`: one char each, none whitespace), counted from the first
+/// up to the first other byte; `None` if fewer than eight bytes are left.
+/// The bytes are tested together in one `u64` (the "has less / has more
+/// than n" tricks of Bit Twiddling Hacks), not one branch per byte. Either
+/// test may also flag bytes after a flagged one (borrows and carries travel
+/// upwards), never before it, so the first flag is exact.
+fn printable_ascii(bytes: &[u8], pos: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let eight: [u8; 8] = bytes.get(pos..pos + 8)?.try_into().ok()?;
+    let x = u64::from_le_bytes(eight);
+    // High bit set in each byte below b'!' (0x21)...
+    let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+    // ...and in each byte above b'~' (0x7e): 0x7f and every non-ASCII byte.
+    let above = (x.wrapping_add(ONES) | x) & HIGH;
+    Some(((below | above).trailing_zeros() / 8) as usize)
 }
 
 /// The end (exclusive, as an index into `chars`) of a piece of an over-long
@@ -358,7 +395,44 @@ fn extends_cluster(c: char) -> bool {
     )
 }
 
-/// How good a cut the whitespace `gap` after `prev` (the previous word) is.
+/// What decides the strength of a cut at a run of whitespace: its line
+/// breaks and Unicode line and paragraph separators.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gap {
+    newlines: u32,
+    line_separator: bool,
+    paragraph_separator: bool,
+}
+
+impl Gap {
+    /// Takes note of one whitespace character, given as its UTF-8 bytes.
+    fn note(&mut self, c: &[u8]) {
+        match c {
+            b"\n" => self.newlines += 1,
+            b"\xe2\x80\xa8" => self.line_separator = true, // U+2028
+            b"\xe2\x80\xa9" => self.paragraph_separator = true, // U+2029
+            _ => {}
+        }
+    }
+
+    /// How good a cut this gap after `prev` (the previous word) is: what
+    /// [`gap_strength`] says of the gap's text.
+    fn strength(&self, prev: &str) -> u8 {
+        if self.newlines >= 2 || self.paragraph_separator {
+            CUT_PARAGRAPH
+        } else if ends_sentence(prev) {
+            CUT_SENTENCE
+        } else if self.newlines == 1 || self.line_separator {
+            CUT_LINE
+        } else {
+            CUT_WORD
+        }
+    }
+}
+
+/// How good a cut the whitespace `gap` after `prev` (the previous word) is:
+/// the definition [`Gap::strength`] is tested against.
+#[cfg(test)]
 fn gap_strength(prev: &str, gap: &str) -> u8 {
     let newlines = gap.chars().filter(|&c| c == '\n').count();
     if newlines >= 2 || gap.contains('\u{2029}') {
@@ -375,6 +449,15 @@ fn gap_strength(prev: &str, gap: &str) -> u8 {
 /// Whether a word ends a sentence: `.`, `!`, `?` or `…`, possibly followed by
 /// closing quotes or brackets (`He said "stop." Then ...`).
 fn ends_sentence(word: &str) -> bool {
+    // Most words end in a letter or digit, which neither ends a sentence
+    // nor closes a quote: no need to look further.
+    if word
+        .as_bytes()
+        .last()
+        .is_some_and(u8::is_ascii_alphanumeric)
+    {
+        return false;
+    }
     let core = word.trim_end_matches(['"', '\'', '”', '’', ')', ']', '»']);
     core.ends_with(['.', '!', '?', '…'])
 }
@@ -452,6 +535,72 @@ mod tests {
             }
         }
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn printable_ascii_runs_end_at_the_first_other_byte() {
+        // Every byte value at every position of an otherwise printable run,
+        // after a printable prefix, so borrows and carries are exercised.
+        for at in 0..8 {
+            for b in 0..=255u8 {
+                let mut bytes = *b"abcdefgh";
+                bytes[at] = b;
+                let want = if (b'!'..=b'~').contains(&b) { 8 } else { at };
+                assert_eq!(printable_ascii(&bytes, 0), Some(want), "{b:#x} at {at}");
+            }
+        }
+        // A flagged byte before the run's other stops (0xff carries, 0x00
+        // borrows into the next byte).
+        assert_eq!(printable_ascii(b"ab\xff\x00 xyz", 0), Some(2));
+        assert_eq!(printable_ascii(b"a\x00\xffzzzzz", 0), Some(1));
+        assert_eq!(printable_ascii(b"short", 0), None);
+        assert_eq!(printable_ascii(b"..abcdefgh", 2), Some(8));
+    }
+
+    #[test]
+    fn cut_strengths_are_those_of_the_gaps_text() {
+        // Every kind of gap after every kind of word end, each next to the
+        // others: single and double line breaks (also as CR LF), Unicode
+        // line and paragraph separators, other Unicode spaces.
+        let words = [
+            "end.",
+            "word",
+            "\"quoted?\"",
+            "(aside…)",
+            "a,",
+            "日本。",
+            "x",
+        ];
+        let gaps = [
+            " ",
+            "  ",
+            "\n",
+            "\r\n",
+            "\n\n",
+            "\r\n\r\n",
+            " \n \n ",
+            "\u{2028}",
+            "\u{2029}",
+            "\u{a0}",
+            "\u{3000}\n",
+            "\t\u{2028}\n",
+        ];
+        let mut text = String::new();
+        for (n, w) in words.iter().cycle().take(60).enumerate() {
+            text.push_str(w);
+            text.push_str(gaps[n % gaps.len()]);
+        }
+        let mut scratch = Scratch::default();
+        atoms(&text, Unit::Tokens, 100, &mut scratch);
+        let atoms = &scratch.atoms;
+        assert_eq!(atoms.len(), 60);
+        let mut strengths = std::collections::BTreeSet::new();
+        for w in atoms.windows(2) {
+            let want = gap_strength(&text[w[0].start..w[0].end], &text[w[0].end..w[1].start]);
+            assert_eq!(w[1].strength, want, "gap {:?}", &text[w[0].end..w[1].start]);
+            strengths.insert(want);
+        }
+        assert_eq!(strengths.len(), 4, "every strength but a cut inside a word");
     }
 
     #[test]
