@@ -741,7 +741,7 @@ impl StagePlugin {
     }
 
     /// Chunks each document, one result per document, in order. A span
-    /// chunker's ranges are made into chunks here (see [`spans`]).
+    /// chunker's ranges are made into chunks here (`runtime/spans.rs`).
     pub fn chunk(
         &mut self,
         docs: &[types::Document],
