@@ -61,10 +61,15 @@ pub fn term_counts(text: &str) -> (BTreeMap<String, u16>, u16) {
 /// Item ids per posting block: a term's postings are kept in blocks of
 /// item-id ranges (`block_key`), so a write rewrites only the blocks of
 /// the items it adds or removes. New items have the newest ids, so an
-/// ingest batch touches the last block of each of its terms. One list per
-/// term was rewritten whole: for a word in every document of a 100k-chunk
-/// index, 800 KB per batch, which tripled the RAG bench's freshness.
-pub const BLOCK_ITEMS: u32 = 4096;
+/// ingest batch touches the last block of each of its terms; an update of
+/// an old document touches, for each of its terms, the block its item id
+/// falls in. One list per term was rewritten whole: for a word in every
+/// document of a 100k-chunk index, 800 KB per batch, which tripled the RAG
+/// bench's freshness. Blocks of 4,096 (32 KB values, each in LMDB overflow
+/// pages) still rewrote megabytes per batch of updates; 128 items (1 KB)
+/// fit in a leaf page. A search reads a common term's blocks with one
+/// cursor walk either way.
+pub const BLOCK_ITEMS: u32 = 128;
 
 /// The block of `item`.
 pub fn block_of(item: u32) -> u32 {

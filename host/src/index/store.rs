@@ -409,11 +409,12 @@ impl Store {
         let Some(db) = self.postings else {
             return Ok(0);
         };
+        let layout = keyword::BLOCK_ITEMS.to_string();
         if self
             .meta
             .get(wtxn, KEYWORD_BLOCKS)
             .map_err(self.err("reading meta"))?
-            .is_some()
+            == Some(layout.as_bytes())
         {
             return Ok(0);
         }
@@ -432,7 +433,7 @@ impl Store {
         }
         self.write_postings(wtxn, &changes)?;
         self.set_meta(wtxn, KEYWORD_READY, b"1")?;
-        self.set_meta(wtxn, KEYWORD_BLOCKS, b"1")?;
+        self.set_meta(wtxn, KEYWORD_BLOCKS, layout.as_bytes())?;
         Ok(n)
     }
 
@@ -448,22 +449,40 @@ impl Store {
             .collect()
     }
 
-    /// Rewrites the postings in the layout before blocks, one list per term
-    /// under the bare term (tests: an index written by an older version).
+    /// Rewrites the postings as an older version wrote them (tests): `None`,
+    /// one list per term under the bare term, with no layout marker;
+    /// `Some(items)`, blocks of `items` item ids with the marker those
+    /// versions wrote (`1`, for blocks of 4,096).
     #[cfg(test)]
-    pub(super) fn rewrite_as_one_list_per_term(&self, wtxn: &mut RwTxn) {
+    pub(super) fn rewrite_in_old_layout(&self, wtxn: &mut RwTxn, blocks_of: Option<u32>) {
         let db = self.postings.expect("postings");
         let mut lists: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
         for r in db.iter(wtxn).expect("postings") {
             let (key, bytes) = r.expect("posting");
-            let term = key.split('\u{0}').next().unwrap_or(key).to_string();
-            lists.entry(term).or_default().extend_from_slice(bytes);
+            let term = key.split('\u{0}').next().unwrap_or(key);
+            for p in keyword::decode(bytes) {
+                let key = match blocks_of {
+                    None => term.to_string(),
+                    Some(b) => keyword::block_key(term, p.item / b),
+                };
+                lists
+                    .entry(key)
+                    .or_default()
+                    .extend_from_slice(&keyword::encode(&[p]));
+            }
         }
         db.clear(wtxn).expect("clear");
-        for (term, bytes) in lists {
-            db.put(wtxn, &term, &bytes).expect("put");
+        for (key, bytes) in lists {
+            db.put(wtxn, &key, &bytes).expect("put");
         }
-        self.meta.delete(wtxn, KEYWORD_BLOCKS).expect("meta");
+        match blocks_of {
+            None => self
+                .meta
+                .delete(wtxn, KEYWORD_BLOCKS)
+                .map(drop)
+                .expect("meta"),
+            Some(_) => self.set_meta(wtxn, KEYWORD_BLOCKS, b"1").expect("meta"),
+        }
     }
 
     /// BM25 scores of the chunks matching any term of `text`, restricted

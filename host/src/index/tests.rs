@@ -281,16 +281,27 @@ fn new_vectors_are_packed_two_to_a_page() {
 /// written with one list per term (before blocks) is re-indexed at open.
 #[test]
 fn keyword_postings_span_blocks_and_the_old_layout_is_reindexed_at_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let n = keyword::BLOCK_ITEMS as usize * 2 + 100;
+    let block = keyword::BLOCK_ITEMS as usize;
+    let n = block * 2 + block / 2;
+    // A rare word every quarter block; two of its documents get deleted.
+    let step = (block / 4).max(1);
+    let (gone_a, gone_b) = (format!("d{step}"), format!("d{}", step * 5));
     let text = |i: usize| {
-        let rare = if i.is_multiple_of(1000) { " rare" } else { "" };
+        let rare = if i.is_multiple_of(step) { " rare" } else { "" };
         format!("common w{i}{rare}")
     };
-    let totals: (u64, u64);
+    let want: Vec<String> = {
+        let mut w: Vec<String> = (0..n)
+            .step_by(step)
+            .map(|i| format!("d{i}"))
+            .filter(|d| *d != gone_a && *d != gone_b)
+            .collect();
+        w.sort();
+        w
+    };
     let rare_docs = |ix: &VectorIndex| -> Vec<String> {
         let mut d: Vec<String> = ix
-            .keyword_search("rare", 100, &[])
+            .keyword_search("rare", n, &[])
             .expect("keyword search")
             .into_iter()
             .map(|h| h.doc_id)
@@ -298,27 +309,35 @@ fn keyword_postings_span_blocks_and_the_old_layout_is_reindexed_at_open() {
         d.sort();
         d
     };
+    let common_keys = |ix: &VectorIndex| -> Vec<String> {
+        let store = &ix.core.store;
+        let keys = store
+            .lmdb
+            .read(|r| Ok(store.postings_keys(r)))
+            .expect("keys");
+        keys.into_iter()
+            .filter(|k| k.starts_with("common"))
+            .collect()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let totals: (u64, u64);
     {
         let ix = VectorIndex::open(dir.path(), opts()).expect("open");
-        for from in (0..n).step_by(1000) {
-            let ops: Vec<DocOp> = (from..(from + 1000).min(n))
+        for from in (0..n).step_by(100) {
+            let ops: Vec<DocOp> = (from..(from + 100).min(n))
                 .map(|i| upsert(i, text(i)))
                 .collect();
             ix.apply(&ops).expect("apply");
         }
-        let mut want: Vec<String> = (0..n).step_by(1000).map(|i| format!("d{i}")).collect();
-        want.sort();
-        assert_eq!(rare_docs(&ix), want);
         ix.apply(&[
             DocOp::Delete {
-                doc_id: "d1000".into(),
+                doc_id: gone_a.clone(),
             },
             DocOp::Delete {
-                doc_id: "d5000".into(),
+                doc_id: gone_b.clone(),
             },
         ])
         .expect("delete");
-        want.retain(|d| d != "d1000" && d != "d5000");
         assert_eq!(rare_docs(&ix), want);
         assert_eq!(
             ix.keyword_search("common", n, &[]).expect("search").len(),
@@ -336,65 +355,48 @@ fn keyword_postings_span_blocks_and_the_old_layout_is_reindexed_at_open() {
             .read(|r| store.keyword_totals(r))
             .expect("totals");
         assert_eq!(totals.0, (n - 2) as u64);
-        let keys = store
-            .lmdb
-            .read(|r| Ok(store.postings_keys(r)))
-            .expect("keys");
-        let common: Vec<&String> = keys
-            .iter()
-            .filter(|k| k.starts_with("common\u{0}"))
-            .collect();
         assert_eq!(
-            common.len(),
+            common_keys(&ix).len(),
             3,
-            "one block per {} items: {common:?}",
-            keyword::BLOCK_ITEMS
-        );
-        store
-            .lmdb
-            .write(|w| {
-                store.rewrite_as_one_list_per_term(w);
-                Ok(())
-            })
-            .expect("old layout");
-        assert!(
-            rare_docs(&ix).is_empty(),
-            "the old layout is not read as blocks"
+            "one block per {block} items: {:?}",
+            common_keys(&ix)
         );
     }
-    let ix = VectorIndex::open(dir.path(), opts()).expect("reopen");
-    assert_eq!(
-        rare_docs(&ix),
+    // Both older layouts are re-indexed when a writer opens the index: one
+    // list per term (before blocks), and blocks of 4,096 (marker `1`).
+    for (old, blocks_of) in [("one list per term", None), ("blocks of 4096", Some(4096))] {
         {
-            let mut w: Vec<String> = (0..n)
-                .step_by(1000)
-                .map(|i| format!("d{i}"))
-                .filter(|d| d != "d1000" && d != "d5000")
-                .collect();
-            w.sort();
-            w
-        },
-        "re-indexed at open"
-    );
-    let store = &ix.core.store;
-    let keys = store
-        .lmdb
-        .read(|r| Ok(store.postings_keys(r)))
-        .expect("keys");
-    assert!(
-        keys.iter().all(|k| k.contains('\u{0}')),
-        "an old key is left"
-    );
-    assert_eq!(
-        store
-            .lmdb
-            .read(|r| store.keyword_totals(r))
-            .expect("totals"),
-        totals,
-        "corpus totals rebuilt once, not added twice"
-    );
-    assert_eq!(
-        ix.keyword_search("common", n, &[]).expect("search").len(),
-        n - 2
-    );
+            let ix = VectorIndex::open(dir.path(), opts()).expect("open");
+            let store = &ix.core.store;
+            store
+                .lmdb
+                .write(|w| {
+                    store.rewrite_in_old_layout(w, blocks_of);
+                    Ok(())
+                })
+                .expect("old layout");
+            assert_eq!(common_keys(&ix).len(), 1, "{old}: written as such");
+        }
+        let ix = VectorIndex::open(dir.path(), opts()).expect("reopen");
+        assert_eq!(rare_docs(&ix), want, "{old}: re-indexed at open");
+        assert_eq!(
+            common_keys(&ix).len(),
+            3,
+            "{old}: back in blocks of {block}"
+        );
+        let store = &ix.core.store;
+        assert_eq!(
+            store
+                .lmdb
+                .read(|r| store.keyword_totals(r))
+                .expect("totals"),
+            totals,
+            "{old}: corpus totals rebuilt once, not added twice"
+        );
+        assert_eq!(
+            ix.keyword_search("common", n, &[]).expect("search").len(),
+            n - 2,
+            "{old}"
+        );
+    }
 }

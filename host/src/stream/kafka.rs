@@ -165,6 +165,10 @@ async fn next_version(
 /// Writes a batch to the pipeline's document sink, retrying a failing store
 /// (a full disk, say) with backoff (0.2 s doubling, 5 retries) before giving
 /// up on the batch.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
 fn write_sink(sink: &dyn DocumentSink, outcome: &BatchOutcome) -> Result<SinkReport, SinkError> {
     (|| sink.write(outcome))
         .retry(
@@ -967,14 +971,22 @@ pub async fn run_with(
                 .or_insert(0);
             *e = (*e).max(it.origin.offset + 1);
         }
-        let (p, outcome, indexed) = tokio::task::spawn_blocking(move || {
+        let gathered = batch_started.elapsed();
+        let (p, outcome, indexed, phases) = tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
             let outcome = pipeline.process(batch);
+            let processed = t0.elapsed();
             let indexed = pipeline
                 .sink
                 .as_deref()
                 .map(|sink| write_sink(sink, &outcome))
                 .transpose();
-            (pipeline, outcome, indexed)
+            (
+                pipeline,
+                outcome,
+                indexed,
+                (processed, t0.elapsed() - processed),
+            )
         })
         .await
         .map_err(|e| StreamError::WorkerPanicked {
@@ -1075,7 +1087,9 @@ pub async fn run_with(
         if let Some(d) = &deltas {
             d.settle(Duration::from_secs(30)).await;
         }
+        let produce_started = Instant::now();
         let refused = produce_all(&producer, outgoing, &stop, Some(&dl)).await?;
+        let produce_took = produce_started.elapsed();
         if m.format == Format::Question {
             // Acknowledged: the answers are on the sink topic now.
             let now = chrono_ms();
@@ -1097,7 +1111,20 @@ pub async fn run_with(
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))
                 .map_err(|e| StreamError::kafka("building the commit", e))?;
         }
+        let commit_started = Instant::now();
         let committed = off_worker(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
+        // Where a batch's time went, for `WEFT_LOG=weft=debug`: a record's
+        // freshness is about the hop, half a batch cycle and its own batch.
+        tracing::debug!(
+            pipeline = %m.name,
+            records = n,
+            gather_ms = ms(gathered),
+            process_ms = ms(phases.0),
+            index_ms = ms(phases.1),
+            produce_ms = ms(produce_took),
+            commit_ms = ms(commit_started.elapsed()),
+            "batch"
+        );
         if let Some(Err(e)) = committed {
             // Typically a rebalance took the partition away: the new owner
             // replays from the last commit, and idempotent keys absorb it.
