@@ -76,7 +76,7 @@ pub fn chunk_document(
 }
 
 /// Rejects an id that is empty or contains `#` (see [`chunk_document`]).
-pub fn check_id(id: &str) -> Result<(), String> {
+fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("document id is empty".to_string());
     }
@@ -89,13 +89,13 @@ pub fn check_id(id: &str) -> Result<(), String> {
 }
 
 /// The `seq` of the `n`th chunk of document `id`.
-pub fn chunk_seq(id: &str, n: usize) -> Result<u32, String> {
+fn chunk_seq(id: &str, n: usize) -> Result<u32, String> {
     u32::try_from(n).map_err(|_| format!("document {id:?} has more than {} chunks", u32::MAX))
 }
 
 /// `<doc id>#<seq>`, allocated once at its final size (`format!` guesses the
 /// capacity and may grow the string).
-pub fn chunk_id(id: &str, seq: u32) -> String {
+fn chunk_id(id: &str, seq: u32) -> String {
     let mut digits = [0u8; 10];
     let mut at = digits.len();
     let mut n = seq;
